@@ -1,0 +1,249 @@
+"""``ringfold export RUN/ --out BUNDLE/``: rebuild, fold, bake the head, export ONNX, write the bundle.
+
+The bundle is assembled in a temporary sibling directory and renamed into
+place at the end, so a killed export never leaves a bundle that loads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import ringfold
+from ringfold.atomic import atomic_directory, sha256_file, write_json, write_text
+from ringfold.errors import RingfoldError
+from ringfold.exporter import reference as ref_mod
+from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
+from ringfold.exporter.head import ImageClassifier, build_classifier
+from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
+from ringfold.runtime.bundle import BUNDLE_FORMAT_VERSION, LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
+from ringfold.runtime.images import load_image
+from ringfold.trainer.models import openclip_transform
+from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
+from ringfold.trainer.text import class_embeddings
+
+MODEL_FILE = "model.onnx"
+REPORT_FILE = "export_report.md"
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    fold: FoldReport
+    seconds: float
+    onnx_vs_torch_max_abs: float
+    manifest: dict[str, Any]
+
+
+@torch.no_grad()
+def _outputs(classifier: ImageClassifier, pixels: torch.Tensor, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    logits, embs = [], []
+    for start in range(0, len(pixels), batch):
+        lg, em = classifier(pixels[start : start + batch])
+        logits.append(lg.float().numpy())
+        embs.append(em.float().numpy())
+    return np.concatenate(logits), np.concatenate(embs)
+
+
+def _reference_images(record: RunRecord, ref_images: str | None, count: int, size, scratch: Path):
+    if ref_images:
+        from ringfold.runtime.images import list_images
+
+        paths = list_images([ref_images])
+        if not paths:
+            raise RingfoldError(f"{ref_images}: no images found for the reference set; pass a folder of images")
+        label_of = {name.replace(" ", "_"): i for i, name in enumerate(record.classnames)}
+        label_of.update({name: i for i, name in enumerate(record.classnames)})
+        return [ref_mod.RefImage(p, label_of.get(p.parent.name, -1)) for p in paths[:count]]
+    data_path = record.data.get("path")
+    if data_path and Path(data_path).exists():
+        from ringfold.trainer import data as data_mod
+
+        try:
+            splits = data_mod.load_splits(data_path, image_root=record.data.get("image_root"))
+            if record.data.get("classes", "all") != "all":
+                splits = data_mod.subsample_classes(splits, record.data["classes"])
+            pool = data_mod.scan_images(splits.test or splits.val or splits.train, "skip")
+            if pool and splits.classnames == record.classnames:
+                return ref_mod.pick_reference_images(pool, record.classnames, count)
+        except RingfoldError:
+            pass
+    return ref_mod.synthetic_reference_images(scratch, count, size)
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    ref_images: str | None = None,
+    ref_count: int = 16,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ExportResult:
+    t0 = time.time()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RingfoldError(f"{out}: already exists; pass --overwrite or choose another --out")
+    steps = _Progress(progress, total=6)
+    record, loaded, adapters = load_adapted_model(run_dir)
+    model = loaded.model
+    steps.advance("rebuilt frozen model + adapters")
+    class_emb = class_embeddings(model, loaded.tokenizer, record.classnames, record.templates).detach()
+    size = tuple(record.preprocess["size"]) if isinstance(record.preprocess["size"], list) else (record.preprocess["size"],) * 2
+    transform = openclip_transform(record.preprocess)
+    steps.advance("class embeddings from the adapted text tower")
+
+    with atomic_directory(out, overwrite=overwrite) as tmp, tempfile.TemporaryDirectory() as scratch:
+        refs = _reference_images(record, ref_images, ref_count, size, Path(scratch))
+        ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
+        pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
+        unfolded = build_classifier(model, class_emb)
+        logits_unfolded, emb_unfolded = _outputs(unfolded, pixels)
+        fold = fold_adapters(model)
+        if fold.fully_folded and not unfold_is_clean(model):
+            raise RingfoldError("internal: adapter wrappers left after a full fold")
+        folded = build_classifier(model, class_emb)
+        logits_folded, emb_folded = _outputs(folded, pixels)
+        steps.advance(f"folded {fold.folded_sites} adapter sites")
+
+        export_onnx(folded, size, tmp / MODEL_FILE, opset=opset)
+        steps.advance("exported ONNX + onnx.checker")
+
+        ref_mod.save_reference(
+            tmp / ref_mod.REFERENCE_FILE,
+            {
+                "pixel_values": pixels.numpy().astype(np.float32),
+                "logits": logits_unfolded,
+                "embedding": emb_unfolded,
+                "logits_folded": logits_folded,
+                "embedding_folded": emb_folded,
+                "labels": np.array([r.label for r in refs], dtype=np.int64),
+                "images": np.array(ref_names),
+            },
+        )
+        write_json(tmp / LABELS_FILE, record.classnames)
+        write_json(tmp / PREPROCESS_FILE, record.preprocess)
+        onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
+        steps.advance("reference set + ONNX Runtime check")
+
+        histogram = op_histogram(tmp / MODEL_FILE)
+        manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
+        manifest["export"] = {"seconds": round(time.time() - t0, 2), "onnx_vs_torch_max_abs_logit": onnx_diff}
+        write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff))
+        manifest["files"] = {
+            str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        write_json(tmp / MANIFEST_FILE, manifest)
+        steps.advance(f"bundle written to {out}")
+    steps.close()
+    return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest)
+
+
+def _ort_check(model_path: Path, pixels: np.ndarray, logits: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {INPUT_NAME: pixels.astype(np.float32)})[0]
+    return float(np.abs(got - logits).max())
+
+
+def _manifest(record: RunRecord, fold: FoldReport, opset: int, size, n_ref: int, refs, histogram, n_params: int):
+    versions = library_versions()
+    import onnx
+    import onnxruntime
+
+    versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    num_classes = len(record.classnames)
+    return {
+        "format": "ringfold-bundle",
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "ringfold_version": ringfold.__version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": record.model_name,
+            "weights": record.weights.describe(),
+            "random_weights": record.is_random,
+            "weights_source": record.weights.to_dict(),
+            "weights_fingerprint": record.weights_fingerprint,
+        },
+        "adapter": {**record.adapter.to_dict(), "trainable_parameters": n_params},
+        "fold": {
+            "fully_folded": fold.fully_folded,
+            "folded_sites": fold.folded_sites,
+            "kept_sites": fold.kept_sites,
+            "kept_methods": fold.kept_methods,
+        },
+        "templates": record.templates,
+        "num_classes": num_classes,
+        "onnx": {
+            "opset": opset,
+            "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, *size], "dtype": "float32"}],
+            "outputs": [
+                {"name": OUTPUT_NAMES[0], "shape": ["batch", num_classes], "dtype": "float32"},
+                {"name": OUTPUT_NAMES[1], "shape": ["batch", "embed_dim"], "dtype": "float32"},
+            ],
+            "op_histogram": histogram,
+        },
+        "variants": {"fp32": {"file": MODEL_FILE, "precision": "fp32"}},
+        "labels": LABELS_FILE,
+        "preprocess": PREPROCESS_FILE,
+        "reference": {
+            "file": ref_mod.REFERENCE_FILE,
+            "count": n_ref,
+            "labelled": any(r.label >= 0 for r in refs),
+            "pytorch_reference": "unfolded adapted model (logits, embedding); folded model (logits_folded, …)",
+        },
+        "versions": versions,
+    }
+
+
+def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_diff: float) -> str:
+    lines = [
+        f"# Export report — {record.model_name}",
+        "",
+        f"- weights: **{record.weights.describe()}**" + (" — outputs are not meaningful predictions" if record.is_random else ""),
+        f"- adapter method: {record.adapter.method}, trainable parameters {manifest['adapter']['trainable_parameters']:,}",
+        f"- classes: {len(record.classnames)}; templates: {len(record.templates)}",
+        f"- ONNX opset {manifest['onnx']['opset']}, dynamic batch, outputs logits + embedding",
+        f"- ONNX Runtime (CPU) vs PyTorch on the reference set: max |Δlogit| = {onnx_diff:.3g}",
+        "",
+    ]
+    if fold.fully_folded:
+        lines += [
+            f"**Fully folded**: {fold.folded_sites} adapter sites merged into the frozen linear weights. "
+            "The graph is the base open_clip image tower plus the classifier head: same ops, FLOPs and latency "
+            "as the base model.",
+        ]
+    else:
+        lines += [
+            f"**WARNING — NOT fully folded**: {fold.kept_sites} adapter sites ({', '.join(fold.kept_methods)}) "
+            "are not linear/input-independent and stay in the graph as extra ops. "
+            "Expect extra FLOPs and latency against the base model; run `ringfold bench` to measure them.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="export", unit="step")
+
+    def advance(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(message[:60])
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

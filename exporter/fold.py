@@ -1,0 +1,84 @@
+"""Fold adapters into the frozen linear weights (DESIGN §2).
+
+For a site adapter ``y' = y + s(y·A + b)`` read by a linear ``W, c``:
+
+    W' = W (I + sA)ᵀ,   c' = c + s·W b
+
+computed in float64 and cast back once, so the folded model is a plain
+open_clip model with the base graph, FLOPs and latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from ringfold.trainer.adapters.base import AdaptedNorm, adapted_norms, site_linear
+from torch import nn
+
+from ringfold.errors import RingfoldError
+
+
+@dataclass
+class FoldReport:
+    folded_sites: int = 0
+    kept_sites: int = 0  # non-foldable adapters left in the graph
+    kept_methods: list[str] = field(default_factory=list)
+    max_abs_delta_weight: float = 0.0
+
+    @property
+    def fully_folded(self) -> bool:
+        return self.kept_sites == 0
+
+
+def folded_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The merged (W', c') in the dtype of ``weight``; refuses non-finite results."""
+    w64 = weight.detach().to(torch.float64)
+    a64 = scale * a.detach().to(device=w64.device, dtype=torch.float64)
+    b64 = scale * b.detach().to(device=w64.device, dtype=torch.float64)
+    eye = torch.eye(a64.shape[0], dtype=torch.float64, device=w64.device)
+    new_w = w64 @ (eye + a64).t()
+    if bias is None:
+        if torch.count_nonzero(b64):
+            raise RingfoldError("adapter has a bias but the frozen linear has none; this site cannot be folded")
+        new_b = None
+    else:
+        new_b = bias.detach().to(torch.float64) + w64 @ b64
+    if not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all()):
+        raise RingfoldError("folding produced non-finite weights: the adapter checkpoint holds NaN/Inf or overflows")
+    return new_w.to(weight.dtype), None if new_b is None else new_b.to(bias.dtype)
+
+
+@torch.no_grad()
+def fold_adapters(model: nn.Module) -> FoldReport:
+    """Fold every foldable adapter in place and unwrap its LayerNorm; leave the rest in the graph."""
+    report = FoldReport()
+    for _tower, site, block, wrapper in adapted_norms(model):
+        adapter = wrapper.adapter
+        attr = "ln_1" if site == "attn" else "ln_2"
+        if not adapter.foldable:
+            report.kept_sites += 1
+            name = type(adapter).__name__
+            if name not in report.kept_methods:
+                report.kept_methods.append(name)
+            continue
+        a, b = adapter.dense(wrapper.layer)
+        weight, bias = site_linear(block, site)
+        new_w, new_b = folded_linear(weight, bias, a, b, wrapper.scale)
+        report.max_abs_delta_weight = max(report.max_abs_delta_weight, float((new_w - weight).abs().max()))
+        weight.copy_(new_w)
+        if bias is not None:
+            bias.copy_(new_b)
+        setattr(block, attr, wrapper.norm)
+        report.folded_sites += 1
+    if report.fully_folded and hasattr(model, "adapters"):
+        model.adapters.remove_hooks()
+        del model.adapters
+    return report
+
+
+def unfold_is_clean(model: nn.Module) -> bool:
+    """True when no adapter wrapper is left anywhere in ``model``."""
+    return not any(isinstance(m, AdaptedNorm) for m in model.modules())

@@ -1,0 +1,87 @@
+"""Live PyTorch side of ``ringfold parity --run RUN/``: rebuild the adapted model and compare on new images."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ringfold.errors import RingfoldError
+from ringfold.exporter.fold import fold_adapters
+from ringfold.exporter.head import build_classifier
+from ringfold.runtime.bundle import Bundle
+from ringfold.runtime.images import list_images, load_image
+from ringfold.runtime.parity import ParityReport, PreprocessCheck, Tolerance, compare
+from ringfold.runtime.preprocess import preprocess_batch
+from ringfold.trainer.models import openclip_transform
+from ringfold.trainer.run import load_adapted_model
+from ringfold.trainer.text import class_embeddings
+
+
+@torch.no_grad()
+def _run(classifier, pixels: torch.Tensor, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    logits, embs = [], []
+    for i in range(0, len(pixels), batch):
+        lg, em = classifier(pixels[i : i + batch])
+        logits.append(lg.numpy())
+        embs.append(em.numpy())
+    return np.concatenate(logits), np.concatenate(embs)
+
+
+def _labels_from_folders(paths: list[Path], classnames: list[str]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(classnames)}
+    index.update({name.replace(" ", "_"): i for i, name in enumerate(classnames)})
+    return np.array([index.get(p.parent.name, -1) for p in paths], dtype=np.int64)
+
+
+def add_torch_parity(
+    report: ParityReport,
+    bundle: Bundle,
+    model,
+    run_dir: str | Path,
+    images: list[str] | None,
+    precision: str,
+    tolerance: Tolerance,
+) -> None:
+    record, loaded, _ = load_adapted_model(run_dir)
+    if record.weights_fingerprint != bundle.manifest["model"].get("weights_fingerprint"):
+        raise RingfoldError(f"{run_dir}: this run's frozen model is not the one in {bundle.path}; pass the run it came from")
+    if record.classnames != bundle.labels:
+        raise RingfoldError(f"{run_dir}: class names differ from {bundle.path}/labels.json; pass the run it came from")
+    with torch.no_grad():
+        class_emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates)
+    unfolded = build_classifier(loaded.model, class_emb)
+    folded_model = copy.deepcopy(loaded.model)
+    fold_adapters(folded_model)
+    folded = build_classifier(folded_model, class_emb)
+
+    ref = bundle.reference()
+    live_logits, live_emb = _run(unfolded, torch.from_numpy(ref.pixel_values))
+    report.comparisons.append(compare(
+        "PyTorch live (rebuilt from run) vs bundle's stored reference", "fp32",
+        live_logits, live_emb, ref.logits, ref.embedding, None,
+    ))
+    if not images:
+        return
+    paths = list_images(images)
+    if not paths:
+        raise RingfoldError(f"{' '.join(images)}: no images found; pass files or folders of images")
+    pil = [load_image(p) for p in paths]
+    transform = openclip_transform(record.preprocess)
+    torch_pixels = torch.stack([transform(img) for img in pil])
+    ours = preprocess_batch(pil, bundle.preprocess)
+    report.preprocessing.append(
+        PreprocessCheck("runtime preprocess vs open_clip transform (--images)", len(paths),
+                        float(np.abs(ours - torch_pixels.numpy()).max()))
+    )
+    labels = _labels_from_folders(paths, record.classnames)
+    labels = labels if (labels >= 0).any() else None
+    out = model.run_batched(ours)
+    for name, classifier in (("adapted (unfolded)", unfolded), ("folded", folded)):
+        ref_logits, ref_emb = _run(classifier, torch_pixels)
+        report.comparisons.append(compare(
+            f"{precision} backend vs PyTorch {name}, --images end to end", precision,
+            out["logits"], out["embedding"], ref_logits, ref_emb, labels, tolerance,
+        ))

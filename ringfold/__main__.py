@@ -1,0 +1,5 @@
+import sys
+
+from ringfold.cli import main
+
+sys.exit(main())

@@ -1,0 +1,311 @@
+"""The ``ringfold`` command. Subcommands import their heavy dependencies lazily, so the
+runtime commands (classify, parity without --run) work on a torch-free device install.
+
+Exit codes: 0 success, 1 parity gate failed, 2 bad input (one-line error, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ringfold.errors import GateFailed, RingfoldError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but unknown options get a 'did you mean' and the usual exit code 2 in one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = ""
+        if "unrecognized arguments:" in message:
+            known = [s for a in self._actions for s in a.option_strings]
+            bad = message.split(":", 1)[1].split()
+            for arg in bad:
+                match = difflib.get_close_matches(arg.split("=")[0], known, n=1)
+                if match:
+                    hint = f"; did you mean {match[0]}?"
+                    break
+        elif "invalid choice:" in message:
+            hint = ""
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------------------------- params
+def _adapter_overrides(args: argparse.Namespace) -> dict:
+    overrides = {}
+    for key in ("rank", "layers", "sites", "scale", "dropout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "towers", None):
+        overrides["towers"] = tuple(args.towers.split(","))
+    for item in getattr(args, "adapter_opt", None) or []:
+        if "=" not in item:
+            raise RingfoldError(f"--adapter-opt {item!r}: use KEY=VALUE, e.g. --adapter-opt mlp_lambda_init=xavier")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def _add_adapter_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adapter")
+    g.add_argument("--method", default="arc", help="adapter method (arc)")
+    g.add_argument("--rank", type=int, help="ARC bottleneck r (default 50)")
+    g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
+    g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
+    g.add_argument("--towers", help="comma list of visual,text (default both)")
+    g.add_argument("--scale", type=float, help="adapter output scale s (default 1.0)")
+    g.add_argument("--dropout", type=float, help="bottleneck dropout, training only")
+    g.add_argument("--adapter-opt", action="append", metavar="KEY=VALUE", help="any other method option")
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from ringfold.trainer.adapters import get
+    from ringfold.trainer.params import format_table, parameter_rows
+
+    method = get(args.method)
+    config = method.config_cls.from_dict({"method": args.method, **_adapter_overrides(args)})
+    rows = parameter_rows(args.model, config)
+    title = f"{args.model} · {args.method} · layers={config.layers} sites={config.sites}"
+    if args.json:
+        print(json.dumps([{**r.__dict__, "total": r.total} for r in rows], indent=2))
+    else:
+        print(format_table(rows, title))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+def _train_config(args: argparse.Namespace):
+    from ringfold.trainer.train import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        pretrained=args.pretrained,
+        random_init=args.random_init,
+        init_seed=args.init_seed,
+        method=args.method,
+        adapter=_adapter_overrides(args),
+        data=args.data,
+        image_root=args.image_root,
+        shots=args.shots,
+        classes=args.classes,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        templates=args.templates,
+        augment=not args.no_augment,
+        on_bad_image=args.on_bad_image,
+        workers=args.workers,
+        max_eval=args.max_eval,
+        progress=not args.quiet,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ringfold.trainer.train import train
+
+    record = train(_train_config(args), args.out)
+    m = record.metrics
+    weights = record.weights.describe()
+    print(f"run written to {args.out} ({record.model_name}, {weights})")
+    print(
+        f"eval accuracy: zero-shot {_pct(m.get('zero_shot_eval_acc'))} → adapted {_pct(m.get('final_eval_acc'))} "
+        f"(chance {_pct(m.get('chance_acc'))}; {m.get('trainable_parameters', 0):,} trainable parameters)"
+    )
+    return 0
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+# --------------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from ringfold.exporter.export import export_run
+
+    result = export_run(
+        args.run, args.out, ref_images=args.ref_images, ref_count=args.ref_count, opset=args.opset,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )
+    fold = result.fold
+    state = "fully folded (graph = base model + head)" if fold.fully_folded else (
+        f"NOT fully folded: {fold.kept_sites} sites kept in the graph ({', '.join(fold.kept_methods)})")
+    print(f"bundle written to {result.bundle} in {result.seconds:.1f}s — {state}; "
+          f"ONNX Runtime vs PyTorch max |Δlogit| {result.onnx_vs_torch_max_abs:.2g}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- classify
+def cmd_classify(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.classify import classify_paths
+    from ringfold.runtime.onnx_backend import OnnxModel
+
+    bundle = load_bundle(args.bundle)
+    model = OnnxModel(bundle.model_path(args.precision), provider=args.provider, threads=args.threads)
+    preds = classify_paths(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
+    if bundle.random_weights and not args.json:
+        print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
+    for p in preds:
+        if args.json:
+            print(json.dumps(p.to_dict()))
+        elif p.error:
+            print(f"{p.path}: ERROR {p.error}")
+        else:
+            tops = ", ".join(f"{lab} {prob:.3f}" for lab, prob in zip(p.labels, p.probabilities, strict=True))
+            print(f"{p.path}: {tops}")
+    return 2 if any(p.error for p in preds) else 0
+
+
+# --------------------------------------------------------------------------------------------- parity
+def cmd_parity(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.parity import bundle_parity, tolerance_for
+
+    if args.images and not args.run:
+        raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
+    bundle = load_bundle(args.bundle)
+    tolerance = tolerance_for(args.precision, {
+        "max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1,
+    })
+    model = OnnxModel(bundle.model_path(args.precision), provider=args.provider, threads=args.threads)
+    report = bundle_parity(bundle, model, args.precision, tolerance)
+    if args.run:
+        from ringfold.exporter.torch_parity import add_torch_parity
+
+        add_torch_parity(report, bundle, model, args.run, args.images, args.precision, tolerance)
+    out = Path(args.report) if args.report else bundle.path.parent / f"{bundle.path.name}.parity"
+    written = report.write(out)
+    print(report.to_markdown())
+    print(f"report: {', '.join(str(w) for w in written)}")
+    if not report.passed:
+        raise GateFailed(f"parity gate FAILED for {bundle.path} ({args.precision}); see {out / 'parity.md'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ringfold.demo import run_demo
+
+    return run_demo(Path(args.out), epochs=args.epochs, overwrite=True, quiet=args.quiet)
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from ringfold import __version__
+
+    parser = _Parser(prog="ringfold", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"ringfold {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("params", help="trainable parameter table for a model config and adapter method")
+    p.add_argument("--model", default="ViT-B-16")
+    p.add_argument("--json", action="store_true")
+    _add_adapter_args(p)
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("train", help="fit adapters on a frozen open_clip model")
+    p.add_argument("--model", default="ViT-B-16", help="open_clip model config name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pretrained", help="open_clip pretrained tag (e.g. openai) or a checkpoint file")
+    src.add_argument("--random-init", action="store_true", help="random weights (tests/demos; said in every report)")
+    p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights")
+    _add_adapter_args(p)
+    p.add_argument("--data", required=True, help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
+    p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
+    p.add_argument("--shots", type=int, default=16, help="images per class (0 = all)")
+    p.add_argument("--classes", choices=["all", "base", "new"], default="all", help="CoOp base-to-novel subset")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help="CUDA autocast dtype")
+    p.add_argument("--templates", help="prompt template ('a photo of a {}.'), or a .txt/.json file of them")
+    p.add_argument("--no-augment", action="store_true", help="train on the eval transform (no random crops)")
+    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--max-eval", type=int, help="evaluate on at most this many images per epoch")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="fold adapters, bake the head, write an ONNX deploy bundle")
+    p.add_argument("run", help="run directory from `ringfold train`")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--ref-images", help="images for the bundle's reference set (default: the run's test data)")
+    p.add_argument("--ref-count", type=int, default=16)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    def add_backend(p: argparse.ArgumentParser) -> None:
+        p.add_argument("bundle", help="bundle directory from `ringfold export`")
+        p.add_argument("--precision", default="fp32", help="which model of the bundle (fp32)")
+        p.add_argument("--provider", default="auto", help="auto | trt | cuda | cpu (ONNX Runtime provider)")
+        p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+
+    p = sub.add_parser("classify", help="classify images with a bundle (torch-free)")
+    add_backend(p)
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("parity", help="check a bundle against the PyTorch reference; exit 1 when the gate fails")
+    add_backend(p)
+    p.add_argument("--images", nargs="+", help="more images to compare on (needs --run)")
+    p.add_argument("--run", help="the run directory: rebuild the PyTorch model live (needs torch)")
+    p.add_argument("--report", help="report directory (default: BUNDLE.parity next to the bundle)")
+    p.add_argument("--max-abs-logit", type=float, help="override the precision's tolerance")
+    p.add_argument("--min-cosine", type=float, help="override the precision's tolerance")
+    p.add_argument("--min-top1", type=float, help="override the precision's tolerance (0..1)")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("demo", help="offline end to end: generate data, train ARC, export, classify, parity")
+    p.add_argument("--out", default="ringfold-demo", help="working directory (default ./ringfold-demo)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RingfoldError as exc:
+        print(f"ringfold {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except GateFailed as exc:
+        print(f"ringfold {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"ringfold {args.command}: interrupted; nothing partial was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

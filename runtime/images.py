@@ -1,0 +1,146 @@
+"""Turning image files into RGB pictures, the one way both trainer and runtime do it.
+
+Training and deployment must see the same pixels, or the parity the bundle
+promises is broken before the model even runs; so every decode goes through
+:func:`load_image`. Torch-free on purpose: this module ships to edge devices.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ringfold.errors import ImageError, RingfoldError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "list_images", "load_image"]
+
+#: Refuse anything larger: a small file that decodes to gigabytes is a denial of service.
+MAX_PIXELS = 8192 * 8192
+#: A 1-pixel-wide picture carries nothing a classifier can use, and breaks aspect-ratio resizes.
+MIN_SIDE = 2
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_REPLACE = "remove it or replace it with a JPEG/PNG"
+
+
+def _fail(path: str | os.PathLike, problem: str, fix: str) -> ImageError:
+    """Build the one-line error the CLI prints; decoder messages may carry newlines."""
+    text = f"{os.fspath(path)}: {problem}; {fix}"
+    return ImageError(" ".join(text.splitlines()))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Flatten any decoded mode to 8-bit RGB, always as a new image."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode in _SIXTEEN_BIT_MODES:
+        # Pillow's own convert() clips 16-bit values at 255 instead of scaling, which
+        # turns most medical/scientific greyscale images pure white.
+        values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        grey = ((values + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255, 257 -> 1
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        grey = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "La":  # premultiplied; Pillow cannot convert it directly, but 'LA' it can
+        img = Image.merge("RGBa", (img.getchannel("L"),) * 3 + (img.getchannel("A"),))
+        mode = "RGBa"
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        # Transparent regions are "no content": white matches how viewers and browsers
+        # show them, where black (Pillow's drop-alpha default) would invent dark objects.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode ``path`` into a fresh 8-bit RGB image, or raise :class:`ImageError`.
+
+    Decoding is strict (truncated files are errors, not silently grey-filled) so a
+    corrupt dataset is noticed instead of quietly training on half-images.
+    """
+    try:
+        p = Path(path)
+        if not p.exists():
+            raise _fail(path, "no such file", "check the path")
+        if p.is_dir():
+            raise _fail(path, "is a directory, not an image file", "pass the image files inside it")
+        if p.stat().st_size == 0:
+            raise _fail(path, "empty file (0 bytes)", "re-download or re-export it, or remove it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise _bomb(path, width, height)
+                if min(width, height) < MIN_SIDE:
+                    raise _fail(path, f"image is {width}x{height} pixels, too small to classify",
+                                f"remove it or use an image at least {MIN_SIDE}x{MIN_SIDE}")
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)  # animations: the first frame is what thumbnails show
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except ImageError:
+        raise
+    except PermissionError as exc:
+        raise _fail(path, "cannot read the file (permission denied)", "fix its permissions") from exc
+    except UnidentifiedImageError as exc:
+        raise _fail(path, "not a readable image (cannot identify image file)", _REPLACE) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _fail(path, f"image is too large to decode safely ({exc})",
+                    "downscale it to at most 8192x8192") from exc
+    except MemoryError as exc:
+        raise _fail(path, "image does not fit in memory", f"downscale it or {_REPLACE}") from exc
+    except Exception as exc:  # any decoder failure is the file's fault, never a crash
+        reason = str(exc) or type(exc).__name__
+        raise _fail(path, f"truncated or corrupt image ({reason})",
+                    f"re-download or re-export it, or {_REPLACE}") from exc
+
+
+def _bomb(path: str | os.PathLike, width: int, height: int) -> ImageError:
+    return _fail(path, f"image is {width}x{height} = {width * height} pixels, over the {MAX_PIXELS}-pixel "
+                 "limit that guards against decompression bombs",
+                 "downscale it to at most 8192x8192")
+
+
+def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand directories to the image files below them; keep explicit files as given.
+
+    Directory order is sorted so runs (and the order of a trainer's samples) are
+    reproducible across filesystems; hidden files are skipped because they are
+    usually OS debris (``.DS_Store``, ``._foo.jpg`` resource forks).
+    """
+    found: list[Path] = []
+    for entry in paths:
+        root = Path(entry)
+        if not root.exists():
+            raise RingfoldError(f"{os.fspath(entry)}: no such file or directory; check the path")
+        if not root.is_dir():
+            found.append(root)
+            continue
+        below: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                candidate = Path(dirpath, name)
+                if name.startswith("."):
+                    continue
+                if candidate.suffix.lower() in IMAGE_EXTENSIONS:
+                    below.append(candidate)
+        found.extend(sorted(below))
+    return found

@@ -1,0 +1,64 @@
+"""ONNX Runtime execution of a bundle model, with the best provider this machine has."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ringfold.errors import RingfoldError
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_ALIASES = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def choose_providers(requested: str | None = None) -> list[str]:
+    """``requested``: None/"auto" (TensorRT → CUDA → CPU, as available) or one of trt/cuda/cpu."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested in (None, "auto"):
+        return [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"]
+    name = PROVIDER_ALIASES.get(requested, requested)
+    if name not in available:
+        raise RingfoldError(
+            f"--provider {requested}: not available in this onnxruntime build (has {', '.join(available)}); "
+            "install onnxruntime-gpu or pick --provider cpu"
+        )
+    return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """A loaded bundle model; ``run`` returns logits and embedding as float32 arrays."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.providers = choose_providers(provider)
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            msg = " ".join(str(exc).split())[:200]
+            raise RingfoldError(f"{path}: ONNX Runtime cannot load it ({msg}); re-export the bundle") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.float32)})
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs, strict=True)}
+
+    def run_batched(self, pixels: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
+        parts = [self.run(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

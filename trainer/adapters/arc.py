@@ -1,0 +1,73 @@
+"""ARC: Adapter Re-Composing (Dong et al., NeurIPS 2023), DESIGN §3.
+
+One down-projection ``D`` (d × r) per tower and site kind, shared by all
+adapted layers, whose transpose is the up-projection; each layer only owns a
+re-scaling vector ``λ_l`` and a bias. ``A_l = D diag(λ_l) Dᵀ`` is symmetric,
+so it folds into the following linear layer exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.adapters.registry import Method, register
+from torch import nn
+
+from ringfold.errors import RingfoldError
+
+
+@dataclass
+class ArcConfig(AdapterConfig):
+    """``rank`` is the bottleneck r (50 for ViT-B in the paper).
+
+    ``mlp_lambda_init``: "zero" (identity at step 0, the default) or
+    "xavier" (the other released version of the authors' code; the adapted
+    model then differs from the frozen one at step 0).
+    """
+
+    method: ClassVar[str] = "arc"
+    rank: int = 50
+    dropout: float = 0.0
+    mlp_lambda_init: str = "zero"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank < 1:
+            raise RingfoldError(f"--rank {self.rank} invalid; ARC needs a bottleneck of at least 1")
+        if self.mlp_lambda_init not in ("zero", "xavier"):
+            raise RingfoldError(f"mlp_lambda_init {self.mlp_lambda_init!r} invalid; use zero or xavier")
+
+
+class ArcAdapter(SiteAdapter):
+    foldable: ClassVar[bool] = True
+    shared_parameters: ClassVar[tuple[str, ...]] = ("down",)
+
+    def __init__(self, config: ArcConfig, *, dim: int, num_layers: int, tower: str, site: str) -> None:
+        super().__init__(dim, num_layers)
+        r = config.rank
+        self.down = nn.Parameter(torch.empty(dim, r))
+        nn.init.xavier_uniform_(self.down)
+        self.rescale = nn.Parameter(torch.zeros(num_layers, r))
+        if site == "mlp" and config.mlp_lambda_init == "xavier":
+            nn.init.xavier_uniform_(self.rescale)
+        self.bias = nn.Parameter(torch.zeros(num_layers, dim))
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+
+    def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
+        hidden = self.dropout((y @ self.down.to(y.dtype)) * self.rescale[layer].to(y.dtype))
+        return hidden @ self.down.to(y.dtype).t() + self.bias[layer].to(y.dtype)
+
+    def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.down
+        return (d * self.rescale[layer]) @ d.t(), self.bias[layer]
+
+
+def arc_parameter_count(dim: int, rank: int, num_layers: int) -> int:
+    """d·r + L·(r + d) per tower and site kind (DESIGN §3)."""
+    return dim * rank + num_layers * (rank + dim)
+
+
+register(Method("arc", ArcConfig, ArcAdapter, "shared symmetric projection + per-layer re-scaling (foldable)"))

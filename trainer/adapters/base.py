@@ -1,0 +1,267 @@
+"""The adapter framework shared by every method.
+
+An adapter is a linear map on the output of a block's ``ln_1`` (feeding
+attention) or ``ln_2`` (feeding the MLP), DESIGN §2:
+
+    y' = y + s · (y · A_l + b_l)
+
+It is injected by wrapping the LayerNorm, so the frozen open_clip block code
+runs untouched and removing the wrapper restores the exact base module. One
+``SiteAdapter`` holds the parameters of one tower × site kind (shared parts
+and per-layer parts together); the wrapper only knows its layer position.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ringfold.errors import RingfoldError
+
+TOWERS = ("visual", "text")
+SITE_KINDS = ("attn", "mlp")
+_SITES = {"both": SITE_KINDS, "attn": ("attn",), "mlp": ("mlp",)}
+
+
+@dataclass
+class AdapterConfig:
+    """What every method shares: where adapters sit and how strongly they act.
+
+    ``layers``: "all", "last:K" (the last K blocks of each tower), "a-b"
+    (inclusive, 0-based) or "i,j,k".
+    """
+
+    method: ClassVar[str] = "none"
+    towers: tuple[str, ...] = TOWERS
+    layers: str = "last:8"
+    sites: str = "both"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.towers = tuple(self.towers)
+        bad = [t for t in self.towers if t not in TOWERS]
+        if bad or not self.towers:
+            raise RingfoldError(f"adapter towers {bad or '()'} invalid; use any of {', '.join(TOWERS)}")
+        if self.sites not in _SITES:
+            raise RingfoldError(f"--sites {self.sites!r} invalid; use both, attn or mlp")
+
+    @property
+    def site_kinds(self) -> tuple[str, ...]:
+        return _SITES[self.sites]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["towers"] = list(self.towers)
+        return {"method": self.method, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known - {"method"}
+        if unknown:
+            raise RingfoldError(f"adapter config has unknown keys {sorted(unknown)} for method {cls.method!r}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_layers(spec: str, depth: int) -> list[int]:
+    """Turn a layer spec into sorted 0-based block indices of a tower with ``depth`` blocks."""
+    spec = str(spec).strip().lower()
+    if spec == "all":
+        return list(range(depth))
+    if m := re.fullmatch(r"last:(\d+)", spec):
+        k = min(int(m.group(1)), depth)
+        return list(range(depth - k, depth))
+    if m := re.fullmatch(r"(\d+)-(\d+)", spec):
+        idx = list(range(int(m.group(1)), int(m.group(2)) + 1))
+    elif re.fullmatch(r"\d+(,\d+)*", spec):
+        idx = sorted({int(i) for i in spec.split(",")})
+    else:
+        raise RingfoldError(f"--layers {spec!r} invalid; use all, last:K, a-b or i,j,k (0-based)")
+    if not idx or idx[-1] >= depth:
+        raise RingfoldError(f"--layers {spec!r} out of range for a tower with {depth} blocks (0..{depth - 1})")
+    return idx
+
+
+class SiteAdapter(nn.Module):
+    """All adapter parameters of one tower × site kind.
+
+    Subclasses define ``delta`` (the training-time forward, cheap) and
+    ``dense`` (the per-layer matrix and bias the exporter folds).
+    """
+
+    #: a linear, input-independent adapter folds exactly into the next linear layer
+    foldable: ClassVar[bool] = True
+    #: names of parameters shared by all layers (for the parameter table)
+    shared_parameters: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_layers = num_layers
+
+    def begin_step(self) -> None:
+        """Called once per forward pass before the blocks run (e.g. to contract shared cores once)."""
+
+    def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
+        """``y · A_l + b_l`` for row vectors ``y`` (..., d)."""
+        raise NotImplementedError
+
+    def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A_l, b_l)`` with ``A_l`` (d, d) acting on row vectors, ``b_l`` (d,)."""
+        raise NotImplementedError
+
+
+class AdaptedNorm(nn.Module):
+    """Wraps a block's LayerNorm: returns ``y + s·delta(y)`` with ``y = norm(x)``.
+
+    The adapter is held by reference (not registered) so that its shared
+    parameters appear once, under the ``AdapterSet``, in every state dict.
+    """
+
+    def __init__(self, norm: nn.Module, adapter: SiteAdapter, layer: int, scale: float) -> None:
+        super().__init__()
+        self.norm = norm
+        self.layer = layer
+        self.scale = scale
+        self.__dict__["adapter"] = adapter
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        if not self.enabled:
+            return y
+        return y + self.scale * self.adapter.delta(y, self.layer)
+
+
+def tower_blocks(model: nn.Module, tower: str) -> nn.ModuleList:
+    """The residual blocks of an open_clip CLIP / CustomTextCLIP tower."""
+    if tower == "visual":
+        return model.visual.transformer.resblocks
+    text = getattr(model, "text", None)
+    transformer = text.transformer if text is not None else getattr(model, "transformer", None)
+    if transformer is None or not hasattr(transformer, "resblocks"):
+        raise RingfoldError("this model's text tower is not an open_clip Transformer; use towers=('visual',)")
+    return transformer.resblocks
+
+
+_NORM_ATTR = {"attn": "ln_1", "mlp": "ln_2"}
+
+
+@dataclass
+class Placement:
+    tower: str
+    site: str
+    blocks: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tower}_{self.site}"
+
+
+class AdapterSet(nn.Module):
+    """Every adapter of a model, keyed ``<tower>_<site>``: the only trainable state of a run."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.adapters = nn.ModuleDict()
+        self.placements: dict[str, Placement] = {}
+        self._wrappers: list[AdaptedNorm] = []
+        self._hooks: list[Any] = []
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def begin_step(self) -> None:
+        for adapter in self.adapters.values():
+            adapter.begin_step()
+
+    def set_enabled(self, enabled: bool) -> None:
+        for wrapper in self._wrappers:
+            wrapper.enabled = enabled
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def foldable(self) -> bool:
+        return all(a.foldable for a in self.adapters.values())
+
+
+def build_site_adapter(config: AdapterConfig, dim: int, num_layers: int, tower: str, site: str) -> SiteAdapter:
+    from ringfold.trainer.adapters import registry
+
+    return registry.get(config.method).adapter_cls(config, dim=dim, num_layers=num_layers, tower=tower, site=site)
+
+
+def block_width(block: nn.Module) -> int:
+    return block.ln_1.normalized_shape[0] if hasattr(block.ln_1, "normalized_shape") else block.ln_1.norm.normalized_shape[0]
+
+
+def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:
+    """Freeze ``model`` and wrap the configured LayerNorms with fresh adapters of ``config.method``."""
+    model.requires_grad_(False)
+    aset = AdapterSet(config)
+    for tower in config.towers:
+        blocks = tower_blocks(model, tower)
+        idx = resolve_layers(config.layers, len(blocks))
+        dim = block_width(blocks[0])
+        for site in config.site_kinds:
+            placement = Placement(tower, site, idx)
+            adapter = build_site_adapter(config, dim, len(idx), tower, site)
+            aset.adapters[placement.key] = adapter
+            aset.placements[placement.key] = placement
+            for pos, block_index in enumerate(idx):
+                block = blocks[block_index]
+                norm = getattr(block, _NORM_ATTR[site])
+                if isinstance(norm, AdaptedNorm):
+                    raise RingfoldError("model already has adapters injected; build a fresh model")
+                wrapper = AdaptedNorm(norm, adapter, pos, config.scale)
+                setattr(block, _NORM_ATTR[site], wrapper)
+                aset._wrappers.append(wrapper)
+    model.adapters = aset  # registered: moves with .to(device), saved via model.adapters.state_dict()
+    _install_step_hooks(model, aset)
+    return aset
+
+
+def _install_step_hooks(model: nn.Module, aset: AdapterSet) -> None:
+    """Run ``begin_step`` before each tower's forward so shared cores are contracted once per pass."""
+
+    def hook(_module: nn.Module, _args: Any) -> None:
+        aset.begin_step()
+
+    text = getattr(model, "text", None)
+    for tower in (model.visual, text.transformer if text is not None else model.transformer):
+        aset._hooks.append(tower.register_forward_pre_hook(hook))
+
+
+def adapted_norms(model: nn.Module) -> list[tuple[str, str, nn.Module, AdaptedNorm]]:
+    """(tower, site, block, wrapper) for every wrapped LayerNorm in ``model``."""
+    found = []
+    for tower in TOWERS:
+        try:
+            blocks = tower_blocks(model, tower)
+        except RingfoldError:
+            continue
+        for block in blocks:
+            for site, attr in _NORM_ATTR.items():
+                norm = getattr(block, attr)
+                if isinstance(norm, AdaptedNorm):
+                    found.append((tower, site, block, norm))
+    return found
+
+
+def site_linear(block: nn.Module, site: str) -> tuple[nn.Parameter, nn.Parameter | None]:
+    """The (weight, bias) of the frozen linear that reads a site's adapted output."""
+    if site == "mlp":
+        return block.mlp.c_fc.weight, block.mlp.c_fc.bias
+    attn = block.attn
+    if isinstance(attn, nn.MultiheadAttention) and not attn._qkv_same_embed_dim:
+        raise RingfoldError("attention with separate q/k/v projections is not supported for folding")
+    return attn.in_proj_weight, attn.in_proj_bias

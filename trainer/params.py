@@ -1,0 +1,67 @@
+"""``ringfold params``: trainable parameters per tower / site / method, counted on the real modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import open_clip
+
+from ringfold.errors import RingfoldError
+from ringfold.trainer.adapters.base import AdapterConfig, build_site_adapter, resolve_layers
+from ringfold.trainer.models import register_builtin_configs
+
+
+@dataclass
+class ParamRow:
+    method: str
+    tower: str
+    site: str
+    layers: int
+    shared: int
+    per_layer: int
+
+    @property
+    def total(self) -> int:
+        return self.shared + self.per_layer
+
+
+def tower_shapes(model_name: str) -> dict[str, tuple[int, int]]:
+    """(width, depth) of each tower, read from the open_clip config without building the model."""
+    register_builtin_configs()
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise RingfoldError(f"--model {model_name!r} is not an open_clip model config")
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    if "timm_model_name" in vision or "hf_model_name" in text:
+        raise RingfoldError(f"--model {model_name!r}: ringfold counts open_clip ViT + transformer-text configs only")
+    return {"visual": (vision["width"], vision["layers"]), "text": (text["width"], text["layers"])}
+
+
+def parameter_rows(model_name: str, config: AdapterConfig) -> list[ParamRow]:
+    rows = []
+    shapes = tower_shapes(model_name)
+    for tower in config.towers:
+        width, depth = shapes[tower]
+        num_layers = len(resolve_layers(config.layers, depth))
+        for site in config.site_kinds:
+            adapter = build_site_adapter(config, width, num_layers, tower, site)
+            shared_names = set(getattr(adapter, "shared_parameters", ()))
+            shared = sum(p.numel() for n, p in adapter.named_parameters() if n.split(".")[0] in shared_names)
+            total = sum(p.numel() for p in adapter.parameters())
+            rows.append(ParamRow(config.method, tower, site, num_layers, shared, total - shared))
+    return rows
+
+
+def format_table(rows: list[ParamRow], title: str) -> str:
+    header = f"{'method':<8} {'tower':<7} {'site':<5} {'layers':>6} {'shared':>10} {'per-layer':>10} {'total':>10}"
+    lines = [title, header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.method:<8} {r.tower:<7} {r.site:<5} {r.layers:>6} {r.shared:>10,} {r.per_layer:>10,} {r.total:>10,}"
+        )
+    lines.append("-" * len(header))
+    for tower in dict.fromkeys(r.tower for r in rows):
+        lines.append(f"{'':<8} {tower:<7} {'all':<5} {'':>6} {'':>10} {'':>10} "
+                     f"{sum(r.total for r in rows if r.tower == tower):>10,}")
+    lines.append(f"{'total':<8} {'':<7} {'':<5} {'':>6} {'':>10} {'':>10} {sum(r.total for r in rows):>10,}")
+    return "\n".join(lines)
