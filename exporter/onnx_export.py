@@ -60,9 +60,15 @@ def _export(classifier: torch.nn.Module, dummy: torch.Tensor, axes: dict, path: 
             raise RingfoldError(f"{path}: exported graph failed onnx.checker ({str(exc).splitlines()[0]})") from None
 
 
-def op_histogram(path: str | Path) -> dict[str, int]:
+#: Aliases the exporter inserts when it de-duplicates identical initializers (e.g. the all-zero
+#: biases of a random-init model): no compute, and their number depends on weight values.
+NON_COMPUTE_OPS = frozenset({"Identity"})
+
+
+def op_histogram(path: str | Path, compute_only: bool = True) -> dict[str, int]:
     """Count of each op type in a model's main graph (the zero-overhead check compares these)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
+    ops = (n.op_type for n in model.graph.node if not (compute_only and n.op_type in NON_COMPUTE_OPS))
+    return dict(sorted(collections.Counter(ops).items()))

@@ -23,16 +23,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         hint = ""
         if "unrecognized arguments:" in message:
-            known = [s for a in self._actions for s in a.option_strings]
+            known = self._all_options()
             bad = message.split(":", 1)[1].split()
             for arg in bad:
                 match = difflib.get_close_matches(arg.split("=")[0], known, n=1)
                 if match:
                     hint = f"; did you mean {match[0]}?"
                     break
-        elif "invalid choice:" in message:
-            hint = ""
         self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+
+
+    def _all_options(self) -> list[str]:
+        """Options of this parser and of every subcommand (unknown options surface at the top level)."""
+        found = []
+        for action in self._actions:
+            found += action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += sub._all_options()
+        return found
 
 
 # --------------------------------------------------------------------------------------------- params

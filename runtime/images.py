@@ -40,14 +40,20 @@ def _fail(path: str | os.PathLike, problem: str, fix: str) -> ImageError:
     return ImageError(" ".join(text.splitlines()))
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        return True
+    return img.mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Flatten any decoded mode to 8-bit RGB, always as a new image."""
     mode = img.mode
     if mode == "RGB":
         return img.copy()
     if mode in _SIXTEEN_BIT_MODES:
-        # Pillow's own convert() clips 16-bit values at 255 instead of scaling, which
-        # turns most medical/scientific greyscale images pure white.
+        # Pillow's own convert() clips 16/32-bit values at 255 instead of scaling them,
+        # which turns most scientific or medical greyscale images pure white.
         values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
         grey = ((values + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255, 257 -> 1
         return Image.fromarray(grey).convert("RGB")
@@ -55,10 +61,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         grey = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    if mode == "La":  # premultiplied; Pillow cannot convert it directly, but 'LA' it can
-        img = Image.merge("RGBa", (img.getchannel("L"),) * 3 + (img.getchannel("A"),))
-        mode = "RGBa"
-    if mode in _ALPHA_MODES or "transparency" in img.info:
+    if mode == "La":  # premultiplied grey; Pillow only un-premultiplies via 'RGBa'
+        grey, alpha = img.split()
+        img = Image.merge("RGBa", (grey, grey, grey, alpha))
+    if _has_alpha(img):
         # Transparent regions are "no content": white matches how viewers and browsers
         # show them, where black (Pillow's drop-alpha default) would invent dark objects.
         rgba = img.convert("RGBA")

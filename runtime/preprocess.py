@@ -175,7 +175,7 @@ def _center_crop_or_pad(pixels: np.ndarray, size: tuple[int, int], fill: int) ->
             constant_values=fill,
         )
         h, w = pixels.shape[:2]
-    top = (h - crop_h) // 2
+    top = int(round((h - crop_h) / 2.0))
     left = int(round((w - crop_w) / 2.0))
     return pixels[top : top + crop_h, left : left + crop_w]
 

@@ -229,12 +229,12 @@ class Trainer:
                     scaler.update()
                     scheduler.step()
                     step += 1
-                    loss_sum += float(loss) * len(labels)
+                    loss_sum += float(loss.detach()) * len(labels)
                     correct += int((logits.argmax(-1) == labels).sum())
                     seen += len(labels)
                     if bar_iter is not None:
                         next(bar_iter, None)
-                        bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
+                        bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}")
                 if not all(torch.isfinite(p).all() for p in params):
                     raise RingfoldError(f"training diverged (NaN/Inf adapter weights) at epoch {epoch}; lower --lr")
                 acc = self.evaluate()

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny random-weights open_clip model, the demo image set, a trained run and its bundle.
+
+Tests run torch single-threaded: on small 2-core VMs two intra-op threads
+are several times slower than one for these small graphs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TINY = "ringfold-tiny-vit"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:  # runtime-only install
+        yield
+        return
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from ringfold.demo_data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_data")
+    make_demo_dataset(root, per_class=6, size=80, seed=0)
+    return root
+
+
+def train_tiny(out: Path, data: Path, epochs: int = 1, **adapter) -> Path:
+    from ringfold.trainer.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=TINY, random_init=True, method="arc", adapter={"rank": 8, "layers": "all", **adapter},
+        data=str(data), shots=4, epochs=epochs, batch_size=8, lr=1e-2, device="cpu", augment=False,
+        progress=False,
+    )
+    train(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_data) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("run") / "run", demo_data, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
+    from ringfold.exporter.export import export_run
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_run(tiny_run, out, ref_count=8, progress=False)
+    return out
