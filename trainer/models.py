@@ -139,29 +139,27 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 def _load_state_dict(model: torch.nn.Module, path: str, model_name: str) -> None:
     """open_clip's own loader (key conversion, pos-embed resize), always with weights_only=True."""
-    from open_clip.factory import load_checkpoint
+    from open_clip.factory import load_checkpoint, load_state_dict
 
     if Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise RingfoldError(
             f"{path}: unsupported checkpoint type; use one of {', '.join(CHECKPOINT_SUFFIXES)} (an open_clip state dict)"
         )
-    try:
-        load_checkpoint(model, path, strict=True, weights_only=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:200]
-        if "size mismatch" in detail or "Missing key" in detail or "Unexpected key" in detail:
-            raise RingfoldError(
-                f"{path}: does not match model config {model_name} ({detail}); pass the matching --model"
-            ) from None
-        raise RingfoldError(
-            f"{path}: cannot be read as an open_clip state dict ({detail}); "
-            "use a .safetensors file or a plain tensor .pt/.bin (pickled code is refused)"
-        ) from None
+    try:  # read first on its own, so a refused pickle or a corrupt file is told apart from a config mismatch
+        load_state_dict(path, weights_only=True)
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:200]
+        detail = " ".join(str(exc).split())[:160]
         raise RingfoldError(
             f"{path}: cannot be read as an open_clip state dict ({type(exc).__name__}: {detail}); "
             "use a .safetensors file or a plain tensor .pt/.bin (pickled code is refused)"
+        ) from None
+    try:
+        load_checkpoint(model, path, strict=True, weights_only=True)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise RingfoldError(
+            f"{path}: does not match model config {model_name} ({type(exc).__name__}: {detail}); "
+            "pass the --model the checkpoint was trained with"
         ) from None
 
 

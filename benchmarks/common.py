@@ -1,0 +1,91 @@
+"""Shared helpers for the benchmark scripts: timing, a random-weights run, table/JSON/plot output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def time_call(fn: Callable[[], Any], warmup: int = 5, runs: int = 30) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return {
+        "p50_ms": statistics.median(samples),
+        "p90_ms": float(np.percentile(samples, 90)),
+        "mean_ms": statistics.fmean(samples),
+        "runs": runs,
+    }
+
+
+def machine() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def make_random_run(run_dir: Path, model: str, adapter: dict[str, Any], classnames: list[str], seed: int = 0):
+    """A run directory with random-init frozen weights and random non-zero adapter weights (so the fold matters)."""
+    import torch
+
+    from ringfold.trainer.adapters import get, inject
+    from ringfold.trainer.data import DEFAULT_TEMPLATES
+    from ringfold.trainer.models import load_clip
+    from ringfold.trainer.run import RunRecord, save_run
+
+    loaded = load_clip(model, random_init=True, seed=seed)
+    config = get(adapter["method"]).config_cls.from_dict(adapter)
+    aset = inject(loaded.model, config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in aset.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    record = RunRecord(
+        model_name=model, weights=loaded.source, weights_fingerprint=loaded.weights_fingerprint,
+        preprocess=loaded.preprocess_cfg, adapter=config, classnames=classnames, templates=list(DEFAULT_TEMPLATES),
+        data={"source": "none (benchmark)"}, metrics={"note": "random adapter weights for benchmarking"},
+    )
+    save_run(run_dir, record, aset)
+    return run_dir
+
+
+def write_results(out: Path, name: str, results: dict[str, Any], table: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table + "\n")
+
+
+def bar_plot(path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels)))
+    ax.barh(labels[::-1], values[::-1])
+    for i, v in enumerate(values[::-1]):
+        ax.text(v, i, f" {v:.1f}", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,79 @@
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ringfold.errors import RingfoldError
+from ringfold.trainer.models import load_clip
+
+TINY = "ringfold-tiny-vit"
+
+
+def test_random_init_is_reproducible_and_labelled():
+    a = load_clip(TINY, random_init=True, seed=5)
+    b = load_clip(TINY, random_init=True, seed=5)
+    c = load_clip(TINY, random_init=True, seed=6)
+    assert a.weights_fingerprint == b.weights_fingerprint != c.weights_fingerprint
+    assert a.source.describe() == "random weights (seed 5)"
+    assert all(not p.requires_grad for p in a.model.parameters())
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_checkpoint_loads_same_weights(tmp_path, suffix):
+    src = load_clip(TINY, random_init=True, seed=9)
+    state = {k: v.contiguous() for k, v in src.model.state_dict().items()}
+    path = tmp_path / f"ckpt{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    loaded = load_clip(TINY, str(path))
+    assert loaded.weights_fingerprint == src.weights_fingerprint
+    assert loaded.source.kind == "file" and len(loaded.source.sha256) == 64
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/ringfold_pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": _Evil()}, fh)
+    if os.path.exists("/tmp/ringfold_pwned"):
+        os.remove("/tmp/ringfold_pwned")
+    with pytest.raises(RingfoldError, match="pickled code is refused"):
+        load_clip(TINY, str(path))
+    assert not os.path.exists("/tmp/ringfold_pwned")
+
+
+def test_checkpoint_for_another_config_is_refused(tmp_path):
+    other = load_clip("ViT-B-32", random_init=True)
+    path = tmp_path / "vitb32.safetensors"
+    save_file({k: v.contiguous() for k, v in other.model.state_dict().items()}, str(path))
+    with pytest.raises(RingfoldError, match="does not match model config"):
+        load_clip(TINY, str(path))
+
+
+def test_pretrained_tag_without_cache_or_network_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RingfoldError) as info:
+        load_clip("ViT-B-16", "openai", cache_dir=str(tmp_path))
+    msg = str(info.value)
+    assert "not in open_clip's cache" in msg and "--pretrained path/to" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("bad", ["no-such-tag", "missing/file.safetensors"])
+def test_unknown_tag_or_missing_file(bad):
+    with pytest.raises(RingfoldError):
+        load_clip(TINY, bad)
+
+
+def test_unknown_model_and_both_sources():
+    with pytest.raises(RingfoldError, match="not an open_clip model config"):
+        load_clip("ViT-Q-99", random_init=True)
+    with pytest.raises(RingfoldError, match="exactly one"):
+        load_clip(TINY, "openai", random_init=True)
