@@ -71,11 +71,19 @@ def main() -> int:
         base_onnx = tmp / "base.onnx"
         export_onnx(build_classifier(base.model, emb), size, base_onnx)
 
-        results = {"model": args.model, "weights": "random weights", "adapter": adapter, "batch": 1,
-                   "torch_threads": torch.get_num_threads(), "ort_threads": args.threads or "default",
-                   "ort_version": ort.__version__, "torch_version": torch.__version__, "machine": machine(),
-                   "export_wall_s": round(export_s, 2),
-                   "ops_equal_base": op_histogram(result.bundle / "model.onnx") == op_histogram(base_onnx)}
+        results = {
+            "model": args.model,
+            "weights": "random weights",
+            "adapter": adapter,
+            "batch": 1,
+            "torch_threads": torch.get_num_threads(),
+            "ort_threads": args.threads or "default",
+            "ort_version": ort.__version__,
+            "torch_version": torch.__version__,
+            "machine": machine(),
+            "export_wall_s": round(export_s, 2),
+            "ops_equal_base": op_histogram(result.bundle / "model.onnx") == op_histogram(base_onnx),
+        }
         lat = {}
         with torch.no_grad():
             lat["pytorch eager, adapters unfolded"] = time_call(lambda: unfolded(x), args.warmup, args.runs)
@@ -91,23 +99,35 @@ def main() -> int:
         results["ratios"] = {
             "bundle_over_base_ort": p50["onnxruntime cpu, bundle (folded)"] / p50["onnxruntime cpu, base model"],
             "folded_over_unfolded_torch": p50["pytorch eager, folded"] / p50["pytorch eager, adapters unfolded"],
-            "ort_bundle_speedup_over_torch_unfolded":
-                p50["pytorch eager, adapters unfolded"] / p50["onnxruntime cpu, bundle (folded)"],
+            "ort_bundle_speedup_over_torch_unfolded": p50["pytorch eager, adapters unfolded"]
+            / p50["onnxruntime cpu, bundle (folded)"],
         }
 
     rows = [f"| {k} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} |" for k, v in lat.items()]
     r = results["ratios"]
-    table = "\n".join([
-        f"{args.model} (random weights), ARC rank 50 last 8 blocks, batch 1, CPU: {results['machine'].get('cpu', '?')}",
-        "", "| backend | p50 ms | p90 ms |", "|---|---|---|", *rows, "",
-        f"bundle / base (ORT): {r['bundle_over_base_ort']:.3f} · folded / unfolded (torch): "
-        f"{r['folded_over_unfolded_torch']:.3f} · export wall time {results['export_wall_s']} s · "
-        f"ONNX ops equal to base: {results['ops_equal_base']}",
-    ])
+    table = "\n".join(
+        [
+            f"{args.model} (random weights), ARC rank 50 last 8 blocks, batch 1, "
+            f"CPU: {results['machine'].get('cpu', '?')}",
+            "",
+            "| backend | p50 ms | p90 ms |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"bundle / base (ORT): {r['bundle_over_base_ort']:.3f} · folded / unfolded (torch): "
+            f"{r['folded_over_unfolded_torch']:.3f} · export wall time {results['export_wall_s']} s · "
+            f"ONNX ops equal to base: {results['ops_equal_base']}",
+        ]
+    )
     out = Path(args.out)
     write_results(out, "spine_cpu", results, table)
-    bar_plot(out / "spine_cpu.png", list(p50), list(p50.values()), f"{args.model} random weights, batch 1, CPU",
-             "p50 latency (ms)")
+    bar_plot(
+        out / "spine_cpu.png",
+        list(p50),
+        list(p50.values()),
+        f"{args.model} random weights, batch 1, CPU",
+        "p50 latency (ms)",
+    )
     print(json.dumps(results, indent=2))
     print(table)
     return 0

@@ -31,8 +31,11 @@ def time_call(fn: Callable[[], Any], warmup: int = 5, runs: int = 30) -> dict[st
 
 
 def machine() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -60,9 +63,15 @@ def make_random_run(run_dir: Path, model: str, adapter: dict[str, Any], classnam
         for p in aset.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     record = RunRecord(
-        model_name=model, weights=loaded.source, weights_fingerprint=loaded.weights_fingerprint,
-        preprocess=loaded.preprocess_cfg, adapter=config, classnames=classnames, templates=list(DEFAULT_TEMPLATES),
-        data={"source": "none (benchmark)"}, metrics={"note": "random adapter weights for benchmarking"},
+        model_name=model,
+        weights=loaded.source,
+        weights_fingerprint=loaded.weights_fingerprint,
+        preprocess=loaded.preprocess_cfg,
+        adapter=config,
+        classnames=classnames,
+        templates=list(DEFAULT_TEMPLATES),
+        data={"source": "none (benchmark)"},
+        metrics={"note": "random adapter weights for benchmarking"},
     )
     save_run(run_dir, record, aset)
     return run_dir

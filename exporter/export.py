@@ -97,7 +97,11 @@ def export_run(
     model = loaded.model
     steps.advance("rebuilt frozen model + adapters")
     class_emb = class_embeddings(model, loaded.tokenizer, record.classnames, record.templates).detach()
-    size = tuple(record.preprocess["size"]) if isinstance(record.preprocess["size"], list) else (record.preprocess["size"],) * 2
+    size = (
+        tuple(record.preprocess["size"])
+        if isinstance(record.preprocess["size"], list)
+        else (record.preprocess["size"],) * 2
+    )
     transform = openclip_transform(record.preprocess)
     steps.advance("class embeddings from the adapted text tower")
 
@@ -138,9 +142,7 @@ def export_run(
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["export"] = {"seconds": round(time.time() - t0, 2), "onnx_vs_torch_max_abs_logit": onnx_diff}
         write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff))
-        manifest["files"] = {
-            str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / MANIFEST_FILE, manifest)
         steps.advance(f"bundle written to {out}")
     steps.close()
@@ -209,8 +211,10 @@ def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_
     lines = [
         f"# Export report — {record.model_name}",
         "",
-        f"- weights: **{record.weights.describe()}**" + (" — outputs are not meaningful predictions" if record.is_random else ""),
-        f"- adapter method: {record.adapter.method}, trainable parameters {manifest['adapter']['trainable_parameters']:,}",
+        f"- weights: **{record.weights.describe()}**"
+        + (" — outputs are not meaningful predictions" if record.is_random else ""),
+        f"- adapter method: {record.adapter.method}, "
+        f"trainable parameters {manifest['adapter']['trainable_parameters']:,}",
         f"- classes: {len(record.classnames)}; templates: {len(record.templates)}",
         f"- ONNX opset {manifest['onnx']['opset']}, dynamic batch, outputs logits + embedding",
         f"- ONNX Runtime (CPU) vs PyTorch on the reference set: max |Δlogit| = {onnx_diff:.3g}",

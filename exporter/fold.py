@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from ringfold.trainer.adapters.base import AdaptedNorm, adapted_norms, site_linear
 from torch import nn
 
 from ringfold.errors import RingfoldError
+from ringfold.trainer.adapters.base import AdaptedNorm, adapted_norms, site_linear
 
 
 @dataclass

@@ -22,9 +22,10 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
 
 
-def export_onnx(classifier: torch.nn.Module, image_size: tuple[int, int], path: Path, opset: int = DEFAULT_OPSET) -> None:
+def export_onnx(
+    classifier: torch.nn.Module, image_size: tuple[int, int], path: Path, opset: int = DEFAULT_OPSET
+) -> None:
     """Write ``classifier`` as ONNX with a dynamic batch axis, then run onnx's full checker."""
-    import onnx
 
     classifier = classifier.eval()
     dummy = torch.zeros(2, 3, *image_size)

@@ -47,7 +47,9 @@ def add_torch_parity(
 ) -> None:
     record, loaded, _ = load_adapted_model(run_dir)
     if record.weights_fingerprint != bundle.manifest["model"].get("weights_fingerprint"):
-        raise RingfoldError(f"{run_dir}: this run's frozen model is not the one in {bundle.path}; pass the run it came from")
+        raise RingfoldError(
+            f"{run_dir}: this run's frozen model is not the one in {bundle.path}; pass the run it came from"
+        )
     if record.classnames != bundle.labels:
         raise RingfoldError(f"{run_dir}: class names differ from {bundle.path}/labels.json; pass the run it came from")
     with torch.no_grad():
@@ -59,10 +61,17 @@ def add_torch_parity(
 
     ref = bundle.reference()
     live_logits, live_emb = _run(unfolded, torch.from_numpy(ref.pixel_values))
-    report.comparisons.append(compare(
-        "PyTorch live (rebuilt from run) vs bundle's stored reference", "fp32",
-        live_logits, live_emb, ref.logits, ref.embedding, None,
-    ))
+    report.comparisons.append(
+        compare(
+            "PyTorch live (rebuilt from run) vs bundle's stored reference",
+            "fp32",
+            live_logits,
+            live_emb,
+            ref.logits,
+            ref.embedding,
+            None,
+        )
+    )
     if not images:
         return
     paths = list_images(images)
@@ -73,15 +82,26 @@ def add_torch_parity(
     torch_pixels = torch.stack([transform(img) for img in pil])
     ours = preprocess_batch(pil, bundle.preprocess)
     report.preprocessing.append(
-        PreprocessCheck("runtime preprocess vs open_clip transform (--images)", len(paths),
-                        float(np.abs(ours - torch_pixels.numpy()).max()))
+        PreprocessCheck(
+            "runtime preprocess vs open_clip transform (--images)",
+            len(paths),
+            float(np.abs(ours - torch_pixels.numpy()).max()),
+        )
     )
     labels = _labels_from_folders(paths, record.classnames)
     labels = labels if (labels >= 0).any() else None
     out = model.run_batched(ours)
     for name, classifier in (("adapted (unfolded)", unfolded), ("folded", folded)):
         ref_logits, ref_emb = _run(classifier, torch_pixels)
-        report.comparisons.append(compare(
-            f"{precision} backend vs PyTorch {name}, --images end to end", precision,
-            out["logits"], out["embedding"], ref_logits, ref_emb, labels, tolerance,
-        ))
+        report.comparisons.append(
+            compare(
+                f"{precision} backend vs PyTorch {name}, --images end to end",
+                precision,
+                out["logits"],
+                out["embedding"],
+                ref_logits,
+                ref_emb,
+                labels,
+                tolerance,
+            )
+        )

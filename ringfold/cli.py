@@ -32,7 +32,6 @@ class _Parser(argparse.ArgumentParser):
                     break
         self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
-
     def _all_options(self) -> list[str]:
         """Options of this parser and of every subcommand (unknown options surface at the top level)."""
         found = []
@@ -147,14 +146,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ringfold.exporter.export import export_run
 
     result = export_run(
-        args.run, args.out, ref_images=args.ref_images, ref_count=args.ref_count, opset=args.opset,
-        overwrite=args.overwrite, progress=not args.quiet,
+        args.run,
+        args.out,
+        ref_images=args.ref_images,
+        ref_count=args.ref_count,
+        opset=args.opset,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     fold = result.fold
-    state = "fully folded (graph = base model + head)" if fold.fully_folded else (
-        f"NOT fully folded: {fold.kept_sites} sites kept in the graph ({', '.join(fold.kept_methods)})")
-    print(f"bundle written to {result.bundle} in {result.seconds:.1f}s — {state}; "
-          f"ONNX Runtime vs PyTorch max |Δlogit| {result.onnx_vs_torch_max_abs:.2g}")
+    state = (
+        "fully folded (graph = base model + head)"
+        if fold.fully_folded
+        else (f"NOT fully folded: {fold.kept_sites} sites kept in the graph ({', '.join(fold.kept_methods)})")
+    )
+    print(
+        f"bundle written to {result.bundle} in {result.seconds:.1f}s — {state}; "
+        f"ONNX Runtime vs PyTorch max |Δlogit| {result.onnx_vs_torch_max_abs:.2g}"
+    )
     return 0
 
 
@@ -189,9 +198,14 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.images and not args.run:
         raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
     bundle = load_bundle(args.bundle)
-    tolerance = tolerance_for(args.precision, {
-        "max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1,
-    })
+    tolerance = tolerance_for(
+        args.precision,
+        {
+            "max_abs_logit": args.max_abs_logit,
+            "min_cosine": args.min_cosine,
+            "min_top1": args.min_top1,
+        },
+    )
     model = OnnxModel(bundle.model_path(args.precision), provider=args.provider, threads=args.threads)
     report = bundle_parity(bundle, model, args.precision, tolerance)
     if args.run:

@@ -34,11 +34,38 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = 
 
     _say(f"2/5 train: ARC on {DEMO_MODEL} — RANDOM WEIGHTS (a built-in small open_clip ViT config)")
     quiet_flag = ["--quiet"] if quiet else []
-    code = cli([
-        "train", "--model", DEMO_MODEL, "--random-init", "--method", "arc", "--rank", "32", "--layers", "all",
-        "--data", str(data), "--shots", "16", "--epochs", str(epochs), "--batch-size", "16", "--lr", "1e-2",
-        "--warmup-epochs", "1", "--no-augment", "--device", "cpu", "--out", str(run), *quiet_flag,
-    ])
+    code = cli(
+        [
+            "train",
+            "--model",
+            DEMO_MODEL,
+            "--random-init",
+            "--method",
+            "arc",
+            "--rank",
+            "32",
+            "--layers",
+            "all",
+            "--data",
+            str(data),
+            "--shots",
+            "16",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-2",
+            "--warmup-epochs",
+            "1",
+            "--no-augment",
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            *quiet_flag,
+        ]
+    )
     if code:
         return code
 

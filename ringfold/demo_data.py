@@ -18,9 +18,7 @@ from PIL import Image
 _Painter = Callable[[np.random.Generator, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def _rotate(
-    xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, angle: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _rotate(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
     c, s = np.cos(angle), np.sin(angle)
     dx, dy = xs - cx, ys - cy
     return c * dx + s * dy, -s * dx + c * dy

@@ -24,7 +24,9 @@ class Prediction:
     def to_dict(self) -> dict:
         if self.error:
             return {"path": str(self.path), "error": self.error}
-        top = [{"label": lab, "probability": round(p, 6)} for lab, p in zip(self.labels, self.probabilities, strict=True)]
+        top = [
+            {"label": lab, "probability": round(p, 6)} for lab, p in zip(self.labels, self.probabilities, strict=True)
+        ]
         return {"path": str(self.path), "top": top}
 
 

@@ -24,9 +24,7 @@ MAX_PIXELS = 8192 * 8192
 #: A 1-pixel-wide picture carries nothing a classifier can use, and breaks aspect-ratio resizes.
 MIN_SIDE = 2
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -94,8 +92,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
                 if width * height > MAX_PIXELS:
                     raise _bomb(path, width, height)
                 if min(width, height) < MIN_SIDE:
-                    raise _fail(path, f"image is {width}x{height} pixels, too small to classify",
-                                f"remove it or use an image at least {MIN_SIDE}x{MIN_SIDE}")
+                    raise _fail(
+                        path,
+                        f"image is {width}x{height} pixels, too small to classify",
+                        f"remove it or use an image at least {MIN_SIDE}x{MIN_SIDE}",
+                    )
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)  # animations: the first frame is what thumbnails show
                 img.load()
@@ -108,20 +109,23 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise _fail(path, "not a readable image (cannot identify image file)", _REPLACE) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _fail(path, f"image is too large to decode safely ({exc})",
-                    "downscale it to at most 8192x8192") from exc
+        raise _fail(path, f"image is too large to decode safely ({exc})", "downscale it to at most 8192x8192") from exc
     except MemoryError as exc:
         raise _fail(path, "image does not fit in memory", f"downscale it or {_REPLACE}") from exc
     except Exception as exc:  # any decoder failure is the file's fault, never a crash
         reason = str(exc) or type(exc).__name__
-        raise _fail(path, f"truncated or corrupt image ({reason})",
-                    f"re-download or re-export it, or {_REPLACE}") from exc
+        raise _fail(
+            path, f"truncated or corrupt image ({reason})", f"re-download or re-export it, or {_REPLACE}"
+        ) from exc
 
 
 def _bomb(path: str | os.PathLike, width: int, height: int) -> ImageError:
-    return _fail(path, f"image is {width}x{height} = {width * height} pixels, over the {MAX_PIXELS}-pixel "
-                 "limit that guards against decompression bombs",
-                 "downscale it to at most 8192x8192")
+    return _fail(
+        path,
+        f"image is {width}x{height} = {width * height} pixels, over the {MAX_PIXELS}-pixel "
+        "limit that guards against decompression bombs",
+        "downscale it to at most 8192x8192",
+    )
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -57,7 +57,9 @@ class OnnxModel:
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.float32)})
-        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs, strict=True)}
+        return {
+            name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs, strict=True)
+        }
 
     def run_batched(self, pixels: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
         parts = [self.run(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]

@@ -183,7 +183,8 @@ class ParityReport:
             f"# Parity report — {verdict}",
             "",
             f"- bundle: `{self.bundle}`",
-            f"- model: {self.model}" + (" — **random weights**: numerics only, not accuracy" if self.random_weights else ""),
+            f"- model: {self.model}"
+            + (" — **random weights**: numerics only, not accuracy" if self.random_weights else ""),
             f"- backend: {self.backend}",
             "",
             "| comparison | precision | n | max abs Δlogit | mean abs Δlogit | min cos | mean cos | top-1 agree "
@@ -279,24 +280,51 @@ def bundle_parity(
     )
     ours = preprocess_batch([load_image(bundle.path / name) for name in ref.images], bundle.preprocess)
     report.preprocessing.append(
-        PreprocessCheck("runtime preprocess vs open_clip transform (reference images)", len(ours),
-                        float(np.abs(ours - ref.pixel_values).max()) if len(ours) else 0.0)
+        PreprocessCheck(
+            "runtime preprocess vs open_clip transform (reference images)",
+            len(ours),
+            float(np.abs(ours - ref.pixel_values).max()) if len(ours) else 0.0,
+        )
     )
     out = model.run_batched(ref.pixel_values)
     labels = ref.labels if (ref.labels >= 0).any() else None
-    report.comparisons.append(compare(
-        f"{precision} backend vs PyTorch adapted (unfolded), reference set", precision,
-        out["logits"], out["embedding"], ref.logits, ref.embedding, labels, tolerance,
-    ))
-    report.comparisons.append(compare(
-        f"{precision} backend vs PyTorch folded, reference set", precision,
-        out["logits"], out["embedding"], ref.logits_folded, ref.embedding_folded, labels, tolerance,
-    ))
+    report.comparisons.append(
+        compare(
+            f"{precision} backend vs PyTorch adapted (unfolded), reference set",
+            precision,
+            out["logits"],
+            out["embedding"],
+            ref.logits,
+            ref.embedding,
+            labels,
+            tolerance,
+        )
+    )
+    report.comparisons.append(
+        compare(
+            f"{precision} backend vs PyTorch folded, reference set",
+            precision,
+            out["logits"],
+            out["embedding"],
+            ref.logits_folded,
+            ref.embedding_folded,
+            labels,
+            tolerance,
+        )
+    )
     own = model.run_batched(ours)
-    report.comparisons.append(compare(
-        f"{precision} backend on runtime-preprocessed images vs PyTorch adapted (end to end)", precision,
-        own["logits"], own["embedding"], ref.logits, ref.embedding, labels, tolerance,
-    ))
+    report.comparisons.append(
+        compare(
+            f"{precision} backend on runtime-preprocessed images vs PyTorch adapted (end to end)",
+            precision,
+            own["logits"],
+            own["embedding"],
+            ref.logits,
+            ref.embedding,
+            labels,
+            tolerance,
+        )
+    )
     if bundle.random_weights:
         report.notes.append("random weights: accuracy figures are not meaningful; numerics parity is")
     return report

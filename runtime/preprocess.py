@@ -73,11 +73,14 @@ class PreprocessConfig:
         if any(s <= 0 for s in self.std):
             raise _bad(f"std must be > 0, got {self.std!r}; fix the bundle config")
         if self.interpolation not in INTERPOLATIONS:
-            raise _bad(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
-                       f"{self.interpolation!r}; fix the bundle config")
+            raise _bad(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
+                f"{self.interpolation!r}; fix the bundle config"
+            )
         if self.resize_mode not in RESIZE_MODES:
-            raise _bad(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got "
-                       f"{self.resize_mode!r}; fix the bundle config")
+            raise _bad(
+                f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}; fix the bundle config"
+            )
         fill = self.fill_color
         if not isinstance(fill, int) or isinstance(fill, bool) or not 0 <= fill <= 255:
             raise _bad(f"fill_color must be an int in 0..255, got {fill!r}; fix the bundle config")
@@ -135,8 +138,9 @@ def _resize(img: Image.Image, height: int, width: int, resample: Image.Resamplin
     return img.resize((width, height), resample)
 
 
-def _resize_keep_ratio(img: Image.Image, size: tuple[int, int], longest: float,
-                       resample: Image.Resampling) -> Image.Image:
+def _resize_keep_ratio(
+    img: Image.Image, size: tuple[int, int], longest: float, resample: Image.Resampling
+) -> Image.Image:
     """open_clip's ResizeKeepRatio (from timm) in eval mode: no random scale or aspect."""
     h, w = img.height, img.width
     ratio_h, ratio_w = h / size[0], w / size[1]

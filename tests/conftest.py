@@ -41,8 +41,17 @@ def train_tiny(out: Path, data: Path, epochs: int = 1, **adapter) -> Path:
     from ringfold.trainer.train import TrainConfig, train
 
     cfg = TrainConfig(
-        model=TINY, random_init=True, method="arc", adapter={"rank": 8, "layers": "all", **adapter},
-        data=str(data), shots=4, epochs=epochs, batch_size=8, lr=1e-2, device="cpu", augment=False,
+        model=TINY,
+        random_init=True,
+        method="arc",
+        adapter={"rank": 8, "layers": "all", **adapter},
+        data=str(data),
+        shots=4,
+        epochs=epochs,
+        batch_size=8,
+        lr=1e-2,
+        device="cpu",
+        augment=False,
         progress=False,
     )
     train(cfg, out)

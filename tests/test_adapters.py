@@ -13,8 +13,13 @@ TINY = "ringfold-tiny-vit"
 
 @pytest.mark.parametrize(
     "spec,depth,expected",
-    [("all", 4, [0, 1, 2, 3]), ("last:8", 12, list(range(4, 12))), ("last:8", 4, [0, 1, 2, 3]),
-     ("4-11", 12, list(range(4, 12))), ("3,1,1", 4, [1, 3])],
+    [
+        ("all", 4, [0, 1, 2, 3]),
+        ("last:8", 12, list(range(4, 12))),
+        ("last:8", 4, [0, 1, 2, 3]),
+        ("4-11", 12, list(range(4, 12))),
+        ("3,1,1", 4, [1, 3]),
+    ],
 )
 def test_resolve_layers(spec, depth, expected):
     assert resolve_layers(spec, depth) == expected
@@ -38,7 +43,7 @@ def test_arc_parameter_count_matches_formula(rank, layers, sites):
     loaded = load_clip(TINY, random_init=True)
     aset = inject(loaded.model, ArcConfig(rank=rank, layers=layers, sites=sites))
     expected = 0
-    for tower, width, depth in (("visual", 128, 4), ("text", 128, 4)):
+    for _tower, width, depth in (("visual", 128, 4), ("text", 128, 4)):
         n = len(resolve_layers(layers, depth))
         expected += len(aset.config.site_kinds) * arc_parameter_count(width, rank, n)
     assert aset.num_parameters() == expected
@@ -64,8 +69,9 @@ def test_identity_at_init_and_gradient_reaches_rescale():
         assert adapter.rescale.grad is not None and adapter.rescale.grad.abs().sum() > 0, key
         assert adapter.bias.grad.abs().sum() > 0, key
     frozen = [n for n, p in adapted.model.named_parameters() if not n.startswith("adapters.")]
-    assert frozen and all(not p.requires_grad and p.grad is None
-                          for n, p in adapted.model.named_parameters() if n in frozen)
+    assert frozen and all(
+        not p.requires_grad and p.grad is None for n, p in adapted.model.named_parameters() if n in frozen
+    )
 
 
 def test_xavier_mlp_lambda_option_is_not_identity():

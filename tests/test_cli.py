@@ -4,8 +4,9 @@ from ringfold.cli import main
 
 
 def test_params_prints_arc_paper_count(capsys):
-    code = main(["params", "--model", "ViT-B-16", "--method", "arc", "--rank", "50", "--layers", "all",
-                 "--towers", "visual"])
+    code = main(
+        ["params", "--model", "ViT-B-16", "--method", "arc", "--rank", "50", "--layers", "all", "--towers", "visual"]
+    )
     assert code == 0
     assert "96,432" in capsys.readouterr().out
 
@@ -20,8 +21,19 @@ def test_unknown_option_suggests_the_right_one(capsys):
 
 
 def test_train_on_missing_data_is_one_line_exit_2(tmp_path, capsys):
-    code = main(["train", "--model", "ringfold-tiny-vit", "--random-init", "--data", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "run"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "ringfold-tiny-vit",
+            "--random-init",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "nope" in err
     assert not (tmp_path / "run").exists()
@@ -34,8 +46,20 @@ def test_classify_json_and_parity_cli(tiny_bundle, tiny_run, demo_data, tmp_path
     assert row["path"] == str(img) and len(row["top"]) == 2
 
     report = tmp_path / "rep"
-    code = main(["parity", str(tiny_bundle), "--run", str(tiny_run), "--images", str(demo_data / "test"),
-                 "--report", str(report), "--provider", "cpu"])
+    code = main(
+        [
+            "parity",
+            str(tiny_bundle),
+            "--run",
+            str(tiny_run),
+            "--images",
+            str(demo_data / "test"),
+            "--report",
+            str(report),
+            "--provider",
+            "cpu",
+        ]
+    )
     assert code == 0
     data = json.loads((report / "parity.json").read_text())
     names = [c["name"] for c in data["comparisons"]]
@@ -44,8 +68,9 @@ def test_classify_json_and_parity_cli(tiny_bundle, tiny_run, demo_data, tmp_path
 
 
 def test_parity_gate_fails_with_exit_1_when_tolerance_is_unachievable(tiny_bundle, tmp_path, capsys):
-    code = main(["parity", str(tiny_bundle), "--max-abs-logit", "1e-12", "--report", str(tmp_path / "r"),
-                 "--provider", "cpu"])
+    code = main(
+        ["parity", str(tiny_bundle), "--max-abs-logit", "1e-12", "--report", str(tmp_path / "r"), "--provider", "cpu"]
+    )
     assert code == 1
     assert "FAILED" in capsys.readouterr().out
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+
+from ringfold.demo_data import make_demo_dataset
+from ringfold.errors import RingfoldError
 from ringfold.trainer.data import (
     DEFAULT_TEMPLATES,
     ImageDataset,
@@ -25,9 +28,6 @@ from ringfold.trainer.data import (
     scan_images,
     subsample_classes,
 )
-
-from ringfold.demo_data import make_demo_dataset
-from ringfold.errors import RingfoldError
 
 
 def _png(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> Path:
@@ -238,9 +238,7 @@ def test_load_splits_dispatch_errors(tmp_path: Path) -> None:
 
 
 def _fake_samples(counts: dict[int, int]) -> list[Sample]:
-    return [
-        Sample(Path(f"/data/{label}/{i:03d}.png"), label) for label, n in counts.items() for i in range(n)
-    ]
+    return [Sample(Path(f"/data/{label}/{i:03d}.png"), label) for label, n in counts.items() for i in range(n)]
 
 
 def test_k_shot_counts_and_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -271,9 +269,7 @@ def test_k_shot_is_deterministic_order_independent_and_nested() -> None:
 
 def test_base_new_subsampling() -> None:
     names = ["a", "b", "c", "d", "e"]
-    splits = LabelledSplits(
-        names, _fake_samples({i: 2 for i in range(5)}), [], _fake_samples({4: 1, 0: 1}), "toy"
-    )
+    splits = LabelledSplits(names, _fake_samples({i: 2 for i in range(5)}), [], _fake_samples({4: 1, 0: 1}), "toy")
 
     base = subsample_classes(splits, "base")
     assert base.classnames == ["a", "b", "c"]
@@ -306,9 +302,7 @@ def _with_bad_files(tmp_path: Path) -> tuple[list[Sample], Path, Path]:
     return samples, corrupt, empty
 
 
-def test_scan_images_skip_reports_each_bad_file_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_scan_images_skip_reports_each_bad_file_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     samples, corrupt, empty = _with_bad_files(tmp_path)
     with caplog.at_level(logging.WARNING):
         kept = scan_images(samples, on_bad="skip")
@@ -369,10 +363,7 @@ def test_load_templates(tmp_path: Path) -> None:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.png"))
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.png"))}
 
 
 def test_demo_dataset_is_deterministic_and_loads(tmp_path: Path) -> None:

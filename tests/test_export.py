@@ -52,7 +52,9 @@ def test_untrained_adapters_bundle_equals_open_clip_zero_shot(demo_data, tmp_pat
     export_run(run, bundle, ref_count=4, progress=False)
     base = load_clip(TINY, random_init=True)
     record = json.loads((run / "run.json").read_text())
-    weights = open_clip.build_zero_shot_classifier(base.model, base.tokenizer, record["classnames"], record["templates"])
+    weights = open_clip.build_zero_shot_classifier(
+        base.model, base.tokenizer, record["classnames"], record["templates"]
+    )
     x = torch.randn(5, 3, 64, 64)
     with torch.no_grad():
         expected = base.model.logit_scale.exp() * base.model.encode_image(x, normalize=True) @ weights

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from ringfold.runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, load_image
-from ringfold.runtime.preprocess import PreprocessConfig, preprocess_batch, preprocess_image
 
 from ringfold.errors import ImageError, RingfoldError
+from ringfold.runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, load_image
+from ringfold.runtime.preprocess import PreprocessConfig, preprocess_batch, preprocess_image
 
 TOL = 1e-5
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -135,8 +135,7 @@ def test_matches_open_clip_eval_transform(corpus, resize_mode, interpolation, si
 
 
 def test_thin_image_where_open_clip_crashes() -> None:
-    cfg = PreprocessConfig(size=(32, 32), mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="longest",
-                           fill_color=255)
+    cfg = PreprocessConfig(size=(32, 32), mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="longest", fill_color=255)
     strip = Image.new("RGB", (517, 3), (0, 0, 0))
     x = preprocess_image(strip, cfg)
     # One black row in the middle (rounded down from 0.19 px to 1 px), white padding elsewhere.
@@ -332,7 +331,8 @@ BAD_CASES = {
 
 
 BAD_RUNS = [(case, True) for case in sorted(BAD_CASES)] + [
-    (case, False) for case in ("bomb_20000", "over_limit_header_only")  # some scripts lift Pillow's limit
+    (case, False)
+    for case in ("bomb_20000", "over_limit_header_only")  # some scripts lift Pillow's limit
 ]
 
 

@@ -10,11 +10,39 @@ from ringfold.cli import main
 @pytest.mark.slow
 def test_vit_b16_train_export_parity(tmp_path, demo_data, capsys):
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    assert main([
-        "train", "--model", "ViT-B-16", "--random-init", "--method", "arc", "--rank", "50", "--layers", "last:8",
-        "--data", str(demo_data), "--shots", "2", "--epochs", "1", "--batch-size", "8", "--max-eval", "8",
-        "--no-augment", "--device", "cpu", "--out", str(run), "--quiet",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "ViT-B-16",
+                "--random-init",
+                "--method",
+                "arc",
+                "--rank",
+                "50",
+                "--layers",
+                "last:8",
+                "--data",
+                str(demo_data),
+                "--shots",
+                "2",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--max-eval",
+                "8",
+                "--no-augment",
+                "--device",
+                "cpu",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     record = json.loads((run / "run.json").read_text())
     assert record["model"]["weights"]["kind"] == "random"
     # 8 blocks × 2 sites × 2 towers: visual 768·50 + 8·(50+768), text 512·50 + 8·(50+512) per site

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ringfold.errors import ImageError, RingfoldError
+from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ def _random_split(
 
 def _check_class_count(classnames: list[str], where: Path) -> None:
     if not classnames:
-        raise RingfoldError(
-            f"{where} has no classes: give it one sub-folder (or label) per class, at least two"
-        )
+        raise RingfoldError(f"{where} has no classes: give it one sub-folder (or label) per class, at least two")
     if len(classnames) == 1:
         raise RingfoldError(
             f"{where} has one class ('{classnames[0]}'): a classifier needs at least two, add another class"
@@ -148,8 +146,7 @@ def _scan_class_folders(root: Path, class_index: dict[str, int]) -> list[Sample]
     for class_dir in _class_dirs(root):
         if class_dir.name not in class_index:
             raise RingfoldError(
-                f"class folder {class_dir} has no counterpart in the train split: "
-                "add it to train/ or remove it"
+                f"class folder {class_dir} has no counterpart in the train split: add it to train/ or remove it"
             )
         images = _images_in(class_dir)
         if not images:
@@ -175,9 +172,7 @@ def from_image_folder(
     """
     root = Path(root)
     if not root.is_dir():
-        raise RingfoldError(
-            f"image folder {root} does not exist: pass a directory with one sub-folder per class"
-        )
+        raise RingfoldError(f"image folder {root} does not exist: pass a directory with one sub-folder per class")
 
     if _has_split_folders(root):
         train_root = root / "train"
@@ -186,8 +181,7 @@ def from_image_folder(
         _check_class_count(classnames, train_root)
         index = {f: i for i, f in enumerate(folders)}
         splits = {
-            name: _scan_class_folders(root / name, index) if (root / name).is_dir() else []
-            for name in SPLIT_NAMES
+            name: _scan_class_folders(root / name, index) if (root / name).is_dir() else [] for name in SPLIT_NAMES
         }
         present = [name for name in SPLIT_NAMES if (root / name).is_dir()]
         return LabelledSplits(
@@ -244,9 +238,7 @@ def from_csv(
             path = (row.get("path") or "").strip()
             label = (row.get("label") or "").strip()
             if not path or not label:
-                raise RingfoldError(
-                    f"{csv_path} line {line}: empty path or label: fill it in or remove the row"
-                )
+                raise RingfoldError(f"{csv_path} line {line}: empty path or label: fill it in or remove the row")
             split = None
             if has_split:
                 raw = (row.get("split") or "").strip().lower()
@@ -348,28 +340,20 @@ def from_coop_split(split_json: str | Path, image_root: str | Path) -> LabelledS
     gaps = [i for i in range(n) if i not in names_by_label]
     if gaps:
         raise RingfoldError(
-            f"{split_json}: labels must run 0..{n - 1} but {_name_some(gaps)} never occur: "
-            "renumber the labels"
+            f"{split_json}: labels must run 0..{n - 1} but {_name_some(gaps)} never occur: renumber the labels"
         )
     # Dassl keeps underscores in names (e.g. 'american_bulldog'); CoOp strips them when building prompts.
     classnames = [names_by_label[i].replace("_", " ") for i in range(n)]
     if len(set(classnames)) != n:
         dupes = sorted({c for c in classnames if classnames.count(c) > 1})
-        raise RingfoldError(
-            f"{split_json}: class name(s) {_name_some(dupes)} used by several labels: rename them"
-        )
+        raise RingfoldError(f"{split_json}: class name(s) {_name_some(dupes)} used by several labels: rename them")
     _check_class_count(classnames, split_json)
     if not image_root.is_dir():
         raise RingfoldError(
             f"image root {image_root} for {split_json} does not exist: point --image-root at the image folder"
         )
-    _check_files_exist(
-        (image_root / p for name in SPLIT_NAMES for p, _, _ in entries[name]), split_json, image_root
-    )
-    splits = {
-        name: _sorted_samples(Sample(image_root / p, lab) for p, lab, _ in entries[name])
-        for name in SPLIT_NAMES
-    }
+    _check_files_exist((image_root / p for name in SPLIT_NAMES for p, _, _ in entries[name]), split_json, image_root)
+    splits = {name: _sorted_samples(Sample(image_root / p, lab) for p, lab, _ in entries[name]) for name in SPLIT_NAMES}
     return LabelledSplits(
         classnames,
         splits["train"],
@@ -401,17 +385,13 @@ def load_splits(data: str | Path, *, image_root: str | Path | None = None, seed:
     if data.is_dir():
         return from_image_folder(data, seed=seed)
     if not data.exists():
-        raise RingfoldError(
-            f"dataset {data} does not exist: pass an image folder, a .csv or a CoOp split .json"
-        )
+        raise RingfoldError(f"dataset {data} does not exist: pass an image folder, a .csv or a CoOp split .json")
     suffix = data.suffix.lower()
     if suffix == ".csv":
         return from_csv(data, seed=seed)
     if suffix == ".json":
         return from_coop_split(data, Path(image_root) if image_root is not None else _guess_image_root(data))
-    raise RingfoldError(
-        f"dataset {data} is a '{suffix}' file: pass an image folder, a .csv or a CoOp split .json"
-    )
+    raise RingfoldError(f"dataset {data} is a '{suffix}' file: pass an image folder, a .csv or a CoOp split .json")
 
 
 # --------------------------------------------------------------------------- sampling
@@ -477,9 +457,7 @@ def scan_images(samples: list[Sample], on_bad: Literal["skip", "fail"]) -> list[
         raise RingfoldError(f"on_bad='{on_bad}' is unknown: use skip or fail")
     bad: dict[Path, str] = {}
     checked: set[Path] = set()
-    for sample in tqdm(
-        samples, desc="checking images", unit="img", disable=len(samples) <= _PROGRESS_THRESHOLD
-    ):
+    for sample in tqdm(samples, desc="checking images", unit="img", disable=len(samples) <= _PROGRESS_THRESHOLD):
         if sample.path in checked:
             continue
         checked.add(sample.path)
@@ -545,9 +523,7 @@ def load_templates(spec: str | Path | None) -> tuple[str, ...]:
     if suffix == ".json":
         data = _read_json(path, "template file")
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
-            raise RingfoldError(
-                f'{path} must hold a JSON list of template strings, e.g. ["a photo of a {{}}."]'
-            )
+            raise RingfoldError(f'{path} must hold a JSON list of template strings, e.g. ["a photo of a {{}}."]')
         templates = [t.strip() for t in data]
     elif suffix == ".txt":
         lines = path.read_text(encoding="utf-8").splitlines()

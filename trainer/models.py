@@ -143,7 +143,8 @@ def _load_state_dict(model: torch.nn.Module, path: str, model_name: str) -> None
 
     if Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise RingfoldError(
-            f"{path}: unsupported checkpoint type; use one of {', '.join(CHECKPOINT_SUFFIXES)} (an open_clip state dict)"
+            f"{path}: unsupported checkpoint type; use one of {', '.join(CHECKPOINT_SUFFIXES)} "
+            "(an open_clip state dict)"
         )
     try:  # read first on its own, so a refused pickle or a corrupt file is told apart from a config mismatch
         load_state_dict(path, weights_only=True)
@@ -180,8 +181,8 @@ def load_clip(
     register_builtin_configs()
     if open_clip.get_model_config(model_name) is None:
         raise RingfoldError(
-            f"--model {model_name!r} is not an open_clip model config; see `python -c \"import open_clip; "
-            "print(open_clip.list_models())\"`"
+            f'--model {model_name!r} is not an open_clip model config; see `python -c "import open_clip; '
+            'print(open_clip.list_models())"`'
         )
     if random_init == bool(pretrained):
         raise RingfoldError("pass exactly one of --pretrained TAG|FILE or --random-init")

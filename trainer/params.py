@@ -61,7 +61,9 @@ def format_table(rows: list[ParamRow], title: str) -> str:
         )
     lines.append("-" * len(header))
     for tower in dict.fromkeys(r.tower for r in rows):
-        lines.append(f"{'':<8} {tower:<7} {'all':<5} {'':>6} {'':>10} {'':>10} "
-                     f"{sum(r.total for r in rows if r.tower == tower):>10,}")
+        lines.append(
+            f"{'':<8} {tower:<7} {'all':<5} {'':>6} {'':>10} {'':>10} "
+            f"{sum(r.total for r in rows if r.tower == tower):>10,}"
+        )
     lines.append(f"{'total':<8} {'':<7} {'':<5} {'':>6} {'':>10} {'':>10} {sum(r.total for r in rows):>10,}")
     return "\n".join(lines)

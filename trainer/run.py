@@ -1,10 +1,10 @@
 """The run directory: adapter weights + everything needed to rebuild the model, never the frozen weights.
 
-    RUN/adapters.safetensors   trainable adapter tensors only
-    RUN/run.json               model name, weights source + fingerprint, adapter
-                               config, class names, templates, preprocess, training
-                               settings, metrics, library versions
-    RUN/log.jsonl, RUN/curves.png
+RUN/adapters.safetensors   trainable adapter tensors only
+RUN/run.json               model name, weights source + fingerprint, adapter
+                           config, class names, templates, preprocess, training
+                           settings, metrics, library versions
+RUN/log.jsonl, RUN/curves.png
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ringfold.trainer.adapters import AdapterSet, config_from_dict, inject
-from ringfold.trainer.adapters.base import AdapterConfig
-from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import ringfold
 from ringfold.atomic import atomic_path, write_json
 from ringfold.errors import RingfoldError
+from ringfold.trainer.adapters import AdapterSet, config_from_dict, inject
+from ringfold.trainer.adapters.base import AdapterConfig
+from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
 
 RUN_FORMAT_VERSION = 1
 ADAPTERS_FILE = "adapters.safetensors"

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ringfold.errors import RingfoldError
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.models import load_clip, openclip_transform
 from ringfold.trainer.run import RunRecord, save_run
 from ringfold.trainer.text import class_embeddings, clip_logits
-from torch.utils.data import DataLoader
-
-from ringfold.errors import RingfoldError
 
 log = logging.getLogger("ringfold.train")
 
@@ -149,7 +149,9 @@ class Trainer:
         if not self.train_samples and cfg.epochs > 0:
             raise RingfoldError(f"{cfg.data}: no usable training images after scanning; fix or add images")
         self.eval_transform = openclip_transform(self.loaded.preprocess_cfg)
-        self.train_transform = openclip_transform(self.loaded.preprocess_cfg, train=True) if cfg.augment else self.eval_transform
+        self.train_transform = (
+            openclip_transform(self.loaded.preprocess_cfg, train=True) if cfg.augment else self.eval_transform
+        )
 
     def _loader(self, samples, transform, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.cfg.seed)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
-from ringfold.trainer.adapters.registry import Method, register
 from torch import nn
 
 from ringfold.errors import RingfoldError
+from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.adapters.registry import Method, register
 
 
 @dataclass

@@ -201,7 +201,11 @@ def build_site_adapter(config: AdapterConfig, dim: int, num_layers: int, tower: 
 
 
 def block_width(block: nn.Module) -> int:
-    return block.ln_1.normalized_shape[0] if hasattr(block.ln_1, "normalized_shape") else block.ln_1.norm.normalized_shape[0]
+    return (
+        block.ln_1.normalized_shape[0]
+        if hasattr(block.ln_1, "normalized_shape")
+        else block.ln_1.norm.normalized_shape[0]
+    )
 
 
 def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
-
 from ringfold.errors import RingfoldError
+from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
 
 
 @dataclass(frozen=True)
