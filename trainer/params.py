@@ -38,17 +38,23 @@ def tower_shapes(model_name: str) -> dict[str, tuple[int, int]]:
 
 
 def parameter_rows(model_name: str, config: AdapterConfig) -> list[ParamRow]:
+    from torch import nn
+
     rows = []
+    shared_modules = nn.ModuleDict()
     shapes = tower_shapes(model_name)
     for tower in config.towers:
         width, depth = shapes[tower]
         num_layers = len(resolve_layers(config.layers, depth))
         for site in config.site_kinds:
-            adapter = build_site_adapter(config, width, num_layers, tower, site)
+            adapter = build_site_adapter(config, width, num_layers, tower, site, shared_modules)
             shared_names = set(getattr(adapter, "shared_parameters", ()))
             shared = sum(p.numel() for n, p in adapter.named_parameters() if n.split(".")[0] in shared_names)
             total = sum(p.numel() for p in adapter.parameters())
             rows.append(ParamRow(config.method, tower, site, num_layers, shared, total - shared))
+    cross = sum(p.numel() for p in shared_modules.parameters())
+    if cross:
+        rows.append(ParamRow(config.method, "both", "cross", num_layers, cross, 0))
     return rows
 
 

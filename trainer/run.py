@@ -106,7 +106,7 @@ def save_run(run_dir: str | Path, record: RunRecord, adapters: AdapterSet) -> No
     """Write the adapter weights then run.json, each atomically (run.json last marks the run complete)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapters.adapters.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapters.state_dict().items()}
     with atomic_path(run_dir / ADAPTERS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"ringfold_version": ringfold.__version__})
     write_json(run_dir / RUN_FILE, record.to_dict())
@@ -132,7 +132,7 @@ def load_adapter_weights(adapters: AdapterSet, path: Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise RingfoldError(f"{path}: not a readable safetensors file ({exc}); re-run `ringfold train`") from None
-    expected = adapters.adapters.state_dict()
+    expected = adapters.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -148,7 +148,7 @@ def load_adapter_weights(adapters: AdapterSet, path: Path) -> None:
             )
         if not torch.isfinite(tensor).all():
             raise RingfoldError(f"{path}: tensor {key} holds NaN/Inf; the training diverged, retrain with a lower --lr")
-    adapters.adapters.load_state_dict(tensors, strict=True)
+    adapters.load_state_dict(tensors, strict=True)
 
 
 def load_adapted_model(run_dir: str | Path, device: str = "cpu") -> tuple[RunRecord, LoadedModel, AdapterSet]:

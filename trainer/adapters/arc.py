@@ -45,7 +45,9 @@ class ArcAdapter(SiteAdapter):
     foldable: ClassVar[bool] = True
     shared_parameters: ClassVar[tuple[str, ...]] = ("down",)
 
-    def __init__(self, config: ArcConfig, *, dim: int, num_layers: int, tower: str, site: str) -> None:
+    def __init__(
+        self, config: ArcConfig, *, dim: int, num_layers: int, tower: str, site: str, shared: nn.ModuleDict
+    ) -> None:
         super().__init__(dim, num_layers)
         r = config.rank
         self.down = nn.Parameter(torch.empty(dim, r))

@@ -106,6 +106,14 @@ class SiteAdapter(nn.Module):
     def begin_step(self) -> None:
         """Called once per forward pass before the blocks run (e.g. to contract shared cores once)."""
 
+    def set_mode(self, mode: str) -> None:
+        """Switch what ``delta`` computes: "full" (default) or a method-specific mode such as "coarse"."""
+        if mode != "full":
+            raise RingfoldError(f"{type(self).__name__} has no {mode!r} mode")
+
+    def prepare_export(self) -> None:
+        """Non-foldable adapters: precompute what the exported graph needs (e.g. dense per-layer matrices)."""
+
     def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
         """``y · A_l + b_l`` for row vectors ``y`` (..., d)."""
         raise NotImplementedError
@@ -169,6 +177,8 @@ class AdapterSet(nn.Module):
         super().__init__()
         self.config = config
         self.adapters = nn.ModuleDict()
+        #: parameters shared across towers (e.g. MMA's per-layer middle projection), saved once
+        self.shared = nn.ModuleDict()
         self.placements: dict[str, Placement] = {}
         self._wrappers: list[AdaptedNorm] = []
         self._hooks: list[Any] = []
@@ -182,6 +192,10 @@ class AdapterSet(nn.Module):
         for adapter in self.adapters.values():
             adapter.begin_step()
 
+    def set_mode(self, mode: str) -> None:
+        for adapter in self.adapters.values():
+            adapter.set_mode(mode)
+
     def set_enabled(self, enabled: bool) -> None:
         for wrapper in self._wrappers:
             wrapper.enabled = enabled
@@ -194,10 +208,15 @@ class AdapterSet(nn.Module):
         return all(a.foldable for a in self.adapters.values())
 
 
-def build_site_adapter(config: AdapterConfig, dim: int, num_layers: int, tower: str, site: str) -> SiteAdapter:
+def build_site_adapter(
+    config: AdapterConfig, dim: int, num_layers: int, tower: str, site: str, shared: nn.ModuleDict | None = None
+) -> SiteAdapter:
+    """``shared`` holds cross-tower modules; a method creates them on first use and reuses them after."""
     from ringfold.trainer.adapters import registry
 
-    return registry.get(config.method).adapter_cls(config, dim=dim, num_layers=num_layers, tower=tower, site=site)
+    shared = nn.ModuleDict() if shared is None else shared
+    method = registry.get(config.method)
+    return method.adapter_cls(config, dim=dim, num_layers=num_layers, tower=tower, site=site, shared=shared)
 
 
 def block_width(block: nn.Module) -> int:
@@ -218,7 +237,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:
         dim = block_width(blocks[0])
         for site in config.site_kinds:
             placement = Placement(tower, site, idx)
-            adapter = build_site_adapter(config, dim, len(idx), tower, site)
+            adapter = build_site_adapter(config, dim, len(idx), tower, site, aset.shared)
             aset.adapters[placement.key] = adapter
             aset.placements[placement.key] = placement
             for pos, block_index in enumerate(idx):
