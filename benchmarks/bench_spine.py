@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import bar_plot, machine, make_random_run, time_call, write_results  # noqa: E402
+from common import bar_plot, machine, time_call, write_results  # noqa: E402
 
 
 def main() -> int:
@@ -43,7 +43,7 @@ def main() -> int:
     from ringfold.exporter.onnx_export import export_onnx, op_histogram
     from ringfold.runtime.onnx_backend import OnnxModel
     from ringfold.trainer.models import load_clip
-    from ringfold.trainer.run import load_adapted_model
+    from ringfold.trainer.run import load_adapted_model, write_synthetic_run
     from ringfold.trainer.text import class_embeddings
 
     if args.threads:
@@ -52,7 +52,7 @@ def main() -> int:
     adapter = {"method": "arc", "rank": 50, "layers": "last:8", "sites": "both"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run = make_random_run(tmp / "run", args.model, adapter, classes)
+        run = write_synthetic_run(tmp / "run", args.model, adapter, classes)
         t0 = time.perf_counter()
         result = export_run(run, tmp / "bundle", ref_count=4, progress=False)
         export_s = time.perf_counter() - t0

@@ -46,37 +46,6 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def make_random_run(run_dir: Path, model: str, adapter: dict[str, Any], classnames: list[str], seed: int = 0):
-    """A run directory with random-init frozen weights and random non-zero adapter weights (so the fold matters)."""
-    import torch
-
-    from ringfold.trainer.adapters import get, inject
-    from ringfold.trainer.data import DEFAULT_TEMPLATES
-    from ringfold.trainer.models import load_clip
-    from ringfold.trainer.run import RunRecord, save_run
-
-    loaded = load_clip(model, random_init=True, seed=seed)
-    config = get(adapter["method"]).config_cls.from_dict(adapter)
-    aset = inject(loaded.model, config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in aset.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    record = RunRecord(
-        model_name=model,
-        weights=loaded.source,
-        weights_fingerprint=loaded.weights_fingerprint,
-        preprocess=loaded.preprocess_cfg,
-        adapter=config,
-        classnames=classnames,
-        templates=list(DEFAULT_TEMPLATES),
-        data={"source": "none (benchmark)"},
-        metrics={"note": "random adapter weights for benchmarking"},
-    )
-    save_run(run_dir, record, aset)
-    return run_dir
-
-
 def write_results(out: Path, name: str, results: dict[str, Any], table: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")

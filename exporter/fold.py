@@ -59,6 +59,9 @@ def fold_adapters(model: nn.Module) -> FoldReport:
         adapter = wrapper.adapter
         attr = "ln_1" if site == "attn" else "ln_2"
         if not adapter.foldable:
+            # kept in the graph: inference-only from here on (the tracer bakes its tensors as constants)
+            adapter.requires_grad_(False)
+            adapter.prepare_export()
             report.kept_sites += 1
             name = type(adapter).__name__
             if name not in report.kept_methods:

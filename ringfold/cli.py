@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------- params
 def _adapter_overrides(args: argparse.Namespace) -> dict:
     overrides = {}
-    for key in ("rank", "layers", "sites", "scale", "dropout"):
+    for key in ("rank", "layers", "sites", "scale", "dropout", "fine_ranks", "coarse_ranks", "combinator"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -65,13 +65,16 @@ def _adapter_overrides(args: argparse.Namespace) -> dict:
 
 def _add_adapter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("adapter")
-    g.add_argument("--method", default="arc", help="adapter method (arc)")
+    g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma")
     g.add_argument("--rank", type=int, help="ARC bottleneck r (default 50)")
     g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
     g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
     g.add_argument("--towers", help="comma list of visual,text (default both)")
     g.add_argument("--scale", type=float, help="adapter output scale s (default 1.0)")
     g.add_argument("--dropout", type=float, help="bottleneck dropout, training only")
+    g.add_argument("--fine-ranks", help="AdaRing fine ring ranks R0,R1,R2 (default 2,4,2)")
+    g.add_argument("--coarse-ranks", help="AdaRing coarse ring ranks R0,R1,R2 (default 1,2,2)")
+    g.add_argument("--combinator", choices=["static", "gated"], help="AdaRing combinator (static folds)")
     g.add_argument("--adapter-opt", action="append", metavar="KEY=VALUE", help="any other method option")
 
 

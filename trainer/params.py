@@ -49,7 +49,11 @@ def parameter_rows(model_name: str, config: AdapterConfig) -> list[ParamRow]:
         for site in config.site_kinds:
             adapter = build_site_adapter(config, width, num_layers, tower, site, shared_modules)
             shared_names = set(getattr(adapter, "shared_parameters", ()))
-            shared = sum(p.numel() for n, p in adapter.named_parameters() if n.split(".")[0] in shared_names)
+            shared = sum(
+                p.numel()
+                for n, p in adapter.named_parameters()
+                if any(n == s or n.startswith(s + ".") for s in shared_names)
+            )
             total = sum(p.numel() for p in adapter.parameters())
             rows.append(ParamRow(config.method, tower, site, num_layers, shared, total - shared))
     cross = sum(p.numel() for p in shared_modules.parameters())

@@ -160,3 +160,44 @@ def load_adapted_model(run_dir: str | Path, device: str = "cpu") -> tuple[RunRec
     load_adapter_weights(adapters, run_dir / ADAPTERS_FILE)
     loaded.model.to(device).eval()
     return record, loaded, adapters
+
+
+def write_synthetic_run(
+    run_dir: str | Path,
+    model_name: str,
+    adapter: dict[str, Any],
+    classnames: list[str],
+    *,
+    adapter_std: float | None = 0.02,
+    seed: int = 0,
+    templates: list[str] | None = None,
+) -> Path:
+    """A run without training: random-init frozen model, adapters at init or random (``adapter_std``).
+
+    For benchmarks and tests that need a run whose adapters really change the
+    output; ``run.json`` says so in its metrics.
+    """
+    from ringfold.trainer.adapters import get
+    from ringfold.trainer.models import load_clip
+
+    loaded = load_clip(model_name, random_init=True, seed=seed)
+    config = get(adapter["method"]).config_cls.from_dict(adapter)
+    aset = inject(loaded.model, config)
+    if adapter_std:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in aset.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * adapter_std)
+    record = RunRecord(
+        model_name=model_name,
+        weights=loaded.source,
+        weights_fingerprint=loaded.weights_fingerprint,
+        preprocess=loaded.preprocess_cfg,
+        adapter=config,
+        classnames=list(classnames),
+        templates=list(templates or ["a photo of a {}."]),
+        data={"source": "none (synthetic run: random adapter weights, not trained)"},
+        metrics={"note": f"synthetic run, adapter weights ~ N(0, {adapter_std})" if adapter_std else "untrained"},
+    )
+    save_run(run_dir, record, aset)
+    return Path(run_dir)

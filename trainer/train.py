@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ringfold.errors import RingfoldError
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
+from ringfold.trainer.losses import LossWeights, compute_loss
 from ringfold.trainer.models import load_clip, openclip_transform
 from ringfold.trainer.run import RunRecord, save_run
 from ringfold.trainer.text import class_embeddings, clip_logits
@@ -212,26 +212,38 @@ class Trainer:
             optimizer = make_optimizer(cfg, params)
             scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_epochs * steps_per_epoch), total)
             scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-            frozen_text_emb = None if self.text_adapted else self._class_emb_frozen()
+            weights = LossWeights.from_config(self.adapter_cfg)
+            need_frozen = not self.text_adapted or weights.consistency > 0
+            frozen_text_emb = self._class_emb_frozen() if need_frozen else None
             bar = _tqdm(range(total), cfg.progress, desc="train", unit="step")
             bar_iter = iter(bar) if cfg.progress else None
             step = 0
             for epoch in range(1, cfg.epochs + 1):
                 self.model.train()
-                loss_sum, correct, seen = 0.0, 0, 0
+                term_sums: dict[str, float] = {}
+                correct, seen = 0, 0
                 for images, labels in loader:
                     images, labels = images.to(self.device), labels.to(self.device)
                     with self._autocast():
-                        class_emb = self._class_emb() if frozen_text_emb is None else frozen_text_emb
-                        logits = clip_logits(self.model, images, class_emb)
-                        loss = F.cross_entropy(logits.float(), labels)
+                        out = compute_loss(
+                            self.model,
+                            self.adapters,
+                            images,
+                            labels,
+                            self._class_emb,
+                            weights,
+                            frozen_class_emb=frozen_text_emb,
+                            text_adapted=self.text_adapted,
+                        )
+                    loss, logits = out.total, out.logits
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
                     step += 1
-                    loss_sum += float(loss.detach()) * len(labels)
+                    for key, value in out.terms.items():
+                        term_sums[key] = term_sums.get(key, 0.0) + value * len(labels)
                     correct += int((logits.argmax(-1) == labels).sum())
                     seen += len(labels)
                     if bar_iter is not None:
@@ -243,7 +255,8 @@ class Trainer:
                 row = {
                     "epoch": epoch,
                     "step": step,
-                    "loss": loss_sum / max(1, seen),
+                    "loss": term_sums.get("total", 0.0) / max(1, seen),
+                    **{f"loss_{k}": v / max(1, seen) for k, v in term_sums.items() if k != "total"},
                     "train_acc": correct / max(1, seen),
                     "eval_acc": acc,
                     "lr": scheduler.get_last_lr()[0],
