@@ -224,6 +224,17 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- compress
+def cmd_compress(args: argparse.Namespace) -> int:
+    from ringfold.trainer.adapters.adaring import _ranks
+    from ringfold.trainer.compress import compress_run, format_report
+
+    report = compress_run(args.run, args.out, _ranks(args.ranks), _ranks(args.coarse_ranks), n_iter=args.iterations)
+    print(format_report(report))
+    print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from ringfold.demo import run_demo
@@ -307,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cosine", type=float, help="override the precision's tolerance")
     p.add_argument("--min-top1", type=float, help="override the precision's tolerance (0..1)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("compress", help="decompose a run's dense adapters into AdaRing tensor-ring cores")
+    p.add_argument("run", help="a foldable run (ARC or static AdaRing)")
+    p.add_argument("--ranks", required=True, help="fine ring ranks R0,R1,R2")
+    p.add_argument("--coarse-ranks", default="1,1,1", help="coarse ring ranks for the residual (default 1,1,1)")
+    p.add_argument("--iterations", type=int, default=100, help="ALS iterations per restart")
+    p.add_argument("--out", required=True, help="AdaRing run directory to write")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="offline end to end: generate data, train ARC, export, classify, parity")
     p.add_argument("--out", default="ringfold-demo", help="working directory (default ./ringfold-demo)")
