@@ -65,7 +65,7 @@ def _adapter_overrides(args: argparse.Namespace) -> dict:
 
 def _add_adapter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("adapter")
-    g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma")
+    g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma (params: also 'all')")
     g.add_argument("--rank", type=int, help="ARC bottleneck r (default 50)")
     g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
     g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
@@ -79,17 +79,27 @@ def _add_adapter_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from ringfold.trainer.adapters import get
+    from ringfold.trainer.adapters import get, names
     from ringfold.trainer.params import format_table, parameter_rows
 
-    method = get(args.method)
-    config = method.config_cls.from_dict({"method": args.method, **_adapter_overrides(args)})
-    rows = parameter_rows(args.model, config)
-    title = f"{args.model} · {args.method} · layers={config.layers} sites={config.sites}"
+    methods = names() if args.method == "all" else [args.method]
+    totals, dumps = {}, {}
+    for name in methods:
+        overrides = _adapter_overrides(args) if args.method != "all" else {}
+        config = get(name).config_cls.from_dict({"method": name, **overrides})
+        rows = parameter_rows(args.model, config)
+        totals[name] = sum(r.total for r in rows)
+        dumps[name] = [{**r.__dict__, "total": r.total} for r in rows]
+        if not args.json:
+            print(format_table(rows, f"{args.model} · {name} · layers={config.layers} sites={config.sites}") + "\n")
     if args.json:
-        print(json.dumps([{**r.__dict__, "total": r.total} for r in rows], indent=2))
-    else:
-        print(format_table(rows, title))
+        print(json.dumps(dumps if args.method == "all" else dumps[methods[0]], indent=2))
+    elif len(methods) > 1:
+        ref = totals.get("mma")
+        print("summary (each method at its defaults):")
+        for name, total in totals.items():
+            share = f"  {100 * total / ref:.1f}% of MMA" if ref else ""
+            print(f"  {name:<8} {total:>10,} ({total / 1e6:.3f}M){share}")
     return 0
 
 

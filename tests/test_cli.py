@@ -78,3 +78,9 @@ def test_parity_gate_fails_with_exit_1_when_tolerance_is_unachievable(tiny_bundl
 def test_parity_images_without_run_is_refused(tiny_bundle, capsys):
     assert main(["parity", str(tiny_bundle), "--images", "x"]) == 2
     assert "--run" in capsys.readouterr().err
+
+
+def test_params_adaring_default_breakdown(capsys):
+    assert main(["params", "--model", "ViT-B-16", "--method", "adaring"]) == 0
+    out = capsys.readouterr().out
+    assert "61,888" in out and "combinator 16" in out and "fine 9,280" in out and "coarse 3,104" in out

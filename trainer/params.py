@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import open_clip
 
@@ -19,6 +19,7 @@ class ParamRow:
     layers: int
     shared: int
     per_layer: int
+    parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -55,19 +56,34 @@ def parameter_rows(model_name: str, config: AdapterConfig) -> list[ParamRow]:
                 if any(n == s or n.startswith(s + ".") for s in shared_names)
             )
             total = sum(p.numel() for p in adapter.parameters())
-            rows.append(ParamRow(config.method, tower, site, num_layers, shared, total - shared))
+            rows.append(ParamRow(config.method, tower, site, num_layers, shared, total - shared, _parts(adapter)))
     cross = sum(p.numel() for p in shared_modules.parameters())
     if cross:
         rows.append(ParamRow(config.method, "both", "cross", num_layers, cross, 0))
     return rows
 
 
+#: parameter-name prefixes shown under a friendlier name in the breakdown
+_PART_ALIASES = {"mix": "combinator", "gate": "combinator", "rescale": "λ", "down": "D"}
+
+
+def _parts(module) -> dict[str, int]:
+    parts: dict[str, int] = {}
+    for name, p in module.named_parameters():
+        key = _PART_ALIASES.get(name.split(".")[0], name.split(".")[0])
+        parts[key] = parts.get(key, 0) + p.numel()
+    return parts
+
+
 def format_table(rows: list[ParamRow], title: str) -> str:
-    header = f"{'method':<8} {'tower':<7} {'site':<5} {'layers':>6} {'shared':>10} {'per-layer':>10} {'total':>10}"
+    header = (
+        f"{'method':<8} {'tower':<7} {'site':<5} {'layers':>6} {'shared':>10} {'per-layer':>10} {'total':>10}  breakdown"
+    )
     lines = [title, header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.method:<8} {r.tower:<7} {r.site:<5} {r.layers:>6} {r.shared:>10,} {r.per_layer:>10,} {r.total:>10,}"
+            f"{r.method:<8} {r.tower:<7} {r.site:<5} {r.layers:>6} {r.shared:>10,} {r.per_layer:>10,} {r.total:>10,}  "
+            + " · ".join(f"{k} {v:,}" for k, v in r.parts.items())
         )
     lines.append("-" * len(header))
     for tower in dict.fromkeys(r.tower for r in rows):

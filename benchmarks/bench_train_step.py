@@ -1,0 +1,132 @@
+"""Training-step time per adapter method, and the share spent contracting AdaRing's ring cores.
+
+Random-weights models (no download possible). One step = class embeddings
+from the text tower + image forward + CE loss + backward + AdamW step, with
+the method's own objective (AdaRing adds its coarse-only and consistency
+terms, so its step does more forwards). "none" has nothing to train: forward
+and loss only, the floor every method pays.
+
+    python benchmarks/bench_train_step.py [--models ringfold-tiny-vit ViT-B-16] [--batch 8] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import bar_plot, machine, write_results  # noqa: E402
+
+METHODS = {
+    "none": None,
+    "arc": {"method": "arc", "rank": 50, "layers": "last:8"},
+    "adaring": {"method": "adaring", "layers": "last:8"},
+    "adaring (CE only)": {"method": "adaring", "layers": "last:8", "coarse_loss_weight": 0, "consistency_loss_weight": 0},
+    "mma": {"method": "mma"},
+}
+
+
+def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device: str) -> dict:
+    import torch
+
+    from ringfold.trainer.adapters import get, inject
+    from ringfold.trainer.losses import LossWeights, compute_loss
+    from ringfold.trainer.models import load_clip
+    from ringfold.trainer.text import class_embeddings
+
+    loaded = load_clip(model_name, random_init=True)
+    model = loaded.model.to(device)
+    size = tuple(loaded.preprocess_cfg["size"])
+    images = torch.randn(batch, 3, *size, device=device)
+    labels = torch.arange(batch, device=device) % 10
+    classes = [f"class {i}" for i in range(10)]
+
+    def class_emb():
+        return class_embeddings(model, loaded.tokenizer, classes, ["a photo of a {}."], device)
+
+    contract_s = [0.0]
+    if adapter is None:
+        def step():
+            with torch.no_grad():
+                emb = class_emb()
+                logits = model.logit_scale.exp() * model.encode_image(images, normalize=True) @ emb.t()
+                torch.nn.functional.cross_entropy(logits, labels)
+        params = 0
+    else:
+        cfg = get(adapter["method"]).config_cls.from_dict(adapter)
+        aset = inject(model, cfg)
+        aset.to(device)
+        weights = LossWeights.from_config(cfg)
+        with torch.no_grad():
+            aset.set_enabled(False)
+            frozen = class_emb()
+            aset.set_enabled(True)
+        for adapter_module in aset.adapters.values():  # time the once-per-pass core contraction
+            original = adapter_module.begin_step
+
+            def timed(original=original):
+                t0 = time.perf_counter()
+                original()
+                contract_s[0] += time.perf_counter() - t0
+
+            adapter_module.begin_step = timed
+        opt = torch.optim.AdamW(aset.parameters(), lr=1e-3)
+        params = aset.num_parameters()
+
+        def step():
+            out = compute_loss(model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen)
+            opt.zero_grad()
+            out.total.backward()
+            opt.step()
+
+    step()  # warm-up
+    contract_s[0] = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    total = time.perf_counter() - t0
+    return {"step_ms": 1000 * total / steps, "contract_ms": 1000 * contract_s[0] / steps,
+            "contract_share": contract_s[0] / total, "trainable_parameters": params}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["ringfold-tiny-vit", "ViT-B-16"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+
+    import torch
+
+    results = {"weights": "random weights", "batch": args.batch, "device": args.device, "machine": machine(),
+               "torch_threads": torch.get_num_threads(), "models": {}}
+    lines = [f"training step, batch {args.batch}, {args.device} (random weights)", "",
+             "| model | method | trainable params | step ms | core contraction ms | share |", "|---|---|---|---|---|---|"]
+    for model in args.models:
+        results["models"][model] = {}
+        for name in args.methods:
+            r = bench(model, METHODS[name], args.batch, args.steps, args.device)
+            results["models"][model][name] = r
+            lines.append(f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | "
+                         f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |")
+            print(lines[-1], flush=True)
+    out = Path(args.out)
+    table = "\n".join(lines)
+    write_results(out, f"train_step_{args.device}", results, table)
+    last = args.models[-1]
+    bar_plot(out / f"train_step_{args.device}.png", list(results["models"][last]),
+             [v["step_ms"] for v in results["models"][last].values()], f"{last} training step ({args.device})", "ms")
+    print(json.dumps(results, indent=2))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
