@@ -23,8 +23,11 @@ from ringfold.exporter import reference as ref_mod
 from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
 from ringfold.exporter.head import ImageClassifier, build_classifier
 from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
+from ringfold.exporter.precision import PrecisionRequest, run_variant, write_variants
 from ringfold.runtime.bundle import BUNDLE_FORMAT_VERSION, LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
 from ringfold.runtime.images import load_image
+from ringfold.runtime.parity import compare
+from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
 from ringfold.trainer.text import class_embeddings
@@ -87,12 +90,14 @@ def export_run(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     progress: bool = True,
+    precision: PrecisionRequest | None = None,
 ) -> ExportResult:
     t0 = time.time()
     out = Path(out)
     if out.exists() and not overwrite:
         raise RingfoldError(f"{out}: already exists; pass --overwrite or choose another --out")
-    steps = _Progress(progress, total=6)
+    precision = precision or PrecisionRequest()
+    steps = _Progress(progress, total=6 + len([p for p in precision.precisions if p != "fp32"]))
     record, loaded, adapters = load_adapted_model(run_dir)
     model = loaded.model
     steps.advance("rebuilt frozen model + adapters")
@@ -137,10 +142,27 @@ def export_run(
         write_json(tmp / PREPROCESS_FILE, record.preprocess)
         onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
         steps.advance("reference set + ONNX Runtime check")
+        variants = write_variants(tmp, precision, PreprocessConfig.from_dict(record.preprocess))
+        variant_checks = {}
+        for name, entry in variants.items():
+            out_v = run_variant(tmp / entry["file"], pixels.numpy(), entry.get("ort_optimization", "all"))
+            comp = compare(name, name, out_v["logits"], out_v["embedding"], logits_unfolded, emb_unfolded)
+            variant_checks[name] = {
+                "max_abs_logit": comp.max_abs_logit,
+                "cosine_min": comp.cosine_min,
+                "top1_agreement": comp.top1_agreement,
+            }
+            if name != "fp32":
+                steps.advance(f"{name} variant")
 
         histogram = op_histogram(tmp / MODEL_FILE)
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
-        manifest["export"] = {"seconds": round(time.time() - t0, 2), "onnx_vs_torch_max_abs_logit": onnx_diff}
+        manifest["variants"] = variants
+        manifest["export"] = {
+            "seconds": round(time.time() - t0, 2),
+            "onnx_vs_torch_max_abs_logit": onnx_diff,
+            "variants_vs_torch": variant_checks,
+        }
         write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff))
         manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / MANIFEST_FILE, manifest)
@@ -220,6 +242,13 @@ def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_
         f"- ONNX Runtime (CPU) vs PyTorch on the reference set: max |Δlogit| = {onnx_diff:.3g}",
         "",
     ]
+    lines += ["| variant | file | max abs Δlogit vs PyTorch | min cosine | top-1 agreement |", "|---|---|---|---|---|"]
+    for name, check in manifest["export"].get("variants_vs_torch", {}).items():
+        lines.append(
+            f"| {name} | {manifest['variants'][name]['file']} | {check['max_abs_logit']:.3g} | "
+            f"{check['cosine_min']:.6f} | {check['top1_agreement']:.1%} |"
+        )
+    lines.append("")
     if fold.fully_folded:
         lines += [
             f"**Fully folded**: {fold.folded_sites} adapter sites merged into the frozen linear weights. "

@@ -157,6 +157,7 @@ def _pct(x) -> str:
 # --------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from ringfold.exporter.export import export_run
+    from ringfold.exporter.precision import PrecisionRequest
 
     result = export_run(
         args.run,
@@ -166,6 +167,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        precision=PrecisionRequest(
+            tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
+        ),
     )
     fold = result.fold
     state = (
@@ -184,10 +188,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.classify import classify_paths
-    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.onnx_backend import open_bundle_model
 
     bundle = load_bundle(args.bundle)
-    model = OnnxModel(bundle.model_path(args.precision), provider=args.provider, threads=args.threads)
+    model = open_bundle_model(bundle, args.precision, provider=args.provider, threads=args.threads)
     preds = classify_paths(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
     if bundle.random_weights and not args.json:
         print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
@@ -205,32 +209,35 @@ def cmd_classify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- parity
 def cmd_parity(args: argparse.Namespace) -> int:
     from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.onnx_backend import open_bundle_model
     from ringfold.runtime.parity import bundle_parity, tolerance_for
 
     if args.images and not args.run:
         raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
     bundle = load_bundle(args.bundle)
-    tolerance = tolerance_for(
-        args.precision,
-        {
-            "max_abs_logit": args.max_abs_logit,
-            "min_cosine": args.min_cosine,
-            "min_top1": args.min_top1,
-        },
-    )
-    model = OnnxModel(bundle.model_path(args.precision), provider=args.provider, threads=args.threads)
-    report = bundle_parity(bundle, model, args.precision, tolerance)
-    if args.run:
-        from ringfold.exporter.torch_parity import add_torch_parity
+    overrides = {"max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1}
+    precisions = list(bundle.variants) if args.precision == "all" else [args.precision]
+    report = None
+    for precision in precisions:
+        tolerance = tolerance_for(precision, overrides)
+        model = open_bundle_model(bundle, precision, provider=args.provider, threads=args.threads)
+        part = bundle_parity(bundle, model, precision, tolerance)
+        if args.run:
+            from ringfold.exporter.torch_parity import add_torch_parity
 
-        add_torch_parity(report, bundle, model, args.run, args.images, args.precision, tolerance)
+            add_torch_parity(
+                part, bundle, model, args.run, args.images, precision, tolerance, live_check=report is None
+            )
+        if report is None:
+            report = part
+        else:
+            report.comparisons += part.comparisons  # preprocessing: the same images, checked once
     out = Path(args.report) if args.report else bundle.path.parent / f"{bundle.path.name}.parity"
     written = report.write(out)
     print(report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     if not report.passed:
-        raise GateFailed(f"parity gate FAILED for {bundle.path} ({args.precision}); see {out / 'parity.md'}")
+        raise GateFailed(f"parity gate FAILED for {bundle.path} ({', '.join(precisions)}); see {out / 'parity.md'}")
     return 0
 
 
@@ -301,13 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-images", help="images for the bundle's reference set (default: the run's test data)")
     p.add_argument("--ref-count", type=int, default=16)
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        metavar="P",
+        help="variants to write: fp32 (always) fp16 int8 int8-dynamic",
+    )
+    p.add_argument("--calib", help="calibration images for int8 (a folder; the runtime's preprocessing is used)")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--calib-limit", type=int, help="use at most this many calibration images")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
 
     def add_backend(p: argparse.ArgumentParser) -> None:
         p.add_argument("bundle", help="bundle directory from `ringfold export`")
-        p.add_argument("--precision", default="fp32", help="which model of the bundle (fp32)")
+        p.add_argument(
+            "--precision", default="fp32", help="which model of the bundle: fp32 fp16 int8 int8-dynamic (parity: all)"
+        )
         p.add_argument("--provider", default="auto", help="auto | trt | cuda | cpu (ONNX Runtime provider)")
         p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
 

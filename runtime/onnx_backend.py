@@ -29,16 +29,36 @@ def choose_providers(requested: str | None = None) -> list[str]:
     return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
 
 
+OPTIMIZATION_LEVELS = {
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+}
+
+
+def open_bundle_model(bundle, precision: str = "fp32", provider: str | None = None, threads: int | None = None):
+    """The bundle's model of ``precision`` with the session settings its manifest entry asks for."""
+    entry = bundle.variants.get(precision, {})
+    return OnnxModel(
+        bundle.model_path(precision),
+        provider=provider,
+        threads=threads,
+        optimization=entry.get("ort_optimization", "all"),
+    )
+
+
 class OnnxModel:
     """A loaded bundle model; ``run`` returns logits and embedding as float32 arrays."""
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, provider: str | None = None, threads: int | None = None, optimization: str = "all"
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization](ort)
         if threads:
             options.intra_op_num_threads = threads
         self.path = Path(path)

@@ -76,9 +76,8 @@ def _parts(module) -> dict[str, int]:
 
 
 def format_table(rows: list[ParamRow], title: str) -> str:
-    header = (
-        f"{'method':<8} {'tower':<7} {'site':<5} {'layers':>6} {'shared':>10} {'per-layer':>10} {'total':>10}  breakdown"
-    )
+    header = f"{'method':<8} {'tower':<7} {'site':<5} {'layers':>6} {'shared':>10} {'per-layer':>10} {'total':>10}"
+    header += "  breakdown"
     lines = [title, header, "-" * len(header)]
     for r in rows:
         lines.append(

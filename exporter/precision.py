@@ -1,0 +1,236 @@
+"""Reduced-precision variants of a bundle's fp32 ONNX model, with the well-kept tools for each job.
+
+- fp16: onnxruntime's float16 converter (onnxconverter-common 1.16's copy of
+  it crashes in its cast-removal pass on these graphs), graph inputs/outputs kept
+  fp32, and LayerNormalization, Softmax, reductions and the final
+  L2-normalisation + head kept fp32 (a block list), because those overflow or
+  lose the embedding's unit norm in half precision.
+- int8 (static): onnxruntime.quantization in QDQ format with symmetric
+  activations and weights and per-channel weights — the form TensorRT
+  consumes — calibrated on the user's images through the runtime's own
+  preprocessing; calibration method minmax, entropy or percentile.
+- int8-dynamic: weights int8, activations quantized at run time; for
+  CPU-only targets (TensorRT does not take it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ringfold.atomic import atomic_path
+from ringfold.errors import RingfoldError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+VARIANT_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model_fp16.onnx",
+    "int8": "model_int8.onnx",
+    "int8-dynamic": "model_int8_dynamic.onnx",
+}
+FP16_BLOCKED_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "Pow", "Sqrt")
+#: onnxruntime 1.32's CPU provider crashes (SIGSEGV) building a session for these fp16 graphs at
+#: ORT_ENABLE_ALL (layout transforms); "extended" keeps every fusion that matters and runs.
+FP16_ORT_OPTIMIZATION = "extended"
+#: the compute-heavy ops; LayerNorm, Softmax, GELU and the residual adds stay float (as TensorRT prefers)
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _final_normalisation_nodes(model) -> list[str]:
+    """The L2-normalisation of the embedding and everything after it (the head): kept fp32."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for inp in node.input:
+            consumers.setdefault(inp, []).append(node)
+    starts = [n for n in model.graph.node if n.op_type == "ReduceL2"]
+    blocked: set[str] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node.name in blocked:
+            continue
+        blocked.add(node.name)
+        for out in node.output:
+            stack.extend(consumers.get(out, []))
+    return sorted(blocked)
+
+
+def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.transformers import float16
+    from onnxruntime.transformers.onnx_model import OnnxModel as OnnxGraph
+
+    model = onnx.load(str(src))
+    blocked_nodes = _final_normalisation_nodes(model)
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS), node_block_list=blocked_nodes
+    )
+    graph = OnnxGraph(converted)
+    graph.topological_sort()  # the converter appends its input casts at the end of the node list
+    converted = graph.model
+    with atomic_path(dst) as tmp:
+        onnx.save(converted, str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return {
+        "precision": "fp16",
+        "keep_io_types": True,
+        "ort_optimization": FP16_ORT_OPTIMIZATION,
+        "fp32_ops": list(FP16_BLOCKED_OPS),
+        "fp32_nodes": len(blocked_nodes),
+        "tool": "onnxruntime.transformers.float16",
+    }
+
+
+class ImageCalibrationReader:
+    """onnxruntime CalibrationDataReader over images, preprocessed exactly as the runtime does."""
+
+    def __init__(self, paths: list[Path], preprocess, input_name: str = "image", batch: int = 8) -> None:
+        from ringfold.runtime.images import load_image
+        from ringfold.runtime.preprocess import preprocess_batch
+
+        self._batches = [
+            {input_name: preprocess_batch([load_image(p) for p in paths[i : i + batch]], preprocess)}
+            for i in range(0, len(paths), batch)
+        ]
+        self._iter = iter(self._batches)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
+
+
+def calibration_images(calib: str | Path, limit: int | None = None) -> tuple[list[Path], str]:
+    """Sorted image list and a sha256 over their contents (recorded in the manifest)."""
+    from ringfold.runtime.images import list_images
+
+    paths = list_images([calib])
+    if limit:
+        paths = paths[:limit]
+    if not paths:
+        raise RingfoldError(f"{calib}: no images for int8 calibration; pass --calib DIR with a few hundred images")
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode())
+        digest.update(hashlib.sha256(p.read_bytes()).digest())
+    return paths, digest.hexdigest()
+
+
+def _calibrate_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if name not in methods:
+        raise RingfoldError(f"--calib-method {name!r} invalid; use {', '.join(CALIBRATION_METHODS)}")
+    return methods[name]
+
+
+def _preprocessed(src: Path, tmpdir: Path) -> Path:
+    """onnxruntime's recommended pre-pass (shape inference + graph optimisation) before quantization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = tmpdir / "pre.onnx"
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+    except Exception:  # symbolic shape inference is best effort; fall back to plain ONNX shapes
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def quantize_int8_static(
+    src: Path, dst: Path, calib: str | Path, preprocess, method: str = "minmax", limit: int | None = None
+) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    paths, digest = calibration_images(calib, limit)
+    reader = ImageCalibrationReader(paths, preprocess)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
+        pre = _preprocessed(src, Path(tmp))
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=_calibrate_method(method),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    return {
+        "precision": "int8",
+        "format": "QDQ",
+        "activations": "int8 symmetric",
+        "weights": "int8 symmetric per-channel",
+        "calibration": {"method": method, "images": len(paths), "sha256": digest, "source": str(calib)},
+        "tool": "onnxruntime.quantization.quantize_static",
+    }
+
+
+def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
+        pre = _preprocessed(src, Path(tmp))
+        quantize_dynamic(
+            str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"]
+        )
+    return {
+        "precision": "int8-dynamic",
+        "weights": "int8 per-channel",
+        "activations": "quantized at run time",
+        "target": "CPU (not TensorRT)",
+        "tool": "onnxruntime.quantization.quantize_dynamic",
+    }
+
+
+@dataclass
+class PrecisionRequest:
+    precisions: tuple[str, ...] = ("fp32",)
+    calib: str | None = None
+    calib_method: str = "minmax"
+    calib_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise RingfoldError(f"--precision {bad[0]!r} invalid; use any of {', '.join(PRECISIONS)}")
+        if "int8" in self.precisions and not self.calib:
+            raise RingfoldError("--precision int8 needs calibration images: pass --calib DIR (a few hundred images)")
+        _calibrate_method(self.calib_method) if "int8" in self.precisions else None
+
+
+def write_variants(bundle_dir: Path, request: PrecisionRequest, preprocess) -> dict[str, dict[str, Any]]:
+    """Create every requested variant next to the fp32 model; returns manifest entries."""
+    src = bundle_dir / VARIANT_FILES["fp32"]
+    variants: dict[str, dict[str, Any]] = {"fp32": {"file": VARIANT_FILES["fp32"], "precision": "fp32"}}
+    for precision in request.precisions:
+        if precision == "fp32":
+            continue
+        dst = bundle_dir / VARIANT_FILES[precision]
+        if precision == "fp16":
+            info = convert_fp16(src, dst)
+        elif precision == "int8":
+            info = quantize_int8_static(src, dst, request.calib, preprocess, request.calib_method, request.calib_limit)
+        else:
+            info = quantize_int8_dynamic(src, dst)
+        variants[precision] = {"file": VARIANT_FILES[precision], **info}
+    return variants
+
+
+def run_variant(path: Path, pixels: np.ndarray, optimization: str = "all") -> dict[str, np.ndarray]:
+    from ringfold.runtime.onnx_backend import OnnxModel
+
+    return OnnxModel(path, provider="cpu", optimization=optimization).run_batched(pixels)

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from ringfold.cli import main
+from ringfold.errors import RingfoldError
+from ringfold.exporter.precision import FP16_BLOCKED_OPS, PrecisionRequest
+from ringfold.runtime.bundle import load_bundle
+from ringfold.runtime.onnx_backend import open_bundle_model
+from ringfold.runtime.parity import bundle_parity
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_data):
+    """Trained long enough that the reference logits have real margins (near-ties make top-1 meaningless)."""
+    from .conftest import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("trun") / "run", demo_data, epochs=20, rank=16)
+
+
+@pytest.fixture(scope="module")
+def multi_bundle(tmp_path_factory, trained_run, demo_data):
+    out = tmp_path_factory.mktemp("mp") / "bundle"
+    code = main(["export", str(trained_run), "--out", str(out), "--precision", "fp16", "int8", "int8-dynamic",
+                 "--calib", str(demo_data / "train"), "--ref-count", "8", "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_variants_are_written_with_their_recipe(multi_bundle):
+    manifest = json.loads((multi_bundle / "manifest.json").read_text())
+    assert set(manifest["variants"]) == {"fp32", "fp16", "int8", "int8-dynamic"}
+    int8 = manifest["variants"]["int8"]
+    assert int8["format"] == "QDQ" and int8["calibration"]["images"] == 24 and len(int8["calibration"]["sha256"]) == 64
+    for name in ("model_fp16.onnx", "model_int8.onnx", "model_int8_dynamic.onnx"):
+        assert name in manifest["files"]
+
+
+def test_fp16_keeps_io_fp32_and_sensitive_ops_fp32(multi_bundle):
+    model = onnx.load(str(multi_bundle / "model_fp16.onnx"))
+    f32 = onnx.TensorProto.FLOAT
+    assert model.graph.input[0].type.tensor_type.elem_type == f32
+    assert all(o.type.tensor_type.elem_type == f32 for o in model.graph.output)
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    assert any(t == onnx.TensorProto.FLOAT16 for t in inits.values())  # weights really are fp16
+    for node in model.graph.node:
+        if node.op_type in FP16_BLOCKED_OPS:
+            for name in node.input:
+                if name in inits:
+                    assert inits[name] == f32, (node.op_type, name)
+
+
+def test_int8_graph_is_qdq(multi_bundle):
+    ops = {n.op_type for n in onnx.load(str(multi_bundle / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    dyn = {n.op_type for n in onnx.load(str(multi_bundle / "model_int8_dynamic.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in dyn or "MatMulInteger" in dyn
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int8-dynamic"])
+def test_reduced_precision_bundles_pass_their_gates(multi_bundle, precision):
+    bundle = load_bundle(multi_bundle)
+    report = bundle_parity(bundle, open_bundle_model(bundle, precision, provider="cpu"), precision)
+    assert report.passed, report.to_markdown()
+    comp = report.comparisons[0]
+    assert comp.tolerance.max_abs_logit is None and comp.cosine_min >= comp.tolerance.min_cosine
+
+
+def test_gate_fails_with_exit_1_when_tolerance_is_tighter_than_int8_can_do(multi_bundle, tmp_path, capsys):
+    code = main(["parity", str(multi_bundle), "--precision", "int8", "--min-cosine", "0.999999",
+                 "--report", str(tmp_path / "r"), "--provider", "cpu"])
+    assert code == 1
+    data = json.loads((tmp_path / "r" / "parity.json").read_text())
+    assert not data["passed"] and any("min cosine" in f for c in data["comparisons"] for f in c["failures"])
+    assert (tmp_path / "r" / "parity.png").exists()
+
+
+def test_outlier_calibration_is_worse_than_real_calibration(trained_run, multi_bundle, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (80, 80), (255, 255, 255)).save(calib / "white.png")
+    noise = np.random.default_rng(0).integers(0, 2, size=(80, 80, 3), dtype=np.uint8) * 255
+    Image.fromarray(noise).save(calib / "saltpepper.png")
+    out = tmp_path / "bad"
+    assert main(["export", str(trained_run), "--out", str(out), "--precision", "int8", "--calib", str(calib),
+                 "--ref-count", "8", "--quiet"]) == 0
+    good_b, bad_b = load_bundle(multi_bundle), load_bundle(out)
+    good = bundle_parity(good_b, open_bundle_model(good_b, "int8", provider="cpu"), "int8").comparisons[0]
+    bad = bundle_parity(bad_b, open_bundle_model(bad_b, "int8", provider="cpu"), "int8").comparisons[0]
+    assert bad.mean_abs_logit > good.mean_abs_logit
+
+
+def test_int8_without_calibration_is_refused():
+    with pytest.raises(RingfoldError, match="--calib"):
+        PrecisionRequest(("fp32", "int8"))
+    with pytest.raises(RingfoldError, match="invalid"):
+        PrecisionRequest(("fp32", "int4"))
