@@ -25,7 +25,12 @@ METHODS = {
     "none": None,
     "arc": {"method": "arc", "rank": 50, "layers": "last:8"},
     "adaring": {"method": "adaring", "layers": "last:8"},
-    "adaring (CE only)": {"method": "adaring", "layers": "last:8", "coarse_loss_weight": 0, "consistency_loss_weight": 0},
+    "adaring (CE only)": {
+        "method": "adaring",
+        "layers": "last:8",
+        "coarse_loss_weight": 0,
+        "consistency_loss_weight": 0,
+    },
     "mma": {"method": "mma"},
 }
 
@@ -50,11 +55,13 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
 
     contract_s = [0.0]
     if adapter is None:
+
         def step():
             with torch.no_grad():
                 emb = class_emb()
                 logits = model.logit_scale.exp() * model.encode_image(images, normalize=True) @ emb.t()
                 torch.nn.functional.cross_entropy(logits, labels)
+
         params = 0
     else:
         cfg = get(adapter["method"]).config_cls.from_dict(adapter)
@@ -89,8 +96,12 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
     for _ in range(steps):
         step()
     total = time.perf_counter() - t0
-    return {"step_ms": 1000 * total / steps, "contract_ms": 1000 * contract_s[0] / steps,
-            "contract_share": contract_s[0] / total, "trainable_parameters": params}
+    return {
+        "step_ms": 1000 * total / steps,
+        "contract_ms": 1000 * contract_s[0] / steps,
+        "contract_share": contract_s[0] / total,
+        "trainable_parameters": params,
+    }
 
 
 def main() -> int:
@@ -105,24 +116,41 @@ def main() -> int:
 
     import torch
 
-    results = {"weights": "random weights", "batch": args.batch, "device": args.device, "machine": machine(),
-               "torch_threads": torch.get_num_threads(), "models": {}}
-    lines = [f"training step, batch {args.batch}, {args.device} (random weights)", "",
-             "| model | method | trainable params | step ms | core contraction ms | share |", "|---|---|---|---|---|---|"]
+    results = {
+        "weights": "random weights",
+        "batch": args.batch,
+        "device": args.device,
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
+        "models": {},
+    }
+    lines = [
+        f"training step, batch {args.batch}, {args.device} (random weights)",
+        "",
+        "| model | method | trainable params | step ms | core contraction ms | share |",
+        "|---|---|---|---|---|---|",
+    ]
     for model in args.models:
         results["models"][model] = {}
         for name in args.methods:
             r = bench(model, METHODS[name], args.batch, args.steps, args.device)
             results["models"][model][name] = r
-            lines.append(f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | "
-                         f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |")
+            lines.append(
+                f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | "
+                f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |"
+            )
             print(lines[-1], flush=True)
     out = Path(args.out)
     table = "\n".join(lines)
     write_results(out, f"train_step_{args.device}", results, table)
     last = args.models[-1]
-    bar_plot(out / f"train_step_{args.device}.png", list(results["models"][last]),
-             [v["step_ms"] for v in results["models"][last].values()], f"{last} training step ({args.device})", "ms")
+    bar_plot(
+        out / f"train_step_{args.device}.png",
+        list(results["models"][last]),
+        [v["step_ms"] for v in results["models"][last].values()],
+        f"{last} training step ({args.device})",
+        "ms",
+    )
     print(json.dumps(results, indent=2))
     print(table)
     return 0

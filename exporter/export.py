@@ -33,6 +33,7 @@ from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
 from ringfold.trainer.text import class_embeddings
 
 MODEL_FILE = "model.onnx"
+BASE_MODEL_FILE = "base_model.onnx"
 REPORT_FILE = "export_report.md"
 
 
@@ -91,6 +92,7 @@ def export_run(
     overwrite: bool = False,
     progress: bool = True,
     precision: PrecisionRequest | None = None,
+    include_base: bool = False,
 ) -> ExportResult:
     t0 = time.time()
     out = Path(out)
@@ -158,6 +160,8 @@ def export_run(
         histogram = op_histogram(tmp / MODEL_FILE)
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["variants"] = variants
+        if include_base:
+            manifest["base_model"] = _export_base(record, tmp, size, opset)
         manifest["export"] = {
             "seconds": round(time.time() - t0, 2),
             "onnx_vs_torch_max_abs_logit": onnx_diff,
@@ -169,6 +173,17 @@ def export_run(
         steps.advance(f"bundle written to {out}")
     steps.close()
     return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest)
+
+
+def _export_base(record: RunRecord, bundle_dir: Path, size, opset: int) -> dict[str, Any]:
+    """The same classifier without adapters (base towers, base class embeddings), for latency comparisons."""
+    from ringfold.trainer.models import reload_clip
+
+    base = reload_clip(record.model_name, record.weights, record.weights_fingerprint)
+    with torch.no_grad():
+        emb = class_embeddings(base.model, base.tokenizer, record.classnames, record.templates)
+    export_onnx(build_classifier(base.model, emb), size, bundle_dir / BASE_MODEL_FILE, opset=opset)
+    return {"file": BASE_MODEL_FILE, "precision": "fp32", "note": "base model, no adapters: for benchmarks only"}
 
 
 def _ort_check(model_path: Path, pixels: np.ndarray, logits: np.ndarray) -> float:

@@ -167,6 +167,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        include_base=args.include_base,
         precision=PrecisionRequest(
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),
@@ -186,12 +187,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- classify
 def cmd_classify(args: argparse.Namespace) -> int:
+    from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.classify import classify_paths
-    from ringfold.runtime.onnx_backend import open_bundle_model
 
     bundle = load_bundle(args.bundle)
-    model = open_bundle_model(bundle, args.precision, provider=args.provider, threads=args.threads)
+    model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
     preds = classify_paths(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
     if bundle.random_weights and not args.json:
         print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
@@ -208,8 +209,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parity
 def cmd_parity(args: argparse.Namespace) -> int:
+    from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import open_bundle_model
     from ringfold.runtime.parity import bundle_parity, tolerance_for
 
     if args.images and not args.run:
@@ -220,7 +221,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     report = None
     for precision in precisions:
         tolerance = tolerance_for(precision, overrides)
-        model = open_bundle_model(bundle, precision, provider=args.provider, threads=args.threads)
+        model = open_model(bundle, precision, args.backend, args.provider, args.threads)
         part = bundle_parity(bundle, model, precision, tolerance)
         if args.run:
             from ringfold.exporter.torch_parity import add_torch_parity
@@ -249,6 +250,82 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = compress_run(args.run, args.out, _ranks(args.ranks), _ranks(args.coarse_ranks), n_iter=args.iterations)
     print(format_report(report))
     print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- build-engine
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_build import BuildOptions, build_engine, source_onnx
+    from ringfold.runtime.trt_engine import EngineKey, fp32_layer_names, trtexec_command
+
+    bundle = load_bundle(args.bundle)
+    batch = tuple(int(x) for x in args.batch.split(","))
+    if len(batch) != 3:
+        raise RingfoldError(f"--batch {args.batch!r} invalid; give min,opt,max (e.g. 1,8,16)")
+    if args.print_trtexec:
+        version = args.trt_version or _installed_trt_version() or "10.3"
+        _, onnx_path = source_onnx(bundle, args.precision, None)
+        shape = bundle.manifest["onnx"]["inputs"][0]["shape"]
+        key = EngineKey(bundle.manifest["files"][onnx_path.name], version, "DEVICE", "0.0", args.precision, batch)
+        engine = bundle.path / "engines" / key.file_name().replace("device-sm00", "<gpu>")
+        print(
+            trtexec_command(
+                str(onnx_path),
+                str(engine),
+                bundle.manifest["onnx"]["inputs"][0]["name"],
+                tuple(shape[1:]),
+                batch,
+                args.precision,
+                version,
+                args.workspace,
+                args.timing_cache,
+                fp32_layer_names(onnx_path) if args.fp32_layers else None,
+            )
+        )
+        return 0
+    options = BuildOptions(
+        precision=args.precision,
+        batch=batch,
+        workspace_mib=args.workspace,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        fp32_layers=args.fp32_layers,
+        strongly_typed=args.strongly_typed,
+        calibrator=args.calibrator,
+        calib=args.calib,
+    )
+    path = build_engine(bundle, options)
+    print(f"engine written to {path}")
+    return 0
+
+
+def _installed_trt_version() -> str | None:
+    try:
+        import tensorrt
+
+        return tensorrt.__version__
+    except ImportError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bench import run_bench, write_bench
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.onnx_backend import available_provider_names
+
+    bundle = load_bundle(args.bundle)
+    precisions = list(bundle.variants) if args.precision == "all" else args.precision.split(",")
+    for p in precisions:
+        bundle.model_path(p)  # one-line error for a variant the bundle does not have
+    providers = available_provider_names() if args.provider == "all" else args.provider.split(",")
+    base = Path(args.base) if args.base else bundle.base_model_path()
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    report = run_bench(bundle, precisions, providers, batches, args.runs, args.warmup, args.threads, base)
+    out = Path(args.out) if args.out else bundle.path.parent / f"{bundle.path.name}.bench"
+    written = write_bench(report, out)
+    print(report.to_markdown())
+    print(f"report: {', '.join(str(w) for w in written)}")
     return 0
 
 
@@ -318,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", help="calibration images for int8 (a folder; the runtime's preprocessing is used)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-limit", type=int, help="use at most this many calibration images")
+    p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -328,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--precision", default="fp32", help="which model of the bundle: fp32 fp16 int8 int8-dynamic (parity: all)"
         )
         p.add_argument("--provider", default="auto", help="auto | trt | cuda | cpu (ONNX Runtime provider)")
+        p.add_argument(
+            "--backend",
+            default="onnxruntime",
+            choices=["onnxruntime", "tensorrt"],
+            help="tensorrt: the engine built by `ringfold build-engine` for this GPU",
+        )
         p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
 
     p = sub.add_parser("classify", help="classify images with a bundle (torch-free)")
@@ -347,6 +431,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cosine", type=float, help="override the precision's tolerance")
     p.add_argument("--min-top1", type=float, help="override the precision's tolerance (0..1)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from a bundle on this GPU (Jetson or desktop)")
+    p.add_argument("bundle")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--batch", default="1,8,16", help="optimisation profile for the batch axis: min,opt,max")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace pool in MiB")
+    p.add_argument("--timing-cache", help="timing cache file, read and updated (speeds up rebuilds)")
+    p.add_argument("--fp32-layers", action="store_true", help="keep LayerNorm/Softmax/reductions in fp32")
+    p.add_argument("--strongly-typed", action="store_true", help="TensorRT 10: precisions from the ONNX types")
+    p.add_argument("--calibrator", choices=["entropy"], help="implicit INT8 calibration (TensorRT 8.6 only)")
+    p.add_argument("--calib", help="calibration images for --calibrator")
+    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
+    p.add_argument("--trt-version", help="TensorRT version for --print-trtexec (default: installed, else 10.3)")
+    p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("bench", help="latency (p50/p90/p99) and throughput per backend, precision and batch")
+    p.add_argument("bundle")
+    p.add_argument("--precision", default="all", help="all, or a comma list of the bundle's variants")
+    p.add_argument("--provider", default="cpu", help="comma list of cpu,cuda,trt, or all available")
+    p.add_argument("--batch-sizes", default="1,2,4,8")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: library default)")
+    p.add_argument("--base", help="base model ONNX to compare against (default: the bundle's, if exported)")
+    p.add_argument("--out", help="report directory (default BUNDLE.bench next to the bundle)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="decompose a run's dense adapters into AdaRing tensor-ring cores")
     p.add_argument("run", help="a foldable run (ARC or static AdaRing)")

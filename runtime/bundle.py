@@ -59,6 +59,11 @@ class Bundle:
             )
         return self.path / self.variants[precision]["file"]
 
+    def base_model_path(self) -> Path | None:
+        """The base (adapter-free) model exported beside the bundle with --include-base, if any."""
+        entry = self.manifest.get("base_model")
+        return self.path / entry["file"] if entry else None
+
     def reference(self) -> Reference:
         ref = self.manifest.get("reference", {})
         path = self.path / ref.get("file", "reference/reference.npz")

@@ -36,6 +36,14 @@ OPTIMIZATION_LEVELS = {
 }
 
 
+def available_provider_names() -> list[str]:
+    """Short names (trt, cuda, cpu) of the providers this onnxruntime build offers."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [short for short, name in PROVIDER_ALIASES.items() if name in available]
+
+
 def open_bundle_model(bundle, precision: str = "fp32", provider: str | None = None, threads: int | None = None):
     """The bundle's model of ``precision`` with the session settings its manifest entry asks for."""
     entry = bundle.variants.get(precision, {})
