@@ -152,8 +152,18 @@ def test_training_logs_each_loss_term(tmp_path, demo_data):
     from ringfold.trainer.train import TrainConfig, train
 
     cfg = TrainConfig(
-        model=TINY, random_init=True, method="adaring", adapter={"layers": "all"}, data=str(demo_data),
-        shots=4, epochs=1, batch_size=8, lr=1e-2, device="cpu", augment=False, progress=False,
+        model=TINY,
+        random_init=True,
+        method="adaring",
+        adapter={"layers": "all"},
+        data=str(demo_data),
+        shots=4,
+        epochs=1,
+        batch_size=8,
+        lr=1e-2,
+        device="cpu",
+        augment=False,
+        progress=False,
     )
     train(cfg, tmp_path / "run")
     row = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1]

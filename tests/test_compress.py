@@ -28,8 +28,11 @@ def test_error_falls_as_ranks_grow():
 
 def test_compress_cli_writes_an_adaring_run_that_exports(tmp_path, capsys):
     src = write_synthetic_run(
-        tmp_path / "arc", "ringfold-tiny-vit", {"method": "arc", "rank": 2, "layers": "all"},
-        ["a", "b", "c"], adapter_std=0.1,
+        tmp_path / "arc",
+        "ringfold-tiny-vit",
+        {"method": "arc", "rank": 2, "layers": "all"},
+        ["a", "b", "c"],
+        adapter_std=0.1,
     )
     out = tmp_path / "ring"
     assert main(["compress", str(src), "--ranks", "2,4,4", "--coarse-ranks", "1,1,1", "--out", str(out)]) == 0

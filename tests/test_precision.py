@@ -24,8 +24,23 @@ def trained_run(tmp_path_factory, demo_data):
 @pytest.fixture(scope="module")
 def multi_bundle(tmp_path_factory, trained_run, demo_data):
     out = tmp_path_factory.mktemp("mp") / "bundle"
-    code = main(["export", str(trained_run), "--out", str(out), "--precision", "fp16", "int8", "int8-dynamic",
-                 "--calib", str(demo_data / "train"), "--ref-count", "8", "--quiet"])
+    code = main(
+        [
+            "export",
+            str(trained_run),
+            "--out",
+            str(out),
+            "--precision",
+            "fp16",
+            "int8",
+            "int8-dynamic",
+            "--calib",
+            str(demo_data / "train"),
+            "--ref-count",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -70,8 +85,20 @@ def test_reduced_precision_bundles_pass_their_gates(multi_bundle, precision):
 
 
 def test_gate_fails_with_exit_1_when_tolerance_is_tighter_than_int8_can_do(multi_bundle, tmp_path, capsys):
-    code = main(["parity", str(multi_bundle), "--precision", "int8", "--min-cosine", "0.999999",
-                 "--report", str(tmp_path / "r"), "--provider", "cpu"])
+    code = main(
+        [
+            "parity",
+            str(multi_bundle),
+            "--precision",
+            "int8",
+            "--min-cosine",
+            "0.999999",
+            "--report",
+            str(tmp_path / "r"),
+            "--provider",
+            "cpu",
+        ]
+    )
     assert code == 1
     data = json.loads((tmp_path / "r" / "parity.json").read_text())
     assert not data["passed"] and any("min cosine" in f for c in data["comparisons"] for f in c["failures"])
@@ -85,8 +112,24 @@ def test_outlier_calibration_is_worse_than_real_calibration(trained_run, multi_b
     noise = np.random.default_rng(0).integers(0, 2, size=(80, 80, 3), dtype=np.uint8) * 255
     Image.fromarray(noise).save(calib / "saltpepper.png")
     out = tmp_path / "bad"
-    assert main(["export", str(trained_run), "--out", str(out), "--precision", "int8", "--calib", str(calib),
-                 "--ref-count", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(trained_run),
+                "--out",
+                str(out),
+                "--precision",
+                "int8",
+                "--calib",
+                str(calib),
+                "--ref-count",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     good_b, bad_b = load_bundle(multi_bundle), load_bundle(out)
     good = bundle_parity(good_b, open_bundle_model(good_b, "int8", provider="cpu"), "int8").comparisons[0]
     bad = bundle_parity(bad_b, open_bundle_model(bad_b, "int8", provider="cpu"), "int8").comparisons[0]
