@@ -133,13 +133,27 @@ def _train_config(args: argparse.Namespace):
         workers=args.workers,
         max_eval=args.max_eval,
         progress=not args.quiet,
+        checkpoint_every=args.checkpoint_every,
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ringfold.trainer.train import train
+    from ringfold.trainer.train import resume, train
 
-    record = train(_train_config(args), args.out)
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args.nproc)
+    if args.resume:
+        args.out = args.resume
+        record = resume(args.resume)
+    else:
+        missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
+        if not (args.pretrained or args.random_init):
+            missing.append("--pretrained TAG|FILE or --random-init")
+        if missing:
+            raise RingfoldError(f"train needs {', '.join(missing)} (or --resume RUN/ to continue a run)")
+        record = train(_train_config(args), args.out)
+    if "RANK" in os.environ and os.environ["RANK"] != "0":
+        return 0
     m = record.metrics
     weights = record.weights.describe()
     print(f"run written to {args.out} ({record.model_name}, {weights})")
@@ -148,6 +162,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"(chance {_pct(m.get('chance_acc'))}; {m.get('trainable_parameters', 0):,} trainable parameters)"
     )
     return 0
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this very command under torchrun with N processes (gloo on CPU, NCCL on GPUs)."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        if i == 0 and arg == "train":
+            continue
+        cleaned.append(arg)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "ringfold.trainer",
+        *cleaned,
+    ]
+    print("launching: " + " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
 
 
 def _pct(x) -> str:
@@ -352,12 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit adapters on a frozen open_clip model")
     p.add_argument("--model", default="ViT-B-16", help="open_clip model config name")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", help="open_clip pretrained tag (e.g. openai) or a checkpoint file")
     src.add_argument("--random-init", action="store_true", help="random weights (tests/demos; said in every report)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights")
     _add_adapter_args(p)
-    p.add_argument("--data", required=True, help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
+    p.add_argument("--data", help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
     p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
     p.add_argument("--shots", type=int, default=16, help="images per class (0 = all)")
     p.add_argument("--classes", choices=["all", "base", "new"], default="all", help="CoOp base-to-novel subset")
@@ -375,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--max-eval", type=int, help="evaluate on at most this many images per epoch")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint (other flags ignored)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends)")
+    p.add_argument("--nproc", type=int, help="data-parallel processes: relaunches under torchrun (gloo/NCCL)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,15 +21,27 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ringfold.atomic import write_json
 from ringfold.errors import RingfoldError
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
+from ringfold.trainer.checkpoint import CONFIG_FILE, LoopState, load_checkpoint, save_checkpoint
+from ringfold.trainer.distributed import (
+    all_reduce_sum,
+    barrier,
+    epoch_batches,
+    init_distributed,
+    local_share,
+    shutdown,
+)
 from ringfold.trainer.losses import LossWeights, compute_loss
 from ringfold.trainer.models import load_clip, openclip_transform
 from ringfold.trainer.run import RunRecord, save_run
 from ringfold.trainer.text import class_embeddings, clip_logits
 
 log = logging.getLogger("ringfold.train")
+#: testing aid: slow each step down so a test can kill a real run mid-epoch (seconds; unset in normal use)
+_STEP_DELAY = float(os.environ.get("RINGFOLD_STEP_DELAY_S", "0") or 0)
 
 
 @dataclass
@@ -59,6 +72,7 @@ class TrainConfig:
     eval_split: str = "test"
     max_eval: int | None = None
     progress: bool = True
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: at epoch ends only)
 
 
 def seed_everything(seed: int) -> None:
@@ -118,6 +132,9 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.amp = amp_dtype(cfg.amp, self.device)
         seed_everything(cfg.seed)
         self.loaded = load_clip(cfg.model, cfg.pretrained, random_init=cfg.random_init, seed=cfg.init_seed)
@@ -191,86 +208,142 @@ class Trainer:
         return correct / len(self.eval_samples)
 
     # -- loop -------------------------------------------------------------------------------------
-    def fit(self) -> RunRecord:
+    def _train_step_module(self, weights: LossWeights, frozen_text_emb):
+        """The per-step computation as one module, so DDP can wrap it (only adapters require grad)."""
+        trainer = self
+
+        class _Step(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.adapters = trainer.adapters
+
+            def forward(self, images, labels, loss_scale: float):
+                out = compute_loss(
+                    trainer.model,
+                    trainer.adapters,
+                    images,
+                    labels,
+                    trainer._class_emb,
+                    weights,
+                    frozen_class_emb=frozen_text_emb,
+                    text_adapted=trainer.text_adapted,
+                )
+                return out.total * loss_scale, out
+
+        module = _Step()
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        return module
+
+    def fit(self, resume: bool = False) -> RunRecord:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
         log_path = self.out / "log.jsonl"
-        log_path.write_text("")
         params = [p for p in self.adapters.parameters() if p.requires_grad]
         trainable = {id(p) for p in params}
         leaked = [n for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in trainable]
         assert not leaked, f"frozen model parameters must not require grad: {leaked[:3]}"
-        history: list[dict[str, Any]] = []
+        global_batches = epoch_batches(len(self.train_samples), cfg.batch_size, cfg.seed, 1)
+        steps_per_epoch = max(1, len(global_batches))
+        total = cfg.epochs * steps_per_epoch
+        optimizer = make_optimizer(cfg, params)
+        scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_epochs * steps_per_epoch), total)
         t0 = time.time()
-        acc0 = self.evaluate()
-        history.append({"epoch": 0, "eval_acc": acc0, "time_s": round(time.time() - t0, 2)})
-        self._append_log(log_path, history[-1])
-        if cfg.epochs > 0:
-            loader = self._loader(self.train_samples, self.train_transform, shuffle=True)
-            steps_per_epoch = max(1, len(loader))
-            total = cfg.epochs * steps_per_epoch
-            optimizer = make_optimizer(cfg, params)
-            scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_epochs * steps_per_epoch), total)
+        if resume:
+            state = load_checkpoint(self.out, self.adapters, optimizer, scheduler)
+            if main:
+                log_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+        else:
+            if main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_json(self.out / CONFIG_FILE, asdict(cfg))
+                log_path.write_text("")
+            state = LoopState()
+            acc0 = self.evaluate() if main else None
+            state.history.append({"epoch": 0, "eval_acc": acc0, "time_s": round(time.time() - t0, 2)})
+            if main:
+                self._append_log(log_path, state.history[-1])
+        if cfg.epochs > 0 and state.epoch <= cfg.epochs:
             scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
             weights = LossWeights.from_config(self.adapter_cfg)
             need_frozen = not self.text_adapted or weights.consistency > 0
             frozen_text_emb = self._class_emb_frozen() if need_frozen else None
-            bar = _tqdm(range(total), cfg.progress, desc="train", unit="step")
-            bar_iter = iter(bar) if cfg.progress else None
-            step = 0
-            for epoch in range(1, cfg.epochs + 1):
+            step_module = self._train_step_module(weights, frozen_text_emb)
+            dataset = data_mod.ImageDataset(self.train_samples, self.train_transform)
+            bar = _tqdm(range(total), cfg.progress and main, desc="train", unit="step", initial=state.step)
+            for epoch in range(state.epoch, cfg.epochs + 1):
                 self.model.train()
-                term_sums: dict[str, float] = {}
-                correct, seen = 0, 0
-                for images, labels in loader:
+                batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch)
+                first = state.step_in_epoch if epoch == state.epoch else 0
+                if first == 0:
+                    state.sums = {}
+                local = [local_share(b, self.dist) for b in batches[first:]]
+                loader = DataLoader(dataset, batch_sampler=local, num_workers=cfg.workers)
+                for offset, (images, labels) in enumerate(loader):
                     images, labels = images.to(self.device), labels.to(self.device)
+                    global_size = len(batches[first + offset])
+                    share = len(labels) * self.dist.world_size / global_size
                     with self._autocast():
-                        out = compute_loss(
-                            self.model,
-                            self.adapters,
-                            images,
-                            labels,
-                            self._class_emb,
-                            weights,
-                            frozen_class_emb=frozen_text_emb,
-                            text_adapted=self.text_adapted,
-                        )
-                    loss, logits = out.total, out.logits
+                        loss, out = step_module(images, labels, share)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
-                    step += 1
+                    state.step += 1
+                    state.step_in_epoch = first + offset + 1
+                    sums = state.sums
                     for key, value in out.terms.items():
-                        term_sums[key] = term_sums.get(key, 0.0) + value * len(labels)
-                    correct += int((logits.argmax(-1) == labels).sum())
-                    seen += len(labels)
-                    if bar_iter is not None:
-                        next(bar_iter, None)
-                        bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}")
+                        sums[key] = sums.get(key, 0.0) + value * len(labels)
+                    sums["correct"] = sums.get("correct", 0.0) + int((out.logits.argmax(-1) == labels).sum())
+                    sums["seen"] = sums.get("seen", 0.0) + len(labels)
+                    if cfg.progress and main:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch, loss=f"{out.terms['total']:.3f}")
+                    if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                        self._checkpoint(optimizer, scheduler, state)
+                    if _STEP_DELAY:
+                        time.sleep(_STEP_DELAY)
                 if not all(torch.isfinite(p).all() for p in params):
                     raise RingfoldError(f"training diverged (NaN/Inf adapter weights) at epoch {epoch}; lower --lr")
-                acc = self.evaluate()
+                keys = sorted(state.sums)
+                totals = dict(
+                    zip(keys, all_reduce_sum([state.sums[k] for k in keys], self.dist, self.device), strict=True)
+                )
+                seen = max(1.0, totals.get("seen", 0.0))
+                acc = self.evaluate() if main else None
                 row = {
                     "epoch": epoch,
-                    "step": step,
-                    "loss": term_sums.get("total", 0.0) / max(1, seen),
-                    **{f"loss_{k}": v / max(1, seen) for k, v in term_sums.items() if k != "total"},
-                    "train_acc": correct / max(1, seen),
+                    "step": state.step,
+                    "loss": totals.get("total", 0.0) / seen,
+                    **{f"loss_{k}": v / seen for k, v in totals.items() if k not in ("total", "correct", "seen")},
+                    "train_acc": totals.get("correct", 0.0) / seen,
                     "eval_acc": acc,
                     "lr": scheduler.get_last_lr()[0],
                     "time_s": round(time.time() - t0, 2),
                 }
-                history.append(row)
-                self._append_log(log_path, row)
-                log.info("epoch %d loss %.4f train_acc %.3f eval_acc %s", epoch, row["loss"], row["train_acc"], acc)
-            if cfg.progress:
+                state.history.append(row)
+                state.epoch, state.step_in_epoch, state.sums = epoch + 1, 0, {}
+                if main:
+                    self._append_log(log_path, row)
+                    log.info("epoch %d loss %.4f train_acc %.3f eval_acc %s", epoch, row["loss"], row["train_acc"], acc)
+                self._checkpoint(optimizer, scheduler, state)
+            if cfg.progress and main:
                 bar.close()
-        record = self._record(history)
-        save_run(self.out, record, self.adapters)
-        self._plot(history)
+        record = self._record(state.history)
+        if main:
+            save_run(self.out, record, self.adapters)
+            self._plot(state.history)
+        barrier(self.dist)
         return record
+
+    def _checkpoint(self, optimizer, scheduler, state: LoopState) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out, self.adapters, optimizer, scheduler, state)
+        barrier(self.dist)
 
     @torch.no_grad()
     def _class_emb_frozen(self) -> torch.Tensor:
@@ -323,4 +396,22 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path) -> RunRecord:
-    return Trainer(cfg, out_dir).fit()
+    trainer = Trainer(cfg, out_dir)
+    try:
+        return trainer.fit()
+    finally:
+        shutdown(trainer.dist)
+
+
+def resume(run_dir: str | Path) -> RunRecord:
+    """Continue a killed run from RUN/checkpoint.safetensors with the settings in RUN/train_config.json."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise RingfoldError(f"{run_dir}: no {CONFIG_FILE}; --resume needs a run directory written by `ringfold train`")
+    cfg = TrainConfig(**json.loads(config_path.read_text()))
+    trainer = Trainer(cfg, run_dir)
+    try:
+        return trainer.fit(resume=True)
+    finally:
+        shutdown(trainer.dist)
