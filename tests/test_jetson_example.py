@@ -20,8 +20,22 @@ def test_classify_loop_writes_one_json_line_per_image_and_survives_bad_files(tin
     for p in incoming.iterdir():
         os.utime(p, (past, past))
     out = tmp_path / "pred.jsonl"
-    proc = subprocess.Popen([sys.executable, str(LOOP), "--bundle", str(tiny_bundle), "--watch", str(incoming),
-                             "--out", str(out), "--provider", "cpu", "--poll", "0.2"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(LOOP),
+            "--bundle",
+            str(tiny_bundle),
+            "--watch",
+            str(incoming),
+            "--out",
+            str(out),
+            "--provider",
+            "cpu",
+            "--poll",
+            "0.2",
+        ]
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):

@@ -72,8 +72,9 @@ def test_engine_from_another_onnx_or_without_sidecar_is_refused(tmp_path):
 
 
 def test_trtexec_command_per_version():
-    cmd10 = trtexec_command("b/model.onnx", "e.engine", "image", (3, 224, 224), (1, 8, 16), "fp16", "10.3.0",
-                            2048, "tc.bin", ["ln1"])
+    cmd10 = trtexec_command(
+        "b/model.onnx", "e.engine", "image", (3, 224, 224), (1, 8, 16), "fp16", "10.3.0", 2048, "tc.bin", ["ln1"]
+    )
     assert "--minShapes=image:1x3x224x224" in cmd10 and "--optShapes=image:8x3x224x224" in cmd10
     assert "--maxShapes=image:16x3x224x224" in cmd10 and "--memPoolSize=workspace:2048M" in cmd10
     assert "--fp16" in cmd10 and "--timingCacheFile=tc.bin" in cmd10 and "--layerPrecisions=ln1:fp32" in cmd10
@@ -83,7 +84,9 @@ def test_trtexec_command_per_version():
 
 
 def test_print_trtexec_needs_no_tensorrt(tiny_bundle, capsys):
-    assert main(["build-engine", str(tiny_bundle), "--print-trtexec", "--trt-version", "8.6.2", "--batch", "1,4,8"]) == 0
+    assert (
+        main(["build-engine", str(tiny_bundle), "--print-trtexec", "--trt-version", "8.6.2", "--batch", "1,4,8"]) == 0
+    )
     out = capsys.readouterr().out.strip()
     assert out.startswith("trtexec --onnx=") and "--maxShapes=image:8x3x64x64" in out and "trt8.6" in out
 
@@ -123,14 +126,36 @@ _SKIP = _has_trt_and_cuda()
 def test_build_engine_classify_and_parity_on_gpu(tiny_bundle, tmp_path, precision, capsys):
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
-    args = ["build-engine", str(bundle), "--precision", precision, "--batch", "1,4,8", "--timing-cache",
-            str(tmp_path / "tc.bin")]
+    args = [
+        "build-engine",
+        str(bundle),
+        "--precision",
+        precision,
+        "--batch",
+        "1,4,8",
+        "--timing-cache",
+        str(tmp_path / "tc.bin"),
+    ]
     assert main(args + (["--fp32-layers"] if precision == "fp16" else [])) == 0
     assert list((bundle / "engines").glob(f"model-{precision}-*.engine"))
     assert (tmp_path / "tc.bin").stat().st_size > 0
     gate = ["--min-cosine", "0.999", "--min-top1", "1.0"] if precision == "fp16" else []
-    assert main(["parity", str(bundle), "--backend", "tensorrt", "--precision", precision,
-                 "--report", str(tmp_path / "r"), *gate]) == 0
+    assert (
+        main(
+            [
+                "parity",
+                str(bundle),
+                "--backend",
+                "tensorrt",
+                "--precision",
+                precision,
+                "--report",
+                str(tmp_path / "r"),
+                *gate,
+            ]
+        )
+        == 0
+    )
     img = sorted((bundle / "reference" / "images").glob("*.png"))[0]
     assert main(["classify", str(bundle), str(img), "--backend", "tensorrt", "--precision", precision]) == 0
 
