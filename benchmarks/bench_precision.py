@@ -12,14 +12,13 @@ writes them and a PNG to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import bar_plot, machine, time_call, write_results  # noqa: E402
+from common import emit, machine, time_call  # noqa: E402
 
 
 def main() -> int:
@@ -105,17 +104,15 @@ def main() -> int:
             *rows,
         ]
     )
-    out = Path(args.out)
-    write_results(out, "precision_cpu", results, table)
-    bar_plot(
-        out / "precision_cpu.png",
-        list(latency),
-        list(latency.values()),
+    emit(
+        Path(args.out),
+        "precision_cpu",
+        results,
+        table,
+        latency,
         f"{args.model} random weights, batch 1, CPU",
         "p50 latency (ms)",
     )
-    print(json.dumps(results, indent=2))
-    print(table)
     return 0
 
 

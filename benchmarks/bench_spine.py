@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import bar_plot, machine, time_call, write_results  # noqa: E402
+from common import emit, machine, time_call  # noqa: E402
 
 
 def main() -> int:
@@ -119,17 +118,15 @@ def main() -> int:
             f"ONNX ops equal to base: {results['ops_equal_base']}",
         ]
     )
-    out = Path(args.out)
-    write_results(out, "spine_cpu", results, table)
-    bar_plot(
-        out / "spine_cpu.png",
-        list(p50),
-        list(p50.values()),
+    emit(
+        Path(args.out),
+        "spine_cpu",
+        results,
+        table,
+        p50,
         f"{args.model} random weights, batch 1, CPU",
         "p50 latency (ms)",
     )
-    print(json.dumps(results, indent=2))
-    print(table)
     return 0
 
 

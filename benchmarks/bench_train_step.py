@@ -12,14 +12,13 @@ and loss only, the floor every method pays.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import bar_plot, machine, write_results  # noqa: E402
+from common import emit, machine  # noqa: E402
 
 METHODS = {
     "none": None,
@@ -140,19 +139,17 @@ def main() -> int:
                 f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |"
             )
             print(lines[-1], flush=True)
-    out = Path(args.out)
-    table = "\n".join(lines)
-    write_results(out, f"train_step_{args.device}", results, table)
     last = args.models[-1]
-    bar_plot(
-        out / f"train_step_{args.device}.png",
-        list(results["models"][last]),
-        [v["step_ms"] for v in results["models"][last].values()],
+    bars = {name: r["step_ms"] for name, r in results["models"][last].items()}
+    emit(
+        Path(args.out),
+        f"train_step_{args.device}",
+        results,
+        "\n".join(lines),
+        bars,
         f"{last} training step ({args.device})",
         "ms",
     )
-    print(json.dumps(results, indent=2))
-    print(table)
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import time
@@ -31,19 +30,10 @@ def time_call(fn: Callable[[], Any], warmup: int = 5, runs: int = 30) -> dict[st
 
 
 def machine() -> dict[str, Any]:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
+    """The runtime's own machine record (CPU model, cores, onnxruntime), plus the platform string."""
+    from ringfold.runtime.bench import machine_info
+
+    return {"platform": platform.platform(), **machine_info()}
 
 
 def write_results(out: Path, name: str, results: dict[str, Any], table: str) -> None:
@@ -67,3 +57,11 @@ def bar_plot(path: Path, labels: list[str], values: list[float], title: str, xla
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def emit(out: Path, name: str, results: dict[str, Any], table: str, bars: dict[str, float], title: str, xlabel: str):
+    """Every benchmark's ending: JSON + markdown + PNG under ``out``, then JSON and the table on stdout."""
+    write_results(out, name, results, table)
+    bar_plot(out / f"{name}.png", list(bars), list(bars.values()), title, xlabel)
+    print(json.dumps(results, indent=2))
+    print(table)
