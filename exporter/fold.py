@@ -24,6 +24,7 @@ class FoldReport:
     folded_sites: int = 0
     kept_sites: int = 0  # non-foldable adapters left in the graph
     kept_methods: list[str] = field(default_factory=list)
+    extra_macs_per_image: int = 0  # multiply-accumulates the kept branches add to the image tower
     max_abs_delta_weight: float = 0.0
 
     @property
@@ -55,14 +56,17 @@ def folded_linear(
 def fold_adapters(model: nn.Module) -> FoldReport:
     """Fold every foldable adapter in place and unwrap its LayerNorm; leave the rest in the graph."""
     report = FoldReport()
-    for _tower, site, block, wrapper in adapted_norms(model):
+    if hasattr(model, "adapters"):
+        model.adapters.requires_grad_(False)  # inference from here on; kept branches are traced as constants
+    tokens = _visual_tokens(model)
+    for tower, site, block, wrapper in adapted_norms(model):
         adapter = wrapper.adapter
         attr = "ln_1" if site == "attn" else "ln_2"
         if not adapter.foldable:
-            # kept in the graph: inference-only from here on (the tracer bakes its tensors as constants)
-            adapter.requires_grad_(False)
             adapter.prepare_export()
             report.kept_sites += 1
+            if tower == "visual":
+                report.extra_macs_per_image += adapter.extra_macs(tokens)
             name = type(adapter).__name__
             if name not in report.kept_methods:
                 report.kept_methods.append(name)
@@ -80,6 +84,11 @@ def fold_adapters(model: nn.Module) -> FoldReport:
         model.adapters.remove_hooks()
         del model.adapters
     return report
+
+
+def _visual_tokens(model: nn.Module) -> int:
+    grid = getattr(model.visual, "grid_size", (0, 0))
+    return int(grid[0]) * int(grid[1]) + 1  # patches + class token
 
 
 def unfold_is_clean(model: nn.Module) -> bool:

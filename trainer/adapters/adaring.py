@@ -181,6 +181,9 @@ class AdaRingAdapter(SiteAdapter):
         b = self.bias[layer] if self.bias is not None else torch.zeros(self.dim, device=a.device, dtype=a.dtype)
         return a, b
 
+    def extra_macs(self, tokens: int) -> int:
+        return tokens * (2 * self.dim * self.dim + 2 * self.dim) if self.gated else 0
+
     def prepare_export(self) -> None:
         with torch.no_grad():
             self._dense = (

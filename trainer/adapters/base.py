@@ -111,6 +111,10 @@ class SiteAdapter(nn.Module):
         if mode != "full":
             raise RingfoldError(f"{type(self).__name__} has no {mode!r} mode")
 
+    def extra_macs(self, tokens: int) -> int:
+        """Multiply-accumulates one layer's branch adds per image when it stays in the graph (non-foldable)."""
+        return 0
+
     def prepare_export(self) -> None:
         """Non-foldable adapters: precompute what the exported graph needs (e.g. dense per-layer matrices)."""
 

@@ -44,4 +44,4 @@ def config_from_dict(d: dict[str, Any]) -> AdapterConfig:
 
 def _load_builtin() -> None:
     # import for the side effect of registration; kept lazy to avoid import cycles
-    from ringfold.trainer.adapters import adaring, arc  # noqa: F401
+    from ringfold.trainer.adapters import adaring, arc, mma  # noqa: F401
