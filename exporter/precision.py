@@ -167,7 +167,8 @@ def quantize_int8_static(
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_calibrate_method(method),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            # QuantizeBias off: TensorRT rejects DequantizeLinear on int32 biases (float biases are its form)
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
     return {
         "precision": "int8",

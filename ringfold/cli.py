@@ -375,6 +375,73 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_lint import (
+        count,
+        format_report,
+        has_blocker,
+        lint_bundle,
+        polygraphy_compare,
+        require_polygraphy,
+        to_json,
+    )
+
+    if args.polygraphy:
+        require_polygraphy()  # one line naming what is missing, before any work
+    bundle = load_bundle(args.bundle)
+    results = lint_bundle(bundle, args.target, args.precision)
+    failed = [p for p, findings in results.items() if count(findings, "blocker")]
+    compared = {}
+    if args.polygraphy:
+        pixels = bundle.reference().pixel_values
+        name = bundle.manifest["onnx"]["inputs"][0]["name"]
+        for precision in results:
+            if precision in failed or precision == "int8-dynamic":
+                continue
+            compared[precision] = polygraphy_compare(bundle.model_path(precision), precision, {name: pixels})
+    bad = failed + [f"{p} (polygraphy)" for p, r in compared.items() if not r.passed]
+    if args.json:
+        extra = {"polygraphy": {p: r.to_dict() for p, r in compared.items()}, "passed": not bad} if compared else None
+        print(to_json(bundle, args.target, results, extra))
+    else:
+        print(format_report(bundle, args.target, results))
+        for result in compared.values():
+            print(result.summary())
+    if has_blocker(results) or bad:
+        note = " (int8-dynamic is for ONNX Runtime on CPU only)" if "int8-dynamic" in bad else ""
+        raise GateFailed(
+            f"TensorRT check FAILED for {bundle.path} against {args.target}: {', '.join(bad)}; see the fix column{note}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ringfold.atomic import write_json
+    from ringfold.trainer.evaluate import evaluate_run, format_result
+
+    result = evaluate_run(
+        args.run,
+        args.data,
+        image_root=args.image_root,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet and not args.json,
+    )
+    if args.out:
+        write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_result(result))
+        if args.out:
+            print(f"results: {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from ringfold.demo import run_demo
@@ -514,6 +581,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=100, help="ALS iterations per restart")
     p.add_argument("--out", required=True, help="AdaRing run directory to write")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("check", help="TensorRT-compatibility lint of a bundle's ONNX graphs (no GPU needed)")
+    p.add_argument("bundle", help="bundle directory from `ringfold export`")
+    p.add_argument(
+        "--target",
+        default="trt-10",
+        choices=["trt-8.6", "trt-10"],
+        help="TensorRT ONNX parser to check against: trt-8.6 (JetPack 6.0) or trt-10 (10.0-10.3, JetPack 6.1/6.2)",
+    )
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["all"],
+        choices=["all", "fp32", "fp16", "int8", "int8-dynamic"],
+        help="variants to check (default: all the bundle has)",
+    )
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument(
+        "--polygraphy",
+        action="store_true",
+        help="also build each passing variant with TensorRT and compare it to ONNX Runtime (needs TensorRT + CUDA)",
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("evaluate", help="base/novel accuracy and their harmonic mean (CoOp base-to-novel)")
+    p.add_argument("run", help="run directory from `ringfold train` (--classes base for base-to-novel)")
+    p.add_argument("--data", help="the full dataset (base + new classes; default: the run's recorded data)")
+    p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--out", help="also write the results to this JSON file (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="offline end to end: generate data, train ARC, export, classify, parity")
     p.add_argument("--out", default="ringfold-demo", help="working directory (default ./ringfold-demo)")
