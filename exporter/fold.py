@@ -22,7 +22,8 @@ from ringfold.trainer.adapters.base import AdaptedNorm, adapted_norms, site_line
 @dataclass
 class FoldReport:
     folded_sites: int = 0
-    kept_sites: int = 0  # non-foldable adapters left in the graph
+    kept_sites: int = 0  # non-foldable adapters left in place (both towers)
+    kept_visual_sites: int = 0  # of those, the ones in the exported (image) graph
     kept_methods: list[str] = field(default_factory=list)
     extra_macs_per_image: int = 0  # multiply-accumulates the kept branches add to the image tower
     max_abs_delta_weight: float = 0.0
@@ -66,6 +67,7 @@ def fold_adapters(model: nn.Module) -> FoldReport:
             adapter.prepare_export()
             report.kept_sites += 1
             if tower == "visual":
+                report.kept_visual_sites += 1
                 report.extra_macs_per_image += adapter.extra_macs(tokens)
             name = type(adapter).__name__
             if name not in report.kept_methods:

@@ -66,11 +66,11 @@ def _adapter_overrides(args: argparse.Namespace) -> dict:
 def _add_adapter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("adapter")
     g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma (params: also 'all')")
-    g.add_argument("--rank", type=int, help="ARC bottleneck r (default 50)")
+    g.add_argument("--rank", type=int, help="bottleneck r (defaults: ARC 50, MMA 32)")
     g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
     g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
     g.add_argument("--towers", help="comma list of visual,text (default both)")
-    g.add_argument("--scale", type=float, help="adapter output scale s (default 1.0)")
+    g.add_argument("--scale", type=float, help="adapter output scale s (defaults: 1.0; MMA 1e-3)")
     g.add_argument("--dropout", type=float, help="bottleneck dropout, training only")
     g.add_argument("--fine-ranks", help="AdaRing fine ring ranks R0,R1,R2 (default 2,4,2)")
     g.add_argument("--coarse-ranks", help="AdaRing coarse ring ranks R0,R1,R2 (default 1,2,2)")

@@ -137,6 +137,7 @@ def test_gated_export_keeps_dense_adapters_and_matches_pytorch(tmp_path):
     assert _torch_vs_onnx(run, bundle) <= 1e-4
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["fold"]["fully_folded"] is False and manifest["fold"]["kept_sites"] == 16
+    assert manifest["fold"]["kept_visual_sites"] == 8  # only the image tower's are in the graph
     assert "NOT fully folded" in (bundle / "export_report.md").read_text()
     ops = op_histogram(bundle / "model.onnx")
     assert "Einsum" not in ops  # ring cores are contracted at export, not on the device

@@ -1,20 +1,52 @@
-"""MMA-style baseline (Multi-Modal Adapter, Yang et al., CVPR 2024), for comparing parameters and accuracy.
+"""MMA-style baseline (Multi-Modal Adapter, Yang et al., CVPR 2024), to compare parameters and accuracy.
 
-Per adapted layer and tower: a down-projection (d → r, bias), ReLU, a projection
-r → r that is *shared between the two towers* for that layer (bias), and an
-up-projection (r → d, bias), scaled by a small factor (MMA's α = 1e-3):
+Per adapted layer l and tower: a down-projection (d → r, with bias), a ReLU,
+a projection r → r *shared between the two towers* for that layer (with bias,
+followed by a ReLU as in the authors' code), and an up-projection (r → d, with
+bias); the result is scaled by a small factor (MMA's α, here the adapter
+``scale``, 1e-3):
 
-    delta_l(y) = up_l( shared_l( relu( down_l(y) ) ) )
+    delta_l(y) = up_l( relu( shared_l( relu( down_l(y) ) ) ) )      y = ln_1(x)
 
-Defaults follow MMA for ViT-B/16: blocks 4–11 (0-based; MMA's "layers 5–11"
-counted from 1 with its extra index), r = 32, scale 1e-3, both towers —
-674,560 trainable parameters (0.675M). MMA adds its branch to the block
-output; ringfold puts it on the attention input (the ``ln_1`` output, site
-"attn"), to reuse the adapter-site machinery. The up-projections start at
-zero, as in MMA, so the adapted model equals the frozen one at step 0.
+Defaults follow MMA for ViT-B/16: blocks 4–11 (0-based; MMA's config says
+``ADAPTER_START: 5, ADAPTER_END: 12`` over 1-based block indices — 8 blocks),
+r = 32, scale 1e-3, both towers. Trainable parameters on ViT-B/16:
+8·[(768·32+32)+(32·768+768) + (512·32+32)+(32·512+512) + (32·32+32)] =
+674,560, MMA's "0.675M".
 
-The branch is non-linear, so it does not fold: the exporter keeps it in the
-graph and the export report says so (extra MatMuls and a ReLU per layer).
+Where the branch sits (differs from MMA). MMA reads the branch input from the
+block's ``ln_1`` output, exactly like ringfold's "attn" site, but adds the
+branch output to the *block output*: ``x = x + attn(ln_1 x) + mlp(ln_2 ·) +
+s·delta(ln_1 x)``. ringfold adds it to the attention input instead,
+``attn(y + s·delta(y))`` with ``y = ln_1(x)``, to reuse the adapter-site
+machinery of every other method (DESIGN §2). Same parameters and FLOPs; the
+branch's effect passes through attention rather than straight into the
+residual stream. ``sites="mlp"`` / ``"both"`` are accepted (one shared
+projection per site kind).
+
+Differences from the authors' released code, all configurable:
+
+- ``up_init="zero"`` (default): the up-projections start at zero so the
+  adapted model equals the frozen one at step 0, like every ringfold method;
+  the gradient still reaches everything (step 1 moves ``up``, after which
+  ``down`` and the shared projection receive gradients). MMA's code instead
+  initialises *every* linear (up included) Kaiming-normal (fan_out, ReLU)
+  with zero biases: ``up_init="kaiming"``. ``down`` and the shared
+  projections use that Kaiming init in both cases.
+- ``shared_relu=True`` (default) keeps MMA's ReLU after the shared
+  projection (its shared adapter is ``Sequential(Linear(r, r), ReLU)``);
+  ``False`` gives the single-ReLU down → ReLU → shared → up variant.
+- ``grad_compensation=True`` (default) reproduces MMA's gradient-scale
+  layers: the branch's parameters see gradients as if the scale were 1 (the
+  forward output is still ×scale), and the gradient the branch sends back
+  into the residual stream is ×scale. Without it a 1e-3 scale shrinks the
+  branch's gradients 1000× (fatal with SGD, and near AdamW's ε). Forward
+  values are identical either way; the exported graph does not contain it.
+
+The branch is non-linear (ReLU), so it does not fold: ``dense()`` raises, the
+exporter keeps the visual-tower branches in the ONNX graph (extra MatMul, Add
+and Relu ops per adapted layer) and its report says "NOT fully folded".
+``extra_macs`` gives the exporter the extra work per image for the manifest.
 """
 
 from __future__ import annotations
@@ -30,55 +62,134 @@ from ringfold.errors import RingfoldError
 from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
 from ringfold.trainer.adapters.registry import Method, register
 
+UP_INITS = ("zero", "kaiming")
+
 
 @dataclass
 class MmaConfig(AdapterConfig):
+    """MMA defaults for ViT-B/16: blocks 4–11 (0-based), attention-input site, r = 32, α = 1e-3."""
+
     method: ClassVar[str] = "mma"
     layers: str = "4-11"
     sites: str = "attn"
     scale: float = 1e-3
     rank: int = 32
+    shared_relu: bool = True
+    up_init: str = "zero"
+    grad_compensation: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rank < 1:
             raise RingfoldError(f"--rank {self.rank} invalid; MMA needs a bottleneck of at least 1")
+        if self.up_init not in UP_INITS:
+            raise RingfoldError(f"up_init {self.up_init!r} invalid; use zero (identity at step 0) or kaiming (MMA)")
+        if self.grad_compensation and self.scale == 0:
+            raise RingfoldError("MMA scale 0 switches the adapter off; use a positive --scale (MMA: 1e-3)")
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity forward, gradient × ``factor`` backward (MMA's ``gradient_scale_layer``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def _kaiming(linear: nn.Linear) -> nn.Linear:
+    nn.init.kaiming_normal_(linear.weight, mode="fan_out", nonlinearity="relu")
+    nn.init.zeros_(linear.bias)
+    return linear
 
 
 class MmaAdapter(SiteAdapter):
+    """Per-layer down/up projections of one tower × site; the layer's shared r × r projection lives in
+    ``AdapterSet.shared[f"mma_{site}"]`` (one ``nn.Linear(r, r)`` per adapted layer), created by the first
+    tower and reused by the second, so it is one object, trained by both towers and saved once."""
+
     foldable: ClassVar[bool] = False
+    shared_parameters: ClassVar[tuple[str, ...]] = ()  # shared across towers, not across layers: see ``shared``
 
     def __init__(
         self, config: MmaConfig, *, dim: int, num_layers: int, tower: str, site: str, shared: nn.ModuleDict
     ) -> None:
         super().__init__(dim, num_layers)
         r = config.rank
-        self.down = nn.ModuleList(nn.Linear(dim, r) for _ in range(num_layers))
-        self.up = nn.ModuleList(nn.Linear(r, dim) for _ in range(num_layers))
-        for up in self.up:
-            nn.init.zeros_(up.weight)
-            nn.init.zeros_(up.bias)
+        self.rank = r
+        self.shared_relu = config.shared_relu
+        self.down = nn.ModuleList(_kaiming(nn.Linear(dim, r)) for _ in range(num_layers))
+        self.up = nn.ModuleList(_kaiming(nn.Linear(r, dim)) for _ in range(num_layers))
+        if config.up_init == "zero":
+            for up in self.up:
+                nn.init.zeros_(up.weight)
+        self.grad_scale = config.scale if config.grad_compensation else None
         key = f"mma_{site}"
         if key not in shared:
-            shared[key] = nn.ModuleList(nn.Linear(r, r) for _ in range(num_layers))
+            shared[key] = nn.ModuleList(_kaiming(nn.Linear(r, r)) for _ in range(num_layers))
         middle = shared[key]
-        if len(middle) != num_layers or middle[0].in_features != r:
+        have = (len(middle), middle[0].in_features) if isinstance(middle, nn.ModuleList) and len(middle) else None
+        if have != (num_layers, r):
+            found = f"{have[0]} layers at rank {have[1]}" if have else "an unexpected layout"
             raise RingfoldError(
-                f"MMA shares its middle projection across towers: both towers need the same number of adapted "
-                f"layers and rank (got {num_layers} vs {len(middle)}); use the same --layers count for both"
+                f"MMA shares one r×r projection per adapted layer between the towers, but the {tower} tower has "
+                f"{num_layers} adapted layers at rank {r} and the shared projection has "
+                f"{found}; pick --layers that select the "
+                "same number of blocks in both towers (e.g. last:8), or adapt one tower only"
             )
-        self.__dict__["middle"] = middle  # registered once, under AdapterSet.shared
+        # held by reference, not registered here: AdapterSet.shared owns it (one copy in every state dict)
+        self.__dict__["middle"] = middle
+
+    def _branch(self, y: torch.Tensor, layer: int) -> torch.Tensor:
+        def lin(m: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+            return F.linear(h, m.weight.to(h.dtype), m.bias.to(h.dtype))
+
+        h = F.relu(lin(self.down[layer], y))
+        h = lin(self.middle[layer], h)
+        if self.shared_relu:
+            h = F.relu(h)
+        return lin(self.up[layer], h)
 
     def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
-        hidden = F.relu(self.down[layer](y))
-        return self.up[layer](self.middle[layer](hidden))
-
-    def extra_macs(self, tokens: int) -> int:
-        r = self.down[0].out_features
-        return tokens * (self.dim * r + r * r + r * self.dim)
+        s = self.grad_scale
+        if s is None or not torch.is_grad_enabled() or torch.jit.is_tracing():
+            return self._branch(y, layer)
+        # the wrapper multiplies by s: parameters see gradients as if s were 1; the residual stream sees s
+        return _GradScale.apply(self._branch(_GradScale.apply(y, s), layer), 1.0 / s)
 
     def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RingfoldError("MMA is non-linear (ReLU) and has no dense A_l; it stays in the exported graph")
+        raise RingfoldError(
+            "MMA is non-linear (ReLU between its projections): it has no dense A_l and cannot be folded; "
+            "the exporter keeps it in the graph"
+        )
+
+    def prepare_export(self) -> None:
+        # inference from here on; the cross-tower projection is held by reference, so freeze it explicitly
+        self.requires_grad_(False)
+        self.middle.requires_grad_(False)
+
+    def extra_macs(self, tokens: int) -> int:
+        """One layer's branch per image: tokens · (d·r + r·r + r·d) multiply-accumulates (matrix products only;
+        bias adds, ReLUs, the scale and the residual add are O(d) per token). ViT-B/16 defaults, 197 tokens,
+        8 blocks: 79,077,376 MACs ≈ 0.158 GFLOPs per image on top of the base image tower."""
+        return tokens * (2 * self.dim * self.rank + self.rank * self.rank)
 
 
-register(Method("mma", MmaConfig, MmaAdapter, "MMA-style baseline: per-layer down/ReLU/shared/up (not foldable)"))
+def mma_parameter_count(dims: dict[str, int], rank: int, num_layers: int) -> int:
+    """L·Σ_towers[(d·r + r) + (r·d + d)] + L·(r·r + r) per site kind — 674,560 for ViT-B/16 defaults."""
+    per_tower = sum((d * rank + rank) + (rank * d + d) for d in dims.values())
+    return num_layers * (per_tower + rank * rank + rank)
+
+
+register(
+    Method(
+        "mma",
+        MmaConfig,
+        MmaAdapter,
+        "MMA baseline: per-layer down/ReLU/up per tower, cross-tower shared middle projection (not foldable)",
+    )
+)

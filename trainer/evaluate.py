@@ -1,0 +1,267 @@
+"""Base-to-novel evaluation of a run (CoOp / CoCoOp / MMA / AdaRing protocol).
+
+A run trained with ``--classes base`` saw only the first ceil(n/2) classes of a dataset. The papers
+report three numbers on the test split:
+
+- **base**: accuracy on the base classes' test images, classified among the base classes;
+- **novel**: accuracy on the other classes' test images, classified among those classes only (their
+  class embeddings come from the *adapted* text tower with the new class names and the run's
+  templates; the model never saw them during training);
+- **H** = 2·base·novel / (base + novel), their harmonic mean (``accuracy["hm"]`` in the result).
+
+The model is the adapted PyTorch model with the adapters unfolded (:func:`load_adapted_model`), so
+gated (non-foldable) adapters are evaluated exactly as trained. A run trained on ``all`` (or ``new``)
+classes gets one accuracy on its own classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ringfold.errors import RingfoldError
+from ringfold.trainer import data as data_mod
+from ringfold.trainer.models import RANDOM_WEIGHTS, openclip_transform
+from ringfold.trainer.run import RUN_FILE, load_adapted_model, read_run
+from ringfold.trainer.text import class_embeddings, clip_logits
+
+EVAL_FORMAT = "ringfold-evaluate"
+EVAL_FORMAT_VERSION = 1
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """2ab/(a+b), the papers' H; 0 when both are 0 (no division by zero)."""
+    return 0.0 if a + b <= 0 else 2.0 * a * b / (a + b)
+
+
+def _names(classnames: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(c) for c in classnames[:limit])
+    return shown + (", ..." if len(classnames) > limit else "")
+
+
+def _pick_device(spec: str) -> torch.device:
+    from ringfold.trainer.train import pick_device
+
+    return pick_device(spec)
+
+
+def _subsets(record, splits: data_mod.LabelledSplits, data: str | Path) -> dict[str, data_mod.LabelledSplits]:
+    """The class subsets to evaluate, checked against the classes the run was trained on."""
+    trained_on = record.data.get("classes", "all") or "all"
+    n = len(splits.classnames)
+    if trained_on == "base":
+        if list(splits.classnames) == list(record.classnames):
+            raise RingfoldError(
+                f"{data} holds only the run's {n} base classes and no new ones, so there is nothing novel to score: "
+                "pass the full dataset (all classes) the run's base classes were taken from"
+            )
+        base = data_mod.subsample_classes(splits, "base")
+        if list(base.classnames) != list(record.classnames):
+            raise RingfoldError(
+                f"{data}: its base classes ({_names(base.classnames)}; {len(base.classnames)} of {n}) are not the "
+                f"{len(record.classnames)} classes the run was trained on ({_names(record.classnames)}): pass the "
+                "dataset the run was trained on (see run.json data.path)"
+            )
+        return {"base": base, "novel": data_mod.subsample_classes(splits, "new")}
+    subset = data_mod.subsample_classes(splits, trained_on) if trained_on in ("base", "new") else splits
+    if list(subset.classnames) != list(record.classnames):
+        raise RingfoldError(
+            f"{data}: its classes ({_names(subset.classnames)}; {len(subset.classnames)}) are not the "
+            f"{len(record.classnames)} classes the run was trained on ({_names(record.classnames)}): pass the dataset "
+            "the run was trained on (see run.json data.path)"
+        )
+    return {trained_on: subset}
+
+
+@torch.no_grad()
+def _accuracy(
+    model: torch.nn.Module,
+    tokenizer,
+    classnames: list[str],
+    templates: list[str],
+    samples: list[data_mod.Sample],
+    transform,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    desc: str,
+) -> tuple[int, list[int]]:
+    """(correct, per-class correct counts) for ``samples`` classified among ``classnames`` only."""
+    class_emb = class_embeddings(model, tokenizer, classnames, templates, device)
+    loader = DataLoader(
+        data_mod.ImageDataset(samples, transform), batch_size=batch_size, shuffle=False, num_workers=workers
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=desc, unit="batch", leave=False)
+    correct = 0
+    per_class = [0] * len(classnames)
+    for images, labels in loader:
+        pred = clip_logits(model, images.to(device), class_emb).argmax(-1).cpu()
+        hit = pred == labels
+        correct += int(hit.sum())
+        for label in labels[hit].tolist():
+            per_class[label] += 1
+    return correct, per_class
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    image_root: str | Path | None = None,
+    split: str = "test",
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+    *,
+    workers: int = 0,
+    zero_shot: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of a run's adapted model on its base and novel classes (or on its own classes).
+
+    ``data`` defaults to the dataset recorded in run.json (and ``image_root`` with it). With
+    ``zero_shot`` the same images are also classified with the adapters switched off (the frozen
+    CLIP model), the papers' reference row. Returns a JSON-ready dict; see ``accuracy`` in it.
+    """
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RingfoldError(
+            f"{run_dir}: no such run directory (no {RUN_FILE}); pass a directory written by `ringfold train`"
+        )
+    if batch_size < 1:
+        raise RingfoldError(f"--batch-size {batch_size}: use a positive batch size")
+    if split not in data_mod.SPLIT_NAMES:
+        raise RingfoldError(f"--split {split!r} is unknown: use one of {', '.join(data_mod.SPLIT_NAMES)}")
+    record = read_run(run_dir)  # one-line error for a missing/damaged run.json before anything heavy
+    if data is None:
+        data = record.data.get("path")
+        if not data:
+            raise RingfoldError(f"{run_dir / RUN_FILE} records no dataset path: pass --data DATA")
+        if image_root is None:
+            image_root = record.data.get("image_root")
+    splits = data_mod.load_splits(data, image_root=image_root, seed=int(record.data.get("seed", 0) or 0))
+    subsets = _subsets(record, splits, data)
+
+    torch_device = _pick_device(device)
+    record, loaded, adapters = load_adapted_model(run_dir, device=str(torch_device))
+    model = loaded.model
+    transform = openclip_transform(record.preprocess)
+    templates = list(record.templates)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, subset in subsets.items():
+        samples = subset.split(split)
+        if not samples:
+            raise RingfoldError(
+                f"{data}: the {name} classes have no {split} images: pass a dataset with a {split} split "
+                f"(or --split {'val' if split == 'test' else 'test'})"
+            )
+        usable = data_mod.scan_images(samples, "skip")
+        if not usable:
+            raise RingfoldError(f"{data}: none of the {len(samples)} {name} {split} images can be decoded; fix them")
+        counts = [0] * len(subset.classnames)
+        for s in usable:
+            counts[s.label] += 1
+        args = (model, loaded.tokenizer, list(subset.classnames), templates, usable, transform, torch_device)
+        rest = (batch_size, workers, progress)
+        adapters.set_enabled(True)
+        correct, per_class = _accuracy(*args, *rest, desc=f"{name} ({len(usable)} images)")
+        entry: dict[str, Any] = {
+            "classes": len(subset.classnames),
+            "classnames": list(subset.classnames),
+            "images": len(usable),
+            "skipped_images": len(samples) - len(usable),
+            "correct": correct,
+            "accuracy": correct / len(usable),
+            "chance": 1.0 / len(subset.classnames),
+            "per_class_accuracy": {
+                c: (per_class[i] / counts[i] if counts[i] else None) for i, c in enumerate(subset.classnames)
+            },
+        }
+        if zero_shot:
+            adapters.set_enabled(False)
+            try:
+                zs_correct, _ = _accuracy(*args, *rest, desc=f"{name} zero-shot")
+            finally:
+                adapters.set_enabled(True)
+            entry["zero_shot_correct"] = zs_correct
+            entry["zero_shot_accuracy"] = zs_correct / len(usable)
+        results[name] = entry
+
+    protocol = "base-to-novel" if "novel" in results else record.data.get("classes", "all") or "all"
+    accuracy: dict[str, float] = {name: r["accuracy"] for name, r in results.items()}
+    if protocol == "base-to-novel":
+        accuracy["hm"] = harmonic_mean(accuracy["base"], accuracy["novel"])
+    out: dict[str, Any] = {
+        "format": EVAL_FORMAT,
+        "format_version": EVAL_FORMAT_VERSION,
+        "run": str(run_dir),
+        "model": record.model_name,
+        "weights": record.weights.describe(),
+        "random_weights": record.is_random,
+        "method": record.adapter.method,
+        "protocol": protocol,
+        "data": str(data),
+        "data_source": splits.source,
+        "split": split,
+        "templates": templates,
+        "device": str(torch_device),
+        "accuracy": accuracy,
+        "subsets": results,
+    }
+    if zero_shot:
+        zs = {name: r["zero_shot_accuracy"] for name, r in results.items()}
+        if protocol == "base-to-novel":
+            zs["hm"] = harmonic_mean(zs["base"], zs["novel"])
+        out["zero_shot_accuracy"] = zs
+    if record.is_random:
+        out["note"] = (
+            f"{RANDOM_WEIGHTS}: the frozen model is a random-init {record.model_name}; these accuracies test the "
+            "machinery and say nothing about accuracy on real photos"
+        )
+    out["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A small plain-text table of the result of :func:`evaluate_run`."""
+    zs = result.get("zero_shot_accuracy")
+    lines = [
+        f"{result['model']} ({result['weights']}) · {result['method']} · {result['protocol']} · "
+        f"{result['split']} split of {result['data']}",
+    ]
+    header = f"{'subset':<8} {'classes':>7} {'images':>7} {'correct':>8} {'accuracy':>9}"
+    if zs:
+        header += f" {'zero-shot':>10}"
+    lines += [header, "-" * len(header)]
+    for name, r in result["subsets"].items():
+        row = f"{name:<8} {r['classes']:>7} {r['images']:>7} {r['correct']:>8} {_pct(r['accuracy']):>9}"
+        if zs:
+            row += f" {_pct(r.get('zero_shot_accuracy')):>10}"
+        lines.append(row)
+    if "hm" in result["accuracy"]:
+        row = f"{'H':<8} {'':>7} {'':>7} {'':>8} {_pct(result['accuracy']['hm']):>9}"
+        if zs:
+            row += f" {_pct(zs.get('hm')):>10}"
+        lines.append(row)
+    skipped = sum(r["skipped_images"] for r in result["subsets"].values())
+    if skipped:
+        lines.append(f"skipped {skipped} image(s) that cannot be decoded")
+    if result.get("random_weights"):
+        lines.append(f"note: {result['note']}")
+    return "\n".join(lines)
+
+
+format_table = format_result
