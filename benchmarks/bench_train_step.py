@@ -30,7 +30,7 @@ METHODS = {
         "coarse_loss_weight": 0,
         "consistency_loss_weight": 0,
     },
-    "mma": {"method": "mma"},
+    "mma": {"method": "mma", "layers": "last:8"},  # = MMA's blocks 4-11 on ViT-B/16
 }
 
 
