@@ -37,14 +37,18 @@ def demo_data(tmp_path_factory) -> Path:
     return root
 
 
-def train_tiny(out: Path, data: Path, epochs: int = 1, **adapter) -> Path:
+def train_tiny(
+    out: Path, data: Path, epochs: int = 1, method: str = "arc", settings: dict | None = None, **adapter
+) -> Path:
+    """A short CPU run on the tiny random model; ``adapter`` overrides the method config, ``settings`` TrainConfig."""
     from ringfold.trainer.train import TrainConfig, train
 
+    defaults = {"rank": 8, "layers": "all"} if method == "arc" else {"layers": "all"}
     cfg = TrainConfig(
         model=TINY,
         random_init=True,
-        method="arc",
-        adapter={"rank": 8, "layers": "all", **adapter},
+        method=method,
+        adapter={**defaults, **adapter},
         data=str(data),
         shots=4,
         epochs=epochs,
@@ -54,6 +58,8 @@ def train_tiny(out: Path, data: Path, epochs: int = 1, **adapter) -> Path:
         augment=False,
         progress=False,
     )
+    for key, value in (settings or {}).items():
+        setattr(cfg, key, value)
     train(cfg, out)
     return out
 

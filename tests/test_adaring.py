@@ -17,7 +17,8 @@ from ringfold.trainer.params import parameter_rows
 from ringfold.trainer.run import load_adapted_model, write_synthetic_run
 from ringfold.trainer.text import class_embeddings, clip_logits
 
-TINY = "ringfold-tiny-vit"
+from .conftest import TINY, train_tiny
+
 CLASSES = ["cat", "dog", "car", "tree"]
 
 
@@ -150,23 +151,7 @@ def test_gated_export_keeps_dense_adapters_and_matches_pytorch(tmp_path):
 
 
 def test_training_logs_each_loss_term(tmp_path, demo_data):
-    from ringfold.trainer.train import TrainConfig, train
-
-    cfg = TrainConfig(
-        model=TINY,
-        random_init=True,
-        method="adaring",
-        adapter={"layers": "all"},
-        data=str(demo_data),
-        shots=4,
-        epochs=1,
-        batch_size=8,
-        lr=1e-2,
-        device="cpu",
-        augment=False,
-        progress=False,
-    )
-    train(cfg, tmp_path / "run")
+    train_tiny(tmp_path / "run", demo_data, method="adaring")
     row = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1]
     assert {"loss_ce", "loss_coarse_ce", "loss_consistency"} <= set(row)
     expected = row["loss_ce"] + 0.5 * row["loss_coarse_ce"] + 1.0 * row["loss_consistency"]

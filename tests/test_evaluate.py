@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 B2N = ROOT / "examples" / "b2n"
@@ -36,24 +36,7 @@ def coop_tiny(tmp_path_factory) -> Path:
 
 
 def _train(cfg_data: Path, out: Path, classes: str) -> Path:
-    from ringfold.trainer.train import TrainConfig, train
-
-    cfg = TrainConfig(
-        model=TINY,
-        random_init=True,
-        method="arc",
-        adapter={"rank": 8, "layers": "all"},
-        data=str(cfg_data),
-        classes=classes,
-        shots=2,
-        epochs=1,
-        batch_size=8,
-        device="cpu",
-        augment=False,
-        progress=False,
-    )
-    train(cfg, out)
-    return out
+    return train_tiny(out, cfg_data, settings={"classes": classes, "shots": 2})
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from ringfold.trainer.adapters.mma import MmaAdapter, MmaConfig, mma_parameter_c
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings, clip_logits
 
-from .conftest import TINY
+from .conftest import TINY, train_tiny
 
 CLASSES = ["cat", "dog", "car", "tree"]
 
@@ -163,26 +163,8 @@ def test_export_round_trip_keeps_branch_and_matches_pytorch(demo_data, tmp_path,
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.parity import bundle_parity
     from ringfold.trainer.run import load_adapted_model
-    from ringfold.trainer.train import TrainConfig, train
 
-    run = tmp_path / "mma_run"
-    train(
-        TrainConfig(
-            model=TINY,
-            random_init=True,
-            method="mma",
-            adapter={"rank": 8, "layers": "all", "scale": 0.1},
-            data=str(demo_data),
-            shots=2,
-            epochs=1,
-            batch_size=8,
-            lr=1e-2,
-            device="cpu",
-            augment=False,
-            progress=False,
-        ),
-        run,
-    )
+    run = train_tiny(tmp_path / "mma_run", demo_data, method="mma", settings={"shots": 2}, rank=8, scale=0.1)
     # trained for one epoch the branch is still tiny; overwrite with random weights so it matters
     tensors = load_file(str(run / "adapters.safetensors"))
     g = torch.Generator().manual_seed(3)
