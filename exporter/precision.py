@@ -210,7 +210,8 @@ class PrecisionRequest:
             raise RingfoldError(f"--precision {bad[0]!r} invalid; use any of {', '.join(PRECISIONS)}")
         if "int8" in self.precisions and not self.calib:
             raise RingfoldError("--precision int8 needs calibration images: pass --calib DIR (a few hundred images)")
-        _calibrate_method(self.calib_method) if "int8" in self.precisions else None
+        if "int8" in self.precisions:
+            _calibrate_method(self.calib_method)  # one-line error for a bad --calib-method, before any work
 
 
 def write_variants(bundle_dir: Path, request: PrecisionRequest, preprocess) -> dict[str, dict[str, Any]]:
