@@ -21,7 +21,7 @@ from ringfold.atomic import atomic_directory, sha256_file, write_json, write_tex
 from ringfold.errors import RingfoldError
 from ringfold.exporter import reference as ref_mod
 from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
-from ringfold.exporter.head import ImageClassifier, build_classifier
+from ringfold.exporter.head import build_classifier, classifier_outputs
 from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from ringfold.exporter.precision import PrecisionRequest, run_variant, write_variants
 from ringfold.runtime.bundle import BUNDLE_FORMAT_VERSION, LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
@@ -46,16 +46,6 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
-@torch.no_grad()
-def _outputs(classifier: ImageClassifier, pixels: torch.Tensor, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    logits, embs = [], []
-    for start in range(0, len(pixels), batch):
-        lg, em = classifier(pixels[start : start + batch])
-        logits.append(lg.float().numpy())
-        embs.append(em.float().numpy())
-    return np.concatenate(logits), np.concatenate(embs)
-
-
 def _reference_images(record: RunRecord, ref_images: str | None, count: int, size, scratch: Path):
     if ref_images:
         from ringfold.runtime.images import list_images
@@ -63,9 +53,9 @@ def _reference_images(record: RunRecord, ref_images: str | None, count: int, siz
         paths = list_images([ref_images])
         if not paths:
             raise RingfoldError(f"{ref_images}: no images found for the reference set; pass a folder of images")
-        label_of = {name.replace(" ", "_"): i for i, name in enumerate(record.classnames)}
-        label_of.update({name: i for i, name in enumerate(record.classnames)})
-        return [ref_mod.RefImage(p, label_of.get(p.parent.name, -1)) for p in paths[:count]]
+        paths = paths[:count]
+        labels = ref_mod.folder_labels(paths, record.classnames)
+        return [ref_mod.RefImage(p, label) for p, label in zip(paths, labels, strict=True)]
     data_path = record.data.get("path")
     if data_path and Path(data_path).exists():
         from ringfold.trainer import data as data_mod
@@ -117,12 +107,12 @@ def export_run(
         ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
         pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
         unfolded = build_classifier(model, class_emb)
-        logits_unfolded, emb_unfolded = _outputs(unfolded, pixels)
+        logits_unfolded, emb_unfolded = classifier_outputs(unfolded, pixels)
         fold = fold_adapters(model)
         if fold.fully_folded and not unfold_is_clean(model):
             raise RingfoldError("internal: adapter wrappers left after a full fold")
         folded = build_classifier(model, class_emb)
-        logits_folded, emb_folded = _outputs(folded, pixels)
+        logits_folded, emb_folded = classifier_outputs(folded, pixels)
         steps.advance(f"folded {fold.folded_sites} adapter sites")
 
         export_onnx(folded, size, tmp / MODEL_FILE, opset=opset)

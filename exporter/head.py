@@ -28,6 +28,19 @@ class ImageClassifier(nn.Module):
         return self.head(embedding), embedding
 
 
+@torch.no_grad()
+def classifier_outputs(classifier: nn.Module, pixels: torch.Tensor, batch: int = 16):
+    """(logits, embedding) as float32 numpy arrays, in batches: the PyTorch side of every parity check."""
+    import numpy as np
+
+    logits, embs = [], []
+    for start in range(0, len(pixels), batch):
+        lg, em = classifier(pixels[start : start + batch])
+        logits.append(lg.float().numpy())
+        embs.append(em.float().numpy())
+    return np.concatenate(logits), np.concatenate(embs)
+
+
 def build_classifier(model: nn.Module, class_emb: torch.Tensor) -> ImageClassifier:
     """Wrap an open_clip model's image tower (adapted, folded or base) with the baked head."""
     scale = float(model.logit_scale.detach().exp())

@@ -24,6 +24,13 @@ class RefImage:
     label: int  # -1 when unknown
 
 
+def folder_labels(paths: list[Path], classnames: list[str]) -> list[int]:
+    """Label of each image from its parent folder's name (class name, or with '_' for ' '); -1 if none."""
+    index = {name.replace(" ", "_"): i for i, name in enumerate(classnames)}
+    index.update({name: i for i, name in enumerate(classnames)})
+    return [index.get(p.parent.name, -1) for p in paths]
+
+
 def pick_reference_images(samples: list, classnames: list[str], count: int) -> list[RefImage]:
     """Round-robin over classes so a small set still covers many labels."""
     by_class: dict[int, list] = {}

@@ -10,7 +10,8 @@ import torch
 
 from ringfold.errors import RingfoldError
 from ringfold.exporter.fold import fold_adapters
-from ringfold.exporter.head import build_classifier
+from ringfold.exporter.head import build_classifier, classifier_outputs
+from ringfold.exporter.reference import folder_labels
 from ringfold.runtime.bundle import Bundle
 from ringfold.runtime.images import list_images, load_image
 from ringfold.runtime.parity import ParityReport, PreprocessCheck, Tolerance, compare
@@ -18,22 +19,6 @@ from ringfold.runtime.preprocess import preprocess_batch
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import load_adapted_model
 from ringfold.trainer.text import class_embeddings
-
-
-@torch.no_grad()
-def _run(classifier, pixels: torch.Tensor, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    logits, embs = [], []
-    for i in range(0, len(pixels), batch):
-        lg, em = classifier(pixels[i : i + batch])
-        logits.append(lg.numpy())
-        embs.append(em.numpy())
-    return np.concatenate(logits), np.concatenate(embs)
-
-
-def _labels_from_folders(paths: list[Path], classnames: list[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(classnames)}
-    index.update({name.replace(" ", "_"): i for i, name in enumerate(classnames)})
-    return np.array([index.get(p.parent.name, -1) for p in paths], dtype=np.int64)
 
 
 def add_torch_parity(
@@ -61,7 +46,7 @@ def add_torch_parity(
     folded = build_classifier(folded_model, class_emb)
 
     ref = bundle.reference()
-    live_logits, live_emb = _run(unfolded, torch.from_numpy(ref.pixel_values))
+    live_logits, live_emb = classifier_outputs(unfolded, torch.from_numpy(ref.pixel_values))
     if live_check:
         report.comparisons.append(
             compare(
@@ -91,11 +76,11 @@ def add_torch_parity(
                 float(np.abs(ours - torch_pixels.numpy()).max()),
             )
         )
-    labels = _labels_from_folders(paths, record.classnames)
+    labels = np.array(folder_labels(paths, record.classnames), dtype=np.int64)
     labels = labels if (labels >= 0).any() else None
     out = model.run_batched(ours)
     for name, classifier in (("adapted (unfolded)", unfolded), ("folded", folded)):
-        ref_logits, ref_emb = _run(classifier, torch_pixels)
+        ref_logits, ref_emb = classifier_outputs(classifier, torch_pixels)
         report.comparisons.append(
             compare(
                 f"{precision} backend vs PyTorch {name}, --images end to end",

@@ -163,7 +163,7 @@ def compress_run(
 @torch.no_grad()
 def _parity(record: RunRecord, source_model, target_model, tokenizer, count: int) -> dict[str, Any]:
     """Compressed vs source model on a deterministic reference set (synthetic images, open_clip transform)."""
-    from ringfold.exporter.head import build_classifier
+    from ringfold.exporter.head import build_classifier, classifier_outputs
     from ringfold.exporter.reference import synthetic_reference_images
     from ringfold.runtime.images import load_image
     from ringfold.runtime.parity import compare
@@ -179,8 +179,7 @@ def _parity(record: RunRecord, source_model, target_model, tokenizer, count: int
     outputs = []
     for model in (source_model, target_model):
         emb = class_embeddings(model, tokenizer, record.classnames, record.templates)
-        logits, embedding = build_classifier(model, emb)(pixels)
-        outputs.append((logits.numpy(), embedding.numpy()))
+        outputs.append(classifier_outputs(build_classifier(model, emb), pixels))
     comp = compare("AdaRing (compressed) vs source run", "fp32", *outputs[1], *outputs[0])
     return {k: v for k, v in comp.to_dict().items() if k not in ("tolerance", "passed", "failures")}
 

@@ -170,16 +170,9 @@ class Trainer:
             openclip_transform(self.loaded.preprocess_cfg, train=True) if cfg.augment else self.eval_transform
         )
 
-    def _loader(self, samples, transform, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.cfg.seed)
-        return DataLoader(
-            data_mod.ImageDataset(samples, transform),
-            batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
-            num_workers=self.cfg.workers,
-            generator=generator,
-            drop_last=False,
-        )
+    def _eval_loader(self) -> DataLoader:
+        dataset = data_mod.ImageDataset(self.eval_samples, self.eval_transform)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, num_workers=self.cfg.workers)
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -202,7 +195,7 @@ class Trainer:
         with self._autocast():
             class_emb = self._class_emb()
             correct = 0
-            for images, labels in self._loader(self.eval_samples, self.eval_transform, shuffle=False):
+            for images, labels in self._eval_loader():
                 logits = clip_logits(self.model, images.to(self.device), class_emb)
                 correct += int((logits.argmax(-1).cpu() == labels).sum())
         return correct / len(self.eval_samples)
