@@ -17,14 +17,22 @@ import numpy as np
 import torch
 
 import ringfold
-from ringfold.atomic import atomic_directory, sha256_file, write_json, write_text
+from ringfold.atomic import atomic_directory, write_text
 from ringfold.errors import RingfoldError
 from ringfold.exporter import reference as ref_mod
 from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
 from ringfold.exporter.head import build_classifier, classifier_outputs
 from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from ringfold.exporter.precision import PrecisionRequest, run_variant, write_variants
-from ringfold.runtime.bundle import BUNDLE_FORMAT_VERSION, LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
+from ringfold.runtime.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_VERSION,
+    LABELS_FILE,
+    PREPROCESS_FILE,
+    REFERENCE_FILE,
+    BundleWriter,
+    replaceable_bundle,
+)
 from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
 from ringfold.runtime.preprocess import PreprocessConfig
@@ -102,7 +110,10 @@ def export_run(
     transform = openclip_transform(record.preprocess)
     steps.advance("class embeddings from the adapted text tower")
 
-    with atomic_directory(out, overwrite=overwrite) as tmp, tempfile.TemporaryDirectory() as scratch:
+    with (
+        atomic_directory(out, overwrite=overwrite, replaceable=replaceable_bundle) as tmp,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         refs = _reference_images(record, ref_images, ref_count, size, Path(scratch))
         ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
         pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
@@ -118,8 +129,8 @@ def export_run(
         export_onnx(folded, size, tmp / MODEL_FILE, opset=opset)
         steps.advance("exported ONNX + onnx.checker")
 
-        ref_mod.save_reference(
-            tmp / ref_mod.REFERENCE_FILE,
+        writer = BundleWriter(tmp)
+        writer.write_reference(
             {
                 "pixel_values": pixels.numpy().astype(np.float32),
                 "logits": logits_unfolded,
@@ -130,8 +141,8 @@ def export_run(
                 "images": np.array(ref_names),
             },
         )
-        write_json(tmp / LABELS_FILE, record.classnames)
-        write_json(tmp / PREPROCESS_FILE, record.preprocess)
+        writer.write_labels(record.classnames)
+        writer.write_preprocess(PreprocessConfig.from_dict(record.preprocess))
         onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
         steps.advance("reference set + ONNX Runtime check")
         variants = write_variants(tmp, precision, PreprocessConfig.from_dict(record.preprocess))
@@ -161,8 +172,7 @@ def export_run(
             "variants_vs_torch": variant_checks,
         }
         write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff))
-        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_json(tmp / MANIFEST_FILE, manifest)
+        writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()
     return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest)
@@ -210,7 +220,7 @@ def _manifest(record: RunRecord, fold: FoldReport, opset: int, size, n_ref: int,
     versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
     num_classes = len(record.classnames)
     return {
-        "format": "ringfold-bundle",
+        "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
         "ringfold_version": ringfold.__version__,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -244,7 +254,7 @@ def _manifest(record: RunRecord, fold: FoldReport, opset: int, size, n_ref: int,
         "labels": LABELS_FILE,
         "preprocess": PREPROCESS_FILE,
         "reference": {
-            "file": ref_mod.REFERENCE_FILE,
+            "file": REFERENCE_FILE,
             "count": n_ref,
             "labelled": any(r.label >= 0 for r in refs),
             "pytorch_reference": "unfolded adapted model (logits, embedding); folded model (logits_folded, …)",

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
 from ringfold.runtime.images import load_image
-
-REFERENCE_DIR = "reference"
-REFERENCE_FILE = "reference/reference.npz"
 
 
 @dataclass
@@ -64,18 +62,14 @@ def synthetic_reference_images(out_dir: Path, count: int, size: tuple[int, int],
 
 def store_reference_images(refs: list[RefImage], bundle_dir: Path, max_side: int) -> list[str]:
     """Re-encode each reference image as PNG (downscaled to ``max_side``) inside the bundle."""
-    images_dir = bundle_dir / REFERENCE_DIR / "images"
+    images_dir = bundle_dir / REFERENCE_IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for i, ref in enumerate(refs):
         img = load_image(ref.path)
         if max(img.size) > max_side:
             img.thumbnail((max_side, max_side), Image.BICUBIC)
-        name = f"{REFERENCE_DIR}/images/{i:03d}.png"
+        name = f"{REFERENCE_IMAGES_DIR}/{i:03d}.png"
         img.save(bundle_dir / name)
         names.append(name)
     return names
-
-
-def save_reference(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(path, **arrays)

@@ -32,7 +32,7 @@ def add_torch_parity(
     live_check: bool = True,
 ) -> None:
     record, loaded, _ = load_adapted_model(run_dir)
-    if record.weights_fingerprint != bundle.manifest["model"].get("weights_fingerprint"):
+    if record.weights_fingerprint != bundle.manifest.weights_fingerprint:
         raise RingfoldError(
             f"{run_dir}: this run's frozen model is not the one in {bundle.path}; pass the run it came from"
         )

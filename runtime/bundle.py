@@ -1,29 +1,235 @@
-"""Reading a deploy bundle on the device: manifest, hashes, labels, preprocess config, reference set.
+"""The bundle contract: the one owner of the deploy bundle's format, for writer and reader alike.
 
-Everything here is torch-free. A bundle is refused (one line, naming the file
-and the fix) when a file is missing, a hash differs, or it comes from a newer
-ringfold, before any model is run.
+A bundle is the artifact that travels from a workstation to a device, so the
+device treats it as untrusted input. Before any model runs, :func:`load_bundle`
+checks, in this order, and refuses in one line naming the file and field:
+
+- the manifest: size cap, JSON, format and version, every field's type and range;
+- every path it names (model variants, labels, preprocess, reference archive,
+  reference images): relative, normalised, resolving inside the bundle even
+  through symlinks, and covered by the manifest's sha256 set;
+- every hashed file's sha256 (``verify=True``, the default);
+- labels: one per logit, printable, within caps; preprocess: valid, its size
+  equal to the model input's H×W, std large enough to stay non-zero in float32;
+- the reference archive (read lazily): only the expected arrays, each header
+  checked against the archive's real size *before* anything is allocated,
+  shapes consistent with the manifest, values finite.
+
+Backends then check the loaded graph's input/output names, dtypes and ranks
+against the manifest (:func:`check_model_io`). The exporter writes bundles only
+through :class:`BundleWriter`, which validates what it wrote with this reader.
+Torch-free on purpose: this module ships to edge devices.
 """
 
 from __future__ import annotations
 
-import json
+import math
+import os
+import unicodedata
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ringfold.atomic import sha256_file
-from ringfold.errors import BundleError
+from ringfold.atomic import sha256_file, write_json
+from ringfold.errors import BundleError, RingfoldError
+from ringfold.runtime.fields import Fields, confined, read_json, relative_member_problem
+from ringfold.runtime.limits import limits
 from ringfold.runtime.preprocess import PreprocessConfig
 
+BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.json"
 PREPROCESS_FILE = "preprocess.json"
+REFERENCE_FILE = "reference/reference.npz"
+REFERENCE_IMAGES_DIR = "reference/images"
+ENGINE_DIR = "engines"
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+ORT_OPTIMIZATIONS = ("all", "extended", "basic")
+TENSOR_DTYPES = ("float32", "float16", "uint8")
+LOGITS, EMBEDDING = "logits", "embedding"
+#: float32 std below this turns a pixel into ±1e6 or, underflowing, into a division by zero
+MIN_STD = 1e-6
+
+FIX = "re-export the bundle with `ringfold export` or copy it again"
 
 
+# ------------------------------------------------------------------------------------------ typed parts
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output as the manifest promises it; a string dim is symbolic (e.g. 'batch')."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def parse(cls, f: Fields, max_dim: int) -> TensorSpec:
+        name = f.string("name", max_len=256)
+        dtype = f.string("dtype", choices=TENSOR_DTYPES)
+        shape = f.raw("shape")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
+            raise f.fail("must be a list of 1..8 dimensions", "shape")
+        dims: list[int | str] = []
+        for i, dim in enumerate(shape):
+            if isinstance(dim, str) and 0 < len(dim) <= 64:
+                dims.append(dim)
+            else:
+                dims.append(f.check_integer(dim, f"shape[{i}]", 1, max_dim))
+        return cls(name, dtype, tuple(dims))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model variant (or the base model): its file and how ONNX Runtime should run it."""
+
+    file: str
+    precision: str
+    ort_optimization: str = "all"
+    details: Mapping[str, Any] = field(default_factory=dict)  # the recipe, for reports
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    file: str
+    count: int
+    labelled: bool
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``, every field the runtime uses type- and range-checked; ``raw`` for reports."""
+
+    raw: Mapping[str, Any]
+    format_version: int
+    ringfold_version: str
+    model_name: str
+    weights: str
+    random_weights: bool
+    weights_fingerprint: str
+    num_classes: int
+    opset: int
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    variants: Mapping[str, ModelFile]
+    base_model: ModelFile | None
+    labels_file: str
+    preprocess_file: str
+    reference: ReferenceInfo
+    files: Mapping[str, str]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The model's input (height, width); integers by construction."""
+        return int(self.input.shape[2]), int(self.input.shape[3])
+
+    @classmethod
+    def parse(cls, data: Any, file: Path) -> Manifest:
+        caps = limits()
+        f = Fields(data, file, FIX, error=BundleError)
+        if f.raw("format", None) != BUNDLE_FORMAT:
+            raise BundleError(f"{file}: not a ringfold bundle manifest; pass a folder written by `ringfold export`")
+        version = f.raw("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > BUNDLE_FORMAT_VERSION:
+            raise BundleError(
+                f"{file}: bundle format {version} comes from a newer ringfold "
+                f"({str(f.raw('ringfold_version', '?'))[:40]}); upgrade ringfold on this device"
+            )
+        f.integer("format_version", lo=1, hi=BUNDLE_FORMAT_VERSION)
+
+        files_f = f.section("files")
+        if not 1 <= len(files_f.data) <= caps.max_bundle_files:
+            raise files_f.fail(f"must list 1..{caps.max_bundle_files} files, lists {len(files_f.data)}")
+        files: dict[str, str] = {}
+        for rel, digest in files_f.data.items():
+            problem = relative_member_problem(rel)
+            if problem or rel == MANIFEST_FILE:
+                raise files_f.fail(problem or "must not list the manifest itself", rel)
+            files[rel] = files_f.sha256(digest, rel)
+
+        def member(section: Fields, key: str, default: Any = None) -> str:
+            rel = section.string(key, default, max_len=1024, check=relative_member_problem)
+            if rel not in files:
+                raise section.fail(f"names {rel!r}, which the manifest's files set does not hash", key)
+            return rel
+
+        model = f.section("model")
+        num_classes = f.integer("num_classes", lo=1, hi=caps.max_classes)
+        onnx = f.section("onnx")
+        max_dim = max(caps.max_input_side, caps.max_classes, 1 << 16)
+        (inp,) = [TensorSpec.parse(x, max_dim) for x in onnx.objects("inputs", min_len=1, max_len=1)]
+        in_f = onnx.objects("inputs")[0]
+        if len(inp.shape) != 4 or inp.shape[1] != 3:
+            raise in_f.fail(f"must be [batch, 3, height, width], got {list(inp.shape)}", "shape")
+        for axis in (2, 3):
+            in_f.check_integer(inp.shape[axis], f"shape[{axis}]", 1, caps.max_input_side)
+        outputs = tuple(TensorSpec.parse(x, max_dim) for x in onnx.objects("outputs", min_len=2, max_len=2))
+        by_name = {o.name: o for o in outputs}
+        if set(by_name) != {LOGITS, EMBEDDING}:
+            raise onnx.fail(f"must be named {LOGITS} and {EMBEDDING}, got {sorted(by_name)}", "outputs")
+        if len(by_name[LOGITS].shape) != 2 or by_name[LOGITS].shape[1] != num_classes:
+            raise onnx.fail(f"{LOGITS} must be [batch, num_classes={num_classes}], got {list(by_name[LOGITS].shape)}")
+        if len(by_name[EMBEDDING].shape) != 2:
+            raise onnx.fail(f"{EMBEDDING} must be [batch, dim], got {list(by_name[EMBEDDING].shape)}")
+
+        def model_file(section: Fields, name: str | None) -> ModelFile:
+            precision = section.string("precision", choices=PRECISIONS)
+            if name is not None and precision != name:
+                raise section.fail(f"is {precision!r} under the variant named {name!r}", "precision")
+            return ModelFile(
+                file=member(section, "file"),
+                precision=precision,
+                ort_optimization=section.string("ort_optimization", "all", choices=ORT_OPTIMIZATIONS),
+                details=dict(section.data),
+            )
+
+        variants_f = f.section("variants")
+        variants = {}
+        for name in variants_f.data:
+            if name not in PRECISIONS:
+                raise variants_f.fail(f"has an unknown variant {str(name)[:40]!r} (known: {', '.join(PRECISIONS)})")
+            variants[name] = model_file(variants_f.section(name), name)
+        if "fp32" not in variants:
+            raise variants_f.fail("has no fp32 variant")
+        base = f.section("base_model", None)
+        ref = f.section("reference")
+        return cls(
+            raw=dict(f.data),
+            format_version=version,
+            ringfold_version=f.string("ringfold_version", "?", max_len=64),
+            model_name=model.string("name", max_len=256),
+            weights=model.string("weights", max_len=1024),
+            random_weights=model.boolean("random_weights"),
+            weights_fingerprint=str(model.raw("weights_fingerprint", "") or ""),
+            num_classes=num_classes,
+            opset=onnx.integer("opset", lo=7, hi=40),
+            input=inp,
+            outputs=outputs,
+            variants=variants,
+            base_model=model_file(base, "fp32") if base is not None else None,
+            labels_file=member(f, "labels"),
+            preprocess_file=member(f, "preprocess"),
+            reference=ReferenceInfo(
+                file=member(ref, "file"),
+                count=ref.integer("count", lo=1, hi=caps.max_reference_images),
+                labelled=ref.boolean("labelled"),
+            ),
+            files=files,
+        )
+
+    def output(self, name: str) -> TensorSpec:
+        return next(o for o in self.outputs if o.name == name)
+
+
+# ----------------------------------------------------------------------------------------- reference
 @dataclass
 class Reference:
     pixel_values: np.ndarray
@@ -35,21 +241,133 @@ class Reference:
     images: list[str]
 
 
+#: array name -> (dtype kinds allowed, rank)
+_REFERENCE_ARRAYS = {
+    "pixel_values": ("f", 4),
+    "logits": ("f", 2),
+    "embedding": ("f", 2),
+    "logits_folded": ("f", 2),
+    "embedding_folded": ("f", 2),
+    "labels": ("iu", 1),
+    "images": ("U", 1),
+}
+
+
+def _read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, kinds: str, rank: int) -> np.ndarray:
+    """One .npy inside the archive; the header's shape is checked against the member's real size first.
+
+    ``np.load`` would allocate whatever shape a header declares before reading a byte of data.
+    """
+    name = info.filename
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(fh)
+        except (ValueError, SyntaxError, OSError) as exc:
+            raise BundleError(f"{path}: array {name} has a malformed header ({exc}); {FIX}") from None
+        if dtype.hasobject or dtype.kind not in kinds or len(shape) != rank:
+            raise BundleError(f"{path}: array {name} is {dtype} of rank {len(shape)}, expected rank {rank}; {FIX}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise BundleError(f"{path}: array {name} declares {nbytes:,} bytes but holds fewer; {FIX}")
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise BundleError(f"{path}: array {name} is truncated; {FIX}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def read_reference(path: Path, manifest: Manifest, root: Path) -> Reference:
+    """The reference archive, validated against the manifest before and after reading."""
+    caps = limits()
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{path}: not a readable reference archive ({exc}); {FIX}") from None
+    with zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        expected = {f"{k}.npy" for k in _REFERENCE_ARRAYS}
+        if set(infos) != expected:
+            odd = sorted(set(infos) ^ expected)[:3]
+            raise BundleError(f"{path}: archive members differ from the reference format ({odd}); {FIX}")
+        total = sum(i.file_size for i in infos.values())
+        if total > caps.max_reference_bytes:
+            raise BundleError(
+                f"{path}: {total:,} bytes uncompressed, over the {caps.max_reference_bytes:,}-byte cap; "
+                f"{FIX} (or raise {caps.env_name('max_reference_bytes')})"
+            )
+        try:
+            arrays = {
+                k: _read_npz_member(zf, infos[f"{k}.npy"], path, kinds, rank)
+                for k, (kinds, rank) in _REFERENCE_ARRAYS.items()
+            }
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC errors, truncated members
+            raise BundleError(f"{path}: corrupt reference archive ({exc}); {FIX}") from None
+    n, classes = manifest.reference.count, manifest.num_classes
+    h, w = manifest.input_size
+    dim = arrays["embedding"].shape[1] if arrays["embedding"].ndim == 2 else -1
+    want = {
+        "pixel_values": (n, 3, h, w),
+        "logits": (n, classes),
+        "logits_folded": (n, classes),
+        "embedding": (n, dim),
+        "embedding_folded": (n, dim),
+        "labels": (n,),
+        "images": (n,),
+    }
+    for key, shape in want.items():
+        if arrays[key].shape != shape:
+            raise BundleError(f"{path}: array {key} has shape {arrays[key].shape}, the manifest implies {shape}; {FIX}")
+        if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
+            raise BundleError(f"{path}: array {key} holds NaN/Inf; {FIX}")
+    labels = arrays["labels"].astype(np.int64)
+    if labels.size and (labels.min() < -1 or labels.max() >= classes):
+        raise BundleError(f"{path}: array labels holds values outside -1..{classes - 1}; {FIX}")
+    images = [str(x) for x in arrays["images"]]
+    for name in images:
+        problem = relative_member_problem(name)
+        if problem or not name.startswith(REFERENCE_IMAGES_DIR + "/"):
+            raise BundleError(f"{path}: image name {name[:80]!r} is not a file under {REFERENCE_IMAGES_DIR}/; {FIX}")
+        if name not in manifest.files:
+            raise BundleError(f"{path}: image {name!r} is not hashed in the manifest; {FIX}")
+        if confined(root, name) is None:
+            raise BundleError(f"{root / name}: resolves outside the bundle; {FIX}")
+    return Reference(
+        pixel_values=arrays["pixel_values"].astype(np.float32, copy=False),
+        logits=arrays["logits"].astype(np.float32, copy=False),
+        embedding=arrays["embedding"].astype(np.float32, copy=False),
+        logits_folded=arrays["logits_folded"].astype(np.float32, copy=False),
+        embedding_folded=arrays["embedding_folded"].astype(np.float32, copy=False),
+        labels=labels,
+        images=images,
+    )
+
+
+# -------------------------------------------------------------------------------------------- bundle
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     labels: list[str]
     preprocess: PreprocessConfig
-    extra: dict[str, Any] = field(default_factory=dict)
+    _reference: Reference | None = field(default=None, repr=False)
 
     @property
     def random_weights(self) -> bool:
-        return bool(self.manifest.get("model", {}).get("random_weights"))
+        return self.manifest.random_weights
 
     @property
-    def variants(self) -> dict[str, dict[str, Any]]:
-        return self.manifest.get("variants", {})
+    def variants(self) -> Mapping[str, ModelFile]:
+        return self.manifest.variants
+
+    def file(self, rel: str) -> Path:
+        """A hashed member of the bundle, confined to it; anything else is refused."""
+        if rel not in self.manifest.files:
+            raise BundleError(f"{self.path / rel}: not hashed in the manifest, so it is not trusted; {FIX}")
+        path = confined(self.path, rel)
+        if path is None:
+            raise BundleError(f"{self.path / rel}: resolves outside the bundle (symlink?); {FIX}")
+        return path
 
     def model_path(self, precision: str = "fp32") -> Path:
         if precision not in self.variants:
@@ -57,75 +375,195 @@ class Bundle:
                 f"{self.path}: has no {precision} model (has {', '.join(self.variants) or 'none'}); "
                 f"re-export with --precision {precision}"
             )
-        return self.path / self.variants[precision]["file"]
+        return self.file(self.variants[precision].file)
+
+    def model_sha256(self, precision: str = "fp32") -> str:
+        return self.manifest.files[self.variants[precision].file]
 
     def base_model_path(self) -> Path | None:
         """The base (adapter-free) model exported beside the bundle with --include-base, if any."""
-        entry = self.manifest.get("base_model")
-        return self.path / entry["file"] if entry else None
+        base = self.manifest.base_model
+        return self.file(base.file) if base else None
 
     def reference(self) -> Reference:
-        ref = self.manifest.get("reference", {})
-        path = self.path / ref.get("file", "reference/reference.npz")
-        if not path.is_file():
-            raise BundleError(f"{path}: missing; the bundle has no reference set — re-export it")
-        with np.load(path, allow_pickle=False) as data:
-            return Reference(
-                pixel_values=data["pixel_values"],
-                logits=data["logits"],
-                embedding=data["embedding"],
-                logits_folded=data["logits_folded"],
-                embedding_folded=data["embedding_folded"],
-                labels=data["labels"],
-                images=[str(x) for x in data["images"]],
-            )
+        if self._reference is None:
+            self._reference = read_reference(self.file(self.manifest.reference.file), self.manifest, self.path)
+        return self._reference
 
     def describe(self) -> str:
-        m = self.manifest.get("model", {})
-        weights = m.get("weights", "?")
-        return f"{m.get('name', '?')} ({weights}), {len(self.labels)} classes"
+        return f"{self.manifest.model_name} ({self.manifest.weights}), {len(self.labels)} classes"
 
 
-def _read_json(path: Path, fix: str) -> Any:
-    if not path.is_file():
-        raise BundleError(f"{path}: missing from the bundle; {fix}")
+def _labels(path: Path, manifest: Manifest) -> list[str]:
+    caps = limits()
+    data = read_json(path, FIX, caps.max_json_bytes, BundleError)
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise BundleError(f"{path}: must be a JSON list of class names; {FIX}")
+    if len(data) != manifest.num_classes:
+        raise BundleError(
+            f"{path}: {len(data)} labels for a model with {manifest.num_classes} logits; the labels belong to "
+            f"another bundle — {FIX}"
+        )
+    for i, label in enumerate(data):
+        # control characters would let a label rewrite the terminal or split a one-line result
+        if not 0 < len(label) <= caps.max_label_chars or any(unicodedata.category(c) == "Cc" for c in label):
+            raise BundleError(
+                f"{path}: label {i} must be 1..{caps.max_label_chars} printable characters, got {label[:40]!r}; {FIX}"
+            )
+    return data
+
+
+def _preprocess(path: Path, manifest: Manifest) -> PreprocessConfig:
+    data = read_json(path, FIX, limits().max_json_bytes, BundleError)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc.__class__.__name__}); {fix}") from None
+        cfg = PreprocessConfig.from_dict(data)
+    except RingfoldError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    if cfg.size != manifest.input_size:
+        raise BundleError(
+            f"{path}: size {cfg.size[0]}x{cfg.size[1]} differs from the model input "
+            f"{manifest.input_size[0]}x{manifest.input_size[1]} in {MANIFEST_FILE}; {FIX}"
+        )
+    if any(np.float32(s) < MIN_STD for s in cfg.std) or any(abs(m) > 1e3 for m in cfg.mean):
+        raise BundleError(f"{path}: std must be ≥ {MIN_STD:g} and |mean| ≤ 1000, got {cfg.std}, {cfg.mean}; {FIX}")
+    return cfg
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Parse and type-check ``path/manifest.json`` (no hashing)."""
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory; pass the --out folder of `ringfold export`")
+    file = path / MANIFEST_FILE
+    if confined(path, MANIFEST_FILE) is None:
+        raise BundleError(f"{file}: resolves outside the bundle (symlink?); {FIX}")
+    return Manifest.parse(read_json(file, FIX, limits().max_json_bytes, BundleError), file)
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Open a bundle; with ``verify`` every file's sha256 is checked against the manifest first."""
+    """Open a bundle; every contract check runs first, and with ``verify`` every file's sha256 too."""
     path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a bundle directory; pass the --out folder of `ringfold export`")
-    fix = "re-export the bundle or copy it again"
-    manifest = _read_json(path / MANIFEST_FILE, fix)
-    if manifest.get("format") != "ringfold-bundle":
-        raise BundleError(f"{path / MANIFEST_FILE}: not a ringfold bundle manifest; pass a `ringfold export` folder")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
-        raise BundleError(
-            f"{path / MANIFEST_FILE}: bundle format {version} comes from a newer ringfold "
-            f"({manifest.get('ringfold_version', '?')}); upgrade ringfold on this device"
-        )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{path / MANIFEST_FILE}: lists no files; {fix}")
+    manifest = read_manifest(path)
+    for rel in manifest.files:
+        if confined(path, rel) is None:
+            raise BundleError(f"{path / rel}: resolves outside the bundle (symlink?); {FIX}")
     if verify:
-        verify_files(path, files)
-    labels = _read_json(path / manifest.get("labels", LABELS_FILE), fix)
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise BundleError(f"{path / LABELS_FILE}: must be a JSON list of class names; {fix}")
-    preprocess = PreprocessConfig.from_dict(_read_json(path / manifest.get("preprocess", PREPROCESS_FILE), fix))
-    return Bundle(path=path, manifest=manifest, labels=labels, preprocess=preprocess)
+        verify_files(path, manifest.files)
+    bundle = Bundle(path=path, manifest=manifest, labels=[], preprocess=None)  # type: ignore[arg-type]
+    bundle.labels = _labels(bundle.file(manifest.labels_file), manifest)
+    bundle.preprocess = _preprocess(bundle.file(manifest.preprocess_file), manifest)
+    return bundle
 
 
-def verify_files(root: Path, files: dict[str, str]) -> None:
+def verify_files(root: Path, files: Mapping[str, str]) -> None:
     for rel, expected in files.items():
         file = root / rel
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing; copy the whole bundle again")
         if sha256_file(file) != expected:
             raise BundleError(f"{file}: sha256 differs from the manifest (modified or corrupt); copy the bundle again")
+
+
+# ------------------------------------------------------------------------------------------ model I/O
+def check_model_io(
+    manifest: Manifest,
+    file: Path,
+    inputs: Sequence[tuple[str, str, Sequence[Any]]],
+    outputs: Sequence[tuple[str, str, Sequence[Any]]],
+) -> None:
+    """The loaded graph's (name, dtype, shape) inputs/outputs must be what the manifest promises.
+
+    Integer dims are compared where both sides have one; symbolic or unknown dims match anything.
+    """
+
+    def same(spec: TensorSpec, dtype: str, shape: Sequence[Any]) -> bool:
+        if dtype != spec.dtype or len(shape) != len(spec.shape):
+            return False
+        pairs = zip(shape, spec.shape, strict=True)
+        return all(a == b for a, b in pairs if isinstance(a, int) and isinstance(b, int))
+
+    for role, specs, got in (("input", (manifest.input,), inputs), ("output", manifest.outputs, outputs)):
+        by_name = {name: (dtype, shape) for name, dtype, shape in got}
+        if set(by_name) != {s.name for s in specs}:
+            raise BundleError(
+                f"{file}: graph {role}s {sorted(by_name)} differ from the manifest's "
+                f"{sorted(s.name for s in specs)}; {FIX}"
+            )
+        for spec in specs:
+            dtype, shape = by_name[spec.name]
+            if not same(spec, dtype, shape):
+                raise BundleError(
+                    f"{file}: {role} {spec.name} is {dtype} {list(shape)}, the manifest says "
+                    f"{spec.dtype} {list(spec.shape)}; {FIX}"
+                )
+
+
+# -------------------------------------------------------------------------------------------- writing
+class BundleWriter:
+    """The only code that writes a bundle's contract files; :meth:`finish` re-reads them as a device would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def write_labels(self, classnames: Sequence[str]) -> None:
+        write_json(self.root / LABELS_FILE, list(classnames))
+
+    def write_preprocess(self, cfg: PreprocessConfig) -> None:
+        write_json(self.root / PREPROCESS_FILE, cfg.to_dict())
+
+    def write_reference(self, arrays: Mapping[str, np.ndarray]) -> None:
+        missing = set(_REFERENCE_ARRAYS) ^ set(arrays)
+        if missing:
+            raise ValueError(f"reference arrays differ from the format: {sorted(missing)}")
+        target = self.root / REFERENCE_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    def finish(self, manifest: dict[str, Any]) -> Bundle:
+        """Hash every file, validate the manifest, write it, and load the result with every check on."""
+        manifest = dict(manifest)
+        manifest.setdefault("format", BUNDLE_FORMAT)
+        manifest.setdefault("format_version", BUNDLE_FORMAT_VERSION)
+        manifest.setdefault("labels", LABELS_FILE)
+        manifest.setdefault("preprocess", PREPROCESS_FILE)
+        manifest["files"] = {
+            p.relative_to(self.root).as_posix(): sha256_file(p)
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_FILE
+        }
+        Manifest.parse(manifest, self.root / MANIFEST_FILE)  # refuse to write what a device would refuse
+        write_json(self.root / MANIFEST_FILE, manifest)
+        bundle = load_bundle(self.root)
+        bundle.reference()
+        return bundle
+
+
+# ------------------------------------------------------------------------------------------ ownership
+def foreign_files(path: Path) -> list[Path]:
+    """Files under ``path`` that ringfold did not write as part of this bundle (empty: safe to replace).
+
+    Raises BundleError when ``path`` is not a ringfold bundle at all.
+    """
+    manifest = read_manifest(path)
+    ours = {MANIFEST_FILE, *manifest.files}
+    engines = path / ENGINE_DIR
+    found = []
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            rel = (Path(dirpath) / name).relative_to(path).as_posix()
+            if rel in ours or (Path(dirpath) == engines and name.endswith((".engine", ".json", ".cache"))):
+                continue
+            found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
+def replaceable_bundle(path: Path) -> str | None:
+    """None when ``path`` is a ringfold bundle holding only ringfold's files; else why it must be kept."""
+    try:
+        foreign = foreign_files(path)
+    except BundleError:
+        return "is not a ringfold bundle"
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        return f"holds files ringfold did not write ({foreign[0].relative_to(path)}{more})"
+    return None

@@ -44,15 +44,18 @@ def available_provider_names() -> list[str]:
     return [short for short, name in PROVIDER_ALIASES.items() if name in available]
 
 
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
+
+
 def open_bundle_model(bundle, precision: str = "fp32", provider: str | None = None, threads: int | None = None):
-    """The bundle's model of ``precision`` with the session settings its manifest entry asks for."""
-    entry = bundle.variants.get(precision, {})
-    return OnnxModel(
-        bundle.model_path(precision),
-        provider=provider,
-        threads=threads,
-        optimization=entry.get("ort_optimization", "all"),
-    )
+    """The bundle's model of ``precision``, its graph I/O checked against the manifest before it runs."""
+    from ringfold.runtime.bundle import check_model_io
+
+    path = bundle.model_path(precision)
+    optimization = bundle.variants[precision].ort_optimization
+    model = OnnxModel(path, provider=provider, threads=threads, optimization=optimization)
+    check_model_io(bundle.manifest, path, *model.io())
+    return model
 
 
 class OnnxModel:
@@ -78,6 +81,14 @@ class OnnxModel:
             raise RingfoldError(f"{path}: ONNX Runtime cannot load it ({msg}); re-export the bundle") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def io(self) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]]]:
+        """(name, dtype, shape) of the graph's inputs and outputs; unknown dims are None or a symbol."""
+
+        def describe(args) -> list[tuple[str, str, list]]:
+            return [(a.name, _ORT_DTYPES.get(a.type, a.type), list(a.shape)) for a in args]
+
+        return describe(self.session.get_inputs()), describe(self.session.get_outputs())
 
     @property
     def provider(self) -> str:

@@ -103,5 +103,5 @@ def open_trt_model(bundle, precision: str):
     env = LiveTrtEnvironment()
     # int8 engines come from the QDQ model, or (calibrator path) from the fp32 one
     source = "int8" if precision == "int8" and "int8" in bundle.variants else "fp32"
-    onnx_sha = bundle.manifest["files"][bundle.variants[source]["file"]]
+    onnx_sha = bundle.model_sha256(source)
     return TensorRTModel(find_engine(bundle.path, precision, env, onnx_sha), onnx_sha, env)

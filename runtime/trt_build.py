@@ -161,7 +161,7 @@ def build_engine(bundle, options: BuildOptions, env=None, log=print) -> Path:
     env = env or LiveTrtEnvironment()
     version = parse_version(trt.__version__)
     kind, onnx_path = source_onnx(bundle, options.precision, options.calibrator)
-    onnx_sha = bundle.manifest["files"][onnx_path.name]
+    onnx_sha = bundle.model_sha256(kind)
     lo, opt, hi = options.batch
     if not 1 <= lo <= opt <= hi:
         raise RingfoldError(f"--batch {lo},{opt},{hi} invalid; need 1 <= min <= opt <= max")

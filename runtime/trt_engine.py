@@ -13,16 +13,18 @@ naming and refusal logic is tested without a GPU.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ringfold.atomic import write_json
+from ringfold.atomic import sha256_file, write_json
 from ringfold.errors import RingfoldError
+from ringfold.runtime.fields import Fields, confined, read_json, relative_member_problem
+from ringfold.runtime.limits import limits
 
 ENGINE_DIR = "engines"
+INDEX_FILE = "index.json"
 #: fp16 LayerNorm after attention overflows on some TensorRT versions; these stay fp32 with --fp32-layers
 FP32_LAYER_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean")
 MIN_TRT = (8, 6)
@@ -127,11 +129,34 @@ class EngineKey:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> EngineKey:
-        return cls(**{**d, "batch": tuple(d["batch"])})
+    def parse(cls, f: Fields) -> EngineKey:
+        """A key from an engine sidecar or index entry, every field type-checked."""
+        batch = f.raw("batch")
+        if not isinstance(batch, list) or len(batch) != 3:
+            raise f.fail("must be [min, opt, max]", "batch")
+        lo, opt, hi = (f.check_integer(b, f"batch[{i}]", 1, 1 << 16) for i, b in enumerate(batch))
+        if not lo <= opt <= hi:
+            raise f.fail(f"is {batch}, needs min <= opt <= max", "batch")
+        capability = f.string("compute_capability", max_len=16)
+        if not re.fullmatch(r"\d+\.\d+", capability):
+            raise f.fail(f"is {capability!r}, not MAJOR.MINOR", "compute_capability")
+        return cls(
+            onnx_sha256=f.sha256(f.raw("onnx_sha256"), "onnx_sha256"),
+            trt_version=f.string("trt_version", max_len=64),
+            device=f.string("device", max_len=256),
+            compute_capability=capability,
+            precision=f.string("precision", choices=("fp32", "fp16", "int8")),
+            batch=(lo, opt, hi),
+        )
+
+
+ENGINE_FIX = "rebuild it with `ringfold build-engine BUNDLE`"
 
 
 def engine_dir(bundle_path: Path) -> Path:
+    """``BUNDLE/engines``, refused when it (a symlink) leads out of the bundle."""
+    if confined(bundle_path, ENGINE_DIR) is None:
+        raise RingfoldError(f"{bundle_path / ENGINE_DIR}: resolves outside the bundle (symlink?); remove the link")
     return bundle_path / ENGINE_DIR
 
 
@@ -139,13 +164,33 @@ def sidecar(engine_path: Path) -> Path:
     return engine_path.with_suffix(".json")
 
 
+def read_sidecar(meta: Path) -> tuple[EngineKey, str]:
+    """(key, engine sha256) recorded when the engine was built."""
+    f = Fields(read_json(meta, ENGINE_FIX, limits().max_json_bytes), meta, ENGINE_FIX)
+    return EngineKey.parse(f.section("key")), f.sha256(f.raw("sha256"), "sha256")
+
+
 def record_engine(engine_path: Path, key: EngineKey, extra: dict | None = None) -> None:
-    """Write the engine's key next to it and into the bundle's engines/index.json."""
-    write_json(sidecar(engine_path), {"key": key.to_dict(), **(extra or {})})
-    index_path = engine_path.parent / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {"engines": {}}
-    index["engines"][engine_path.name] = key.to_dict()
-    write_json(index_path, index)
+    """Write the engine's key and sha256 next to it and into the bundle's engines/index.json."""
+    digest = sha256_file(engine_path)
+    write_json(sidecar(engine_path), {"key": key.to_dict(), "sha256": digest, **(extra or {})})
+    index_path = engine_path.parent / INDEX_FILE
+    engines = dict(read_index(index_path)) if index_path.is_file() else {}
+    engines[engine_path.name] = {**key.to_dict(), "sha256": digest}
+    write_json(index_path, {"format": "ringfold-engines", "engines": engines})
+
+
+def read_index(index_path: Path) -> dict[str, dict]:
+    """engines/index.json: engine file name -> its key and sha256, each entry type-checked."""
+    f = Fields(read_json(index_path, ENGINE_FIX, limits().max_json_bytes), index_path, ENGINE_FIX)
+    engines = f.section("engines")
+    for name in engines.data:
+        if relative_member_problem(name) or "/" in name or not name.endswith(".engine"):
+            raise engines.fail("must name .engine files inside engines/", name)
+        entry = engines.section(name)
+        EngineKey.parse(entry)
+        entry.sha256(entry.raw("sha256"), "sha256")
+    return dict(engines.data)
 
 
 def current_key(onnx_sha256: str, precision: str, batch: tuple[int, int, int], env: TrtEnvironment) -> EngineKey:
@@ -161,7 +206,7 @@ def check_engine(engine_path: Path, env: TrtEnvironment, onnx_sha256: str | None
         raise RingfoldError(
             f"{engine_path}: no {meta.name} recording what it was built for; rebuild it with `ringfold build-engine`"
         )
-    key = EngineKey.from_dict(json.loads(meta.read_text())["key"])
+    key, digest = read_sidecar(meta)
     here_version = env.trt_version()
     if parse_version(key.trt_version)[:3] != parse_version(here_version)[:3]:
         raise RingfoldError(
@@ -178,6 +223,8 @@ def check_engine(engine_path: Path, env: TrtEnvironment, onnx_sha256: str | None
         raise RingfoldError(
             f"{engine_path}: built from a different ONNX file than this bundle's; rebuild with `ringfold build-engine`"
         )
+    if sha256_file(engine_path) != digest:
+        raise RingfoldError(f"{engine_path}: sha256 differs from {meta.name} (modified or corrupt); {ENGINE_FIX}")
     return key
 
 
@@ -186,9 +233,12 @@ def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha
     directory = engine_dir(bundle_path)
     candidates = []
     for meta in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        if meta.name == "index.json":
+        if meta.name == INDEX_FILE:
             continue
-        key = EngineKey.from_dict(json.loads(meta.read_text())["key"])
+        for path in (meta, meta.with_suffix(".engine")):
+            if confined(bundle_path, f"{ENGINE_DIR}/{path.name}") is None:
+                raise RingfoldError(f"{path}: resolves outside the bundle (symlink?); {ENGINE_FIX}")
+        key, _ = read_sidecar(meta)
         if key.precision == precision and key.onnx_sha256 == onnx_sha256:
             candidates.append((meta.with_suffix(".engine"), key))
     if not candidates:

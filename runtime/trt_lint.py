@@ -979,7 +979,7 @@ def format_report(bundle, target: str, results: dict[str, list[Finding]]) -> str
     for precision, findings in results.items():
         b, w, i = (count(findings, s) for s in SEVERITIES)
         verdict = "FAIL" if b else "ok"
-        file = bundle.variants.get(precision, {}).get("file", "?")
+        file = bundle.variants[precision].file if precision in bundle.variants else "?"
         parts.append(f"\n{precision} ({file}): {verdict} — {b} blocker(s), {w} warning(s), {i} info")
         parts.append(format_table(findings))
     return "\n".join(parts)
@@ -994,7 +994,7 @@ def to_json(bundle, target: str, results: dict[str, list[Finding]], extra: dict 
         "passed": not has_blocker(results),
         "precisions": {
             p: {
-                "file": bundle.variants.get(p, {}).get("file"),
+                "file": bundle.variants[p].file if p in bundle.variants else None,
                 **{f"{s}s" if s != "info" else s: count(f, s) for s in SEVERITIES},
                 "findings": [x.to_dict() for x in f],
             }

@@ -66,9 +66,9 @@ def test_bundle_files_and_reference_set(tiny_bundle):
     bundle = load_bundle(tiny_bundle)
     manifest = bundle.manifest
     for name in ("model.onnx", "labels.json", "preprocess.json", "reference/reference.npz", "export_report.md"):
-        assert name in manifest["files"]
-    assert manifest["model"]["random_weights"] is True
-    assert "random weights" in manifest["model"]["weights"]
+        assert name in manifest.files
+    assert manifest.random_weights is True
+    assert "random weights" in manifest.weights
     ref = bundle.reference()
     assert ref.pixel_values.shape == (8, 3, 64, 64) and ref.logits.shape == (8, 4)
     assert (ref.labels >= 0).all()  # picked from the run's labelled test split
