@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ringfold.errors import ImageError
+from ringfold.errors import ImageError, RingfoldError
 from ringfold.runtime.bundle import Bundle
-from ringfold.runtime.images import list_images, load_image
+from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
+from ringfold.runtime.limits import Limits, limits
 from ringfold.runtime.preprocess import preprocess_image
+
+#: labels per image when the caller does not say (fewer when the bundle has fewer classes)
+DEFAULT_TOP_K = 5
 
 
 @dataclass
@@ -36,41 +41,121 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def _top_k(requested: int | None, bundle: Bundle) -> int:
+    classes = len(bundle.labels)
+    if requested is None:
+        return max(1, min(DEFAULT_TOP_K, classes))
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise RingfoldError(f"--top-k must be a positive whole number, got {requested!r}")
+    if requested > classes:
+        raise RingfoldError(
+            _one_line(
+                f"--top-k {requested} asks for more labels than {bundle.path} has classes ({classes}); "
+                f"pass --top-k {classes} or fewer, or leave it out"
+            )
+        )
+    return requested
+
+
+def _no_images(paths: list[str | os.PathLike]) -> RingfoldError:
+    if not paths:
+        return RingfoldError("no images given; pass image files and/or folders that hold some")
+    names = [os.fspath(p) for p in paths]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+    return RingfoldError(
+        _one_line(
+            f"{shown}: no image files found (looked for {extensions}, in any letter case; hidden files are "
+            "skipped); check the path, or pass the image files themselves"
+        )
+    )
+
+
+def _check_batch_bytes(bundle: Bundle, batch: int) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise RingfoldError(f"batch must be a positive whole number, got {batch!r}")
+    height, width = bundle.preprocess.size
+    need = batch * 3 * height * width * 4
+    cap = limits().max_batch_bytes
+    if need > cap:
+        raise RingfoldError(
+            f"a batch of {batch} {width}x{height} images needs {need} bytes, over the {cap}-byte limit; "
+            f"use a smaller batch, or raise {Limits.env_name('max_batch_bytes')}"
+        )
+
+
+def iter_predictions(
+    bundle: Bundle,
+    model,
+    paths: Iterable[str | Path],
+    top_k: int | None = None,
+    batch: int = 8,
+    skip_bad: bool = False,
+) -> Iterator[Prediction]:
+    """Predictions in input order, each batch's as soon as the model has run on it.
+
+    Arguments are checked (and folders listed) now, before anything is decoded: an
+    explicit ``top_k`` above the bundle's class count, or paths that hold no image
+    files, raise :class:`RingfoldError` here. ``top_k=None`` means
+    ``min(DEFAULT_TOP_K, classes)``. A bad image raises :class:`ImageError` when the
+    iteration reaches it, or becomes an error row with ``skip_bad``.
+    """
+    k = _top_k(top_k, bundle)
+    _check_batch_bytes(bundle, batch)
+    paths = list(paths)
+    files = list_images(paths)
+    if not files:
+        raise _no_images(paths)
+    return _predictions(bundle, model, files, k, batch, skip_bad)
+
+
+def _run_batch(bundle: Bundle, model, pending: list[tuple[Path, np.ndarray]], top_k: int) -> list[Prediction]:
+    if not pending:
+        return []
+    probs = softmax(model.run(np.stack([p for _, p in pending]))["logits"])
+    out = []
+    for (path, _), row in zip(pending, probs, strict=True):
+        order = np.argsort(-row, kind="stable")[:top_k]
+        out.append(Prediction(path, [bundle.labels[i] for i in order], [float(row[i]) for i in order]))
+    return out
+
+
+def _predictions(
+    bundle: Bundle, model, files: list[Path], top_k: int, batch: int, skip_bad: bool
+) -> Iterator[Prediction]:
+    pending: list[tuple[Path, np.ndarray]] = []
+    for path in files:
+        try:
+            img = load_image(path)
+            try:
+                pixels = preprocess_image(img, bundle.preprocess)
+            except ImageError as exc:  # preprocess does not know the path; load_image's errors start with it
+                raise ImageError(f"{os.fspath(path)}: {exc}") from exc
+        except ImageError as exc:
+            if not skip_bad:
+                raise
+            yield from _run_batch(bundle, model, pending, top_k)  # keep input order
+            pending = []
+            yield Prediction(path, [], [], error=str(exc))
+            continue
+        pending.append((path, pixels))
+        if len(pending) >= batch:
+            yield from _run_batch(bundle, model, pending, top_k)
+            pending = []
+    yield from _run_batch(bundle, model, pending, top_k)
+
+
 def classify_paths(
     bundle: Bundle,
     model,
     paths: Iterable[str | Path],
-    top_k: int = 5,
+    top_k: int | None = None,
     batch: int = 8,
     skip_bad: bool = False,
 ) -> list[Prediction]:
-    """Predictions in input order. A bad image raises ImageError, or becomes an error row with ``skip_bad``."""
-    files = list_images(paths)
-    top_k = max(1, min(top_k, len(bundle.labels)))
-    results: list[Prediction] = []
-    pending: list[tuple[Path, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        pixels = np.stack([p for _, p in pending])
-        probs = softmax(model.run(pixels)["logits"])
-        for (path, _), row in zip(pending, probs, strict=True):
-            order = np.argsort(-row, kind="stable")[:top_k]
-            results.append(Prediction(path, [bundle.labels[i] for i in order], [float(row[i]) for i in order]))
-        pending.clear()
-
-    for path in files:
-        try:
-            pixels = preprocess_image(load_image(path), bundle.preprocess)
-        except ImageError as exc:
-            if not skip_bad:
-                raise
-            flush()
-            results.append(Prediction(path, [], [], error=str(exc)))
-            continue
-        pending.append((path, pixels))
-        if len(pending) >= batch:
-            flush()
-    flush()
-    return results
+    """All of :func:`iter_predictions` as a list."""
+    return list(iter_predictions(bundle, model, paths, top_k=top_k, batch=batch, skip_bad=skip_bad))

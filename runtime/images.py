@@ -16,11 +16,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ringfold.errors import ImageError, RingfoldError
+from ringfold.runtime.limits import Limits, limits
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "list_images", "load_image"]
 
-#: Refuse anything larger: a small file that decodes to gigabytes is a denial of service.
-MAX_PIXELS = 8192 * 8192
+#: The default pixel cap (``Limits.max_image_pixels``); the cap in force is ``limits().max_image_pixels``,
+#: which ``RINGFOLD_MAX_IMAGE_PIXELS`` can raise. Kept for code that imports the old constant.
+MAX_PIXELS = Limits().max_image_pixels
 #: A 1-pixel-wide picture carries nothing a classifier can use, and breaks aspect-ratio resizes.
 MIN_SIDE = 2
 
@@ -77,6 +79,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     Decoding is strict (truncated files are errors, not silently grey-filled) so a
     corrupt dataset is noticed instead of quietly training on half-images.
     """
+    caps = limits()  # outside the try: a malformed RINGFOLD_MAX_* is the user's setting, not this file's fault
     try:
         p = Path(path)
         if not p.exists():
@@ -87,16 +90,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             raise _fail(path, "empty file (0 bytes)", "re-download or re-export it, or remove it")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own bomb guard (~89 Mpx) must not undercut a cap the user raised on purpose
+            Image.MAX_IMAGE_PIXELS = max(caps.max_image_pixels, Image.MAX_IMAGE_PIXELS or 0)
             with Image.open(p) as img:
+                # Only the header has been read so far; refuse before decoding (or resizing) anything.
                 width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise _bomb(path, width, height)
+                if width * height > caps.max_image_pixels:
+                    raise _bomb(path, width, height, caps.max_image_pixels)
                 if min(width, height) < MIN_SIDE:
                     raise _fail(
                         path,
                         f"image is {width}x{height} pixels, too small to classify",
                         f"remove it or use an image at least {MIN_SIDE}x{MIN_SIDE}",
                     )
+                if max(width, height) > caps.max_image_aspect * min(width, height):
+                    raise _too_thin(path, width, height, caps.max_image_aspect)
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)  # animations: the first frame is what thumbnails show
                 img.load()
@@ -119,12 +127,23 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ) from exc
 
 
-def _bomb(path: str | os.PathLike, width: int, height: int) -> ImageError:
+def _bomb(path: str | os.PathLike, width: int, height: int, cap: int) -> ImageError:
     return _fail(
         path,
-        f"image is {width}x{height} = {width * height} pixels, over the {MAX_PIXELS}-pixel "
+        f"image is {width}x{height} = {width * height} pixels, over the {cap}-pixel "
         "limit that guards against decompression bombs",
-        "downscale it to at most 8192x8192",
+        f"downscale it (8192x8192 is the default limit), or raise {Limits.env_name('max_image_pixels')}",
+    )
+
+
+def _too_thin(path: str | os.PathLike, width: int, height: int, cap: int) -> ImageError:
+    ratio = max(width, height) / min(width, height)
+    shown = f"{ratio:.0f}" if ratio >= 100 else f"{ratio:.1f}".removesuffix(".0")
+    return _fail(
+        path,
+        f"image is {width}x{height} (aspect {shown}:1), beyond the {cap}:1 limit on long side / short side "
+        "(resizing its short side to the model's input would take far more memory than the file suggests)",
+        f"crop it, or raise {Limits.env_name('max_image_aspect')}",
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import ImageError, RingfoldError
+from ringfold.runtime.limits import Limits, limits
 
-__all__ = ["PreprocessConfig", "preprocess_batch", "preprocess_image"]
+__all__ = ["PreprocessConfig", "preprocess_batch", "preprocess_image", "resized_size"]
 
 INTERPOLATIONS = ("bicubic", "bilinear", "random")
 RESIZE_MODES = ("shortest", "longest", "squash")
@@ -138,28 +139,66 @@ def _resize(img: Image.Image, height: int, width: int, resample: Image.Resamplin
     return img.resize((width, height), resample)
 
 
-def _resize_keep_ratio(
-    img: Image.Image, size: tuple[int, int], longest: float, resample: Image.Resampling
-) -> Image.Image:
-    """open_clip's ResizeKeepRatio (from timm) in eval mode: no random scale or aspect."""
-    h, w = img.height, img.width
+def _keep_ratio_size(h: int, w: int, size: tuple[int, int], longest: float) -> tuple[int, int]:
+    """(height, width) open_clip's ResizeKeepRatio (from timm) resizes to in eval mode."""
     ratio_h, ratio_w = h / size[0], w / size[1]
     ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
     # Same expression and Python round() (half to even) as open_clip. open_clip crashes
     # (Pillow: "height and width must be > 0") when a very thin image rounds to 0 pixels
     # on its short side; keeping one pixel row instead is the only deviation.
-    new_h = max(1, round(h * 1.0 / ratio))
-    new_w = max(1, round(w * 1.0 / ratio))
+    return max(1, round(h * 1.0 / ratio)), max(1, round(w * 1.0 / ratio))
+
+
+def _shortest_edge_size(h: int, w: int, side: int) -> tuple[int, int]:
+    """(height, width) of torchvision ``Resize(int)``: shorter side to ``side``, longer side truncated."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = side, int(side * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return new_h, new_w
+
+
+def _resize_keep_ratio(
+    img: Image.Image, size: tuple[int, int], longest: float, resample: Image.Resampling
+) -> Image.Image:
+    """open_clip's ResizeKeepRatio (from timm) in eval mode: no random scale or aspect."""
+    new_h, new_w = _keep_ratio_size(img.height, img.width, size, longest)
     return _resize(img, new_h, new_w, resample)
 
 
 def _resize_shortest_edge(img: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
     """torchvision ``Resize(int)``: shorter side to ``side``, longer side truncated, not rounded."""
-    w, h = img.width, img.height
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = side, int(side * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_h, new_w = _shortest_edge_size(img.height, img.width, side)
     return _resize(img, new_h, new_w, resample)
+
+
+def resized_size(width: int, height: int, cfg: PreprocessConfig) -> tuple[int, int]:
+    """(width, height) the resize step of :func:`preprocess_image` gives a ``width`` x ``height`` image.
+
+    The same arithmetic (and branches) as the resize itself, so the size can be
+    checked against the caps before a single pixel is allocated.
+    """
+    if cfg.resize_mode == "squash":
+        new_h, new_w = cfg.size
+    elif cfg.resize_mode == "longest":
+        new_h, new_w = _keep_ratio_size(height, width, cfg.size, 1.0)
+    elif cfg.size[0] == cfg.size[1]:
+        new_h, new_w = _shortest_edge_size(height, width, cfg.size[0])
+    else:
+        new_h, new_w = _keep_ratio_size(height, width, cfg.size, 0.0)
+    return new_w, new_h
+
+
+def _check_resize(width: int, height: int, cfg: PreprocessConfig) -> None:
+    """Refuse (one line) an image whose resize would allocate more than ``max_resize_pixels``."""
+    cap = limits().max_resize_pixels
+    new_w, new_h = resized_size(width, height, cfg)
+    if new_w * new_h > cap:
+        raise ImageError(
+            f"image is {width}x{height}; resize_mode {cfg.resize_mode!r} would resize it to {new_w}x{new_h} = "
+            f"{new_w * new_h} pixels on the way to the model's {cfg.size[1]}x{cfg.size[0]} input, over the "
+            f"{cap}-pixel limit; crop it to a less extreme aspect ratio, or raise "
+            f"{Limits.env_name('max_resize_pixels')}"
+        )
 
 
 def _center_crop_or_pad(pixels: np.ndarray, size: tuple[int, int], fill: int) -> np.ndarray:
@@ -207,7 +246,10 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
 
     Pass images from :func:`ringfold.runtime.images.load_image`; other modes are
     converted to RGB first (open_clip would resize them in their own mode, then convert).
+    Raises :class:`ImageError` when the resize would exceed ``max_resize_pixels``
+    (see :mod:`ringfold.runtime.limits`).
     """
+    _check_resize(img.width, img.height, cfg)  # before any allocation, the RGB conversion included
     if img.mode != "RGB":
         img = img.convert("RGB")
     pixels = _resized_pixels(img, cfg)
