@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,14 +67,16 @@ def _adapter_overrides(args: argparse.Namespace) -> dict:
 
 
 def _add_adapter_args(p: argparse.ArgumentParser) -> None:
+    from ringfold import cli_types as T
+
     g = p.add_argument_group("adapter")
     g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma (params: also 'all')")
-    g.add_argument("--rank", type=int, help="bottleneck r (defaults: ARC 50, MMA 32)")
+    g.add_argument("--rank", type=T.positive_int, help="bottleneck r (defaults: ARC 50, MMA 32)")
     g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
     g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
     g.add_argument("--towers", help="comma list of visual,text (default both)")
-    g.add_argument("--scale", type=float, help="adapter output scale s (defaults: 1.0; MMA 1e-3)")
-    g.add_argument("--dropout", type=float, help="bottleneck dropout, training only")
+    g.add_argument("--scale", type=T.finite_float, help="adapter output scale s (defaults: 1.0; MMA 1e-3)")
+    g.add_argument("--dropout", type=T.dropout_rate, help="bottleneck dropout in [0, 1), training only")
     g.add_argument("--fine-ranks", help="AdaRing fine ring ranks R0,R1,R2 (default 2,4,2)")
     g.add_argument("--coarse-ranks", help="AdaRing coarse ring ranks R0,R1,R2 (default 1,2,2)")
     g.add_argument("--combinator", choices=["static", "gated"], help="AdaRing combinator (static folds)")
@@ -235,22 +240,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.classify import classify_paths
+    from ringfold.runtime.classify import iter_predictions
 
     bundle = load_bundle(args.bundle)
     model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
-    preds = classify_paths(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
-    if bundle.random_weights and not args.json:
-        print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
-    for p in preds:
+    # Checks --top-k and lists the folders now; images are decoded as the loop asks for them.
+    preds = iter_predictions(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
+    failed = False
+    for n, p in enumerate(preds):
+        if n == 0 and bundle.random_weights and not args.json:  # not before an error that stops the run
+            print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
+        failed = failed or bool(p.error)
+        # Each batch is printed as it completes, so an interrupted run keeps what it classified.
         if args.json:
-            print(json.dumps(p.to_dict()))
+            print(json.dumps(p.to_dict()), flush=True)
         elif p.error:
-            print(f"{p.path}: ERROR {p.error}")
+            print(f"{p.path}: ERROR {p.error}", flush=True)
         else:
             tops = ", ".join(f"{lab} {prob:.3f}" for lab, prob in zip(p.labels, p.probabilities, strict=True))
-            print(f"{p.path}: {tops}")
-    return 2 if any(p.error for p in preds) else 0
+            print(f"{p.path}: {tops}", flush=True)
+    return 2 if failed else 0
 
 
 # --------------------------------------------------------------------------------------------- parity
@@ -280,12 +289,20 @@ def cmd_parity(args: argparse.Namespace) -> int:
         else:
             report.comparisons += part.comparisons  # preprocessing: the same images, checked once
     out = Path(args.report) if args.report else bundle.path.parent / f"{bundle.path.name}.parity"
-    written = report.write(out)
+    written = _write_report(report.write, out, "--report")
     print(report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     if not report.passed:
         raise GateFailed(f"parity gate FAILED for {bundle.path} ({', '.join(precisions)}); see {out / 'parity.md'}")
     return 0
+
+
+def _write_report(write, out: Path, flag: str) -> list[Path]:
+    """Write a report folder; where that fails (a bundle on a read-only partition) say which flag moves it."""
+    try:
+        return write(out)
+    except OSError as exc:
+        raise RingfoldError(f"{os_error_line(exc)} — pass {flag} DIR to put the report elsewhere") from None
 
 
 # ------------------------------------------------------------------------------------------- compress
@@ -306,21 +323,18 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     from ringfold.runtime.trt_engine import EngineKey, fp32_layer_names, trtexec_command
 
     bundle = load_bundle(args.bundle)
-    batch = tuple(int(x) for x in args.batch.split(","))
-    if len(batch) != 3:
-        raise RingfoldError(f"--batch {args.batch!r} invalid; give min,opt,max (e.g. 1,8,16)")
+    batch = args.batch  # (min, opt, max), validated by the parser
     if args.print_trtexec:
         version = args.trt_version or _installed_trt_version() or "10.3"
-        _, onnx_path = source_onnx(bundle, args.precision, None)
-        shape = bundle.manifest["onnx"]["inputs"][0]["shape"]
-        key = EngineKey(bundle.manifest["files"][onnx_path.name], version, "DEVICE", "0.0", args.precision, batch)
+        kind, onnx_path = source_onnx(bundle, args.precision, None)
+        key = EngineKey(bundle.model_sha256(kind), version, "DEVICE", "0.0", args.precision, batch)
         engine = bundle.path / "engines" / key.file_name().replace("device-sm00", "<gpu>")
         print(
             trtexec_command(
                 str(onnx_path),
                 str(engine),
-                bundle.manifest["onnx"]["inputs"][0]["name"],
-                tuple(shape[1:]),
+                bundle.manifest.input.name,
+                (3, *bundle.manifest.input_size),
                 batch,
                 args.precision,
                 version,
@@ -366,10 +380,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bundle.model_path(p)  # one-line error for a variant the bundle does not have
     providers = available_provider_names() if args.provider == "all" else args.provider.split(",")
     base = Path(args.base) if args.base else bundle.base_model_path()
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    batches = list(args.batch_sizes)  # validated by the parser
     report = run_bench(bundle, precisions, providers, batches, args.runs, args.warmup, args.threads, base)
     out = Path(args.out) if args.out else bundle.path.parent / f"{bundle.path.name}.bench"
-    written = write_bench(report, out)
+    written = _write_report(lambda d: write_bench(report, d), out, "--out")
     print(report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     return 0
@@ -396,7 +410,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     compared = {}
     if args.polygraphy:
         pixels = bundle.reference().pixel_values
-        name = bundle.manifest["onnx"]["inputs"][0]["name"]
+        name = bundle.manifest.input.name
         for precision in results:
             if precision in failed or precision == "int8-dynamic":
                 continue
@@ -452,6 +466,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from ringfold import __version__
+    from ringfold import cli_types as T
 
     parser = _Parser(prog="ringfold", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ringfold {__version__}")
@@ -468,30 +483,36 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", help="open_clip pretrained tag (e.g. openai) or a checkpoint file")
     src.add_argument("--random-init", action="store_true", help="random weights (tests/demos; said in every report)")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights")
+    p.add_argument("--init-seed", type=T.seed, default=0, help="seed of --random-init weights")
     _add_adapter_args(p)
     p.add_argument("--data", help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
     p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
-    p.add_argument("--shots", type=int, default=16, help="images per class (0 = all)")
+    p.add_argument("--shots", type=T.non_negative_int, default=16, help="images per class (0 = all)")
     p.add_argument("--classes", choices=["all", "base", "new"], default="all", help="CoOp base-to-novel subset")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument(
+        "--epochs", type=T.non_negative_int, default=10, help="training epochs (0: keep the identity adapters)"
+    )
+    p.add_argument("--batch-size", type=T.positive_int, default=32)
+    p.add_argument("--lr", type=T.positive_float, default=2e-3)
+    p.add_argument("--weight-decay", type=T.non_negative_float, default=1e-4)
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-epochs", type=T.non_negative_float, default=1.0)
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help="CUDA autocast dtype")
     p.add_argument("--templates", help="prompt template ('a photo of a {}.'), or a .txt/.json file of them")
     p.add_argument("--no-augment", action="store_true", help="train on the eval transform (no random crops)")
     p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--max-eval", type=int, help="evaluate on at most this many images per epoch")
+    p.add_argument("--workers", type=T.non_negative_int, default=0, help="DataLoader worker processes")
+    p.add_argument("--max-eval", type=T.positive_int, help="evaluate on at most this many images per epoch")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint (other flags ignored)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends)")
-    p.add_argument("--nproc", type=int, help="data-parallel processes: relaunches under torchrun (gloo/NCCL)")
+    p.add_argument(
+        "--checkpoint-every", type=T.non_negative_int, default=0, help="also checkpoint every N steps (0: epoch ends)"
+    )
+    p.add_argument(
+        "--nproc", type=T.positive_int, help="data-parallel processes: relaunches under torchrun (gloo/NCCL)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -499,8 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory from `ringfold train`")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--ref-images", help="images for the bundle's reference set (default: the run's test data)")
-    p.add_argument("--ref-count", type=int, default=16)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--ref-count", type=T.positive_int, default=16)
+    p.add_argument("--opset", type=T.opset, default=17, help=f"ONNX opset, {T.MIN_OPSET}..{T.MAX_OPSET}")
     p.add_argument(
         "--precision",
         nargs="+",
@@ -510,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib", help="calibration images for int8 (a folder; the runtime's preprocessing is used)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--calib-limit", type=int, help="use at most this many calibration images")
+    p.add_argument("--calib-limit", type=T.positive_int, help="use at most this many calibration images")
     p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -528,12 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["onnxruntime", "tensorrt"],
             help="tensorrt: the engine built by `ringfold build-engine` for this GPU",
         )
-        p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+        p.add_argument("--threads", type=T.positive_int, help="ONNX Runtime intra-op threads")
 
     p = sub.add_parser("classify", help="classify images with a bundle (torch-free)")
     add_backend(p)
     p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=T.positive_int, default=None, help="labels per image (default: 5, or all if fewer)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
     p.set_defaults(func=cmd_classify)
@@ -543,16 +564,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", help="more images to compare on (needs --run)")
     p.add_argument("--run", help="the run directory: rebuild the PyTorch model live (needs torch)")
     p.add_argument("--report", help="report directory (default: BUNDLE.parity next to the bundle)")
-    p.add_argument("--max-abs-logit", type=float, help="override the precision's tolerance")
-    p.add_argument("--min-cosine", type=float, help="override the precision's tolerance")
-    p.add_argument("--min-top1", type=float, help="override the precision's tolerance (0..1)")
+    p.add_argument("--max-abs-logit", type=T.non_negative_float, help="override the precision's tolerance")
+    p.add_argument("--min-cosine", type=T.cosine, help="override the precision's tolerance (-1..1)")
+    p.add_argument("--min-top1", type=T.unit_interval, help="override the precision's tolerance (0..1)")
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("build-engine", help="build a TensorRT engine from a bundle on this GPU (Jetson or desktop)")
     p.add_argument("bundle")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--batch", default="1,8,16", help="optimisation profile for the batch axis: min,opt,max")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace pool in MiB")
+    p.add_argument(
+        "--batch", type=T.batch_profile, default="1,8,16", help="optimisation profile for the batch axis: min,opt,max"
+    )
+    p.add_argument("--workspace", type=T.positive_int, default=1024, help="builder workspace pool in MiB")
     p.add_argument("--timing-cache", help="timing cache file, read and updated (speeds up rebuilds)")
     p.add_argument("--fp32-layers", action="store_true", help="keep LayerNorm/Softmax/reductions in fp32")
     p.add_argument("--strongly-typed", action="store_true", help="TensorRT 10: precisions from the ONNX types")
@@ -566,10 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("--precision", default="all", help="all, or a comma list of the bundle's variants")
     p.add_argument("--provider", default="cpu", help="comma list of cpu,cuda,trt, or all available")
-    p.add_argument("--batch-sizes", default="1,2,4,8")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: library default)")
+    p.add_argument("--batch-sizes", type=T.positive_int_list, default="1,2,4,8", help="comma list of batch sizes")
+    p.add_argument("--runs", type=T.positive_int, default=50)
+    p.add_argument("--warmup", type=T.non_negative_int, default=10)
+    p.add_argument("--threads", type=T.positive_int, help="ONNX Runtime intra-op threads (default: library default)")
     p.add_argument("--base", help="base model ONNX to compare against (default: the bundle's, if exported)")
     p.add_argument("--out", help="report directory (default BUNDLE.bench next to the bundle)")
     p.set_defaults(func=cmd_bench)
@@ -578,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a foldable run (ARC or static AdaRing)")
     p.add_argument("--ranks", required=True, help="fine ring ranks R0,R1,R2")
     p.add_argument("--coarse-ranks", default="1,1,1", help="coarse ring ranks for the residual (default 1,1,1)")
-    p.add_argument("--iterations", type=int, default=100, help="ALS iterations per restart")
+    p.add_argument("--iterations", type=T.positive_int, default=100, help="ALS iterations per restart")
     p.add_argument("--out", required=True, help="AdaRing run directory to write")
     p.set_defaults(func=cmd_compress)
 
@@ -610,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the full dataset (base + new classes; default: the run's recorded data)")
     p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=T.positive_int, default=64)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--out", help="also write the results to this JSON file (atomically)")
@@ -619,16 +642,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline end to end: generate data, train ARC, export, classify, parity")
     p.add_argument("--out", default="ringfold-demo", help="working directory (default ./ringfold-demo)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=T.positive_int, default=30)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup path (temporary folders, locks) runs for it too."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _install_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+_OS_ERROR_FIXES = {
+    errno.EROFS: "read-only file system; write somewhere else (--out / --report)",
+    errno.ENOSPC: "no space left on the device; free some space or write somewhere else",
+    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else",
+    errno.EACCES: "permission denied; fix its permissions or write somewhere else",
+    errno.EPERM: "operation not permitted; fix its permissions or write somewhere else",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an I/O failure: the path, what happened, what to do."""
+    where = exc.filename if exc.filename is not None else "(unnamed file)"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = _OS_ERROR_FIXES.get(exc.errno or -1) or f"{exc.strerror or type(exc).__name__}; check the path"
+    return " ".join(f"{where}: {reason}".split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    _install_sigterm()
     try:
         return int(args.func(args) or 0)
     except RingfoldError as exc:
@@ -637,6 +692,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GateFailed as exc:
         print(f"ringfold {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"ringfold {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"ringfold {args.command}: terminated; nothing partial was left behind", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"ringfold {args.command}: interrupted; nothing partial was left behind", file=sys.stderr)
         return 130

@@ -10,23 +10,56 @@ accuracy on real photos with real weights.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 DEMO_MODEL = "ringfold-tiny-vit"
+#: written first into every demo folder: what proves a folder is the demo's to clear on the next run
+DEMO_MARKER = ".ringfold-demo"
+#: what the demo writes; only these are removed when it runs again (anything else in the folder stays)
+DEMO_PARTS = ("data", "run", "bundle", "bundle.parity")
 
 
 def _say(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
+def prepare_demo_folder(out: Path, overwrite: bool = True) -> None:
+    """Claim ``out`` for the demo: empty or new folders, or an earlier demo's (its parts are cleared).
+
+    A folder with anything else in it and no demo marker is refused: the demo never deletes what it
+    did not write, whatever ``--out`` a user types.
+    """
+    from ringfold.atomic import write_json
+    from ringfold.errors import RingfoldError
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RingfoldError(f"{out}: not a folder; pass another --out for the demo")
+    ours = (out / DEMO_MARKER).is_file()
+    if out.exists() and any(out.iterdir()) and not ours:
+        raise RingfoldError(
+            f"{out}: exists and is not a ringfold demo folder; the demo never deletes what it did not write — "
+            "pass another --out (or an empty folder)"
+        )
+    existing = [out / part for part in DEMO_PARTS if os.path.lexists(out / part)]
+    if existing and not overwrite:
+        raise RingfoldError(f"{out}: holds an earlier demo; run it with overwrite or pass another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / DEMO_MARKER, {"written_by": "ringfold demo", "parts": list(DEMO_PARTS)})
+    for part in existing:
+        if part.is_symlink() or not part.is_dir():
+            part.unlink()
+        else:
+            shutil.rmtree(part)
+
+
 def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = False) -> int:
     from ringfold.cli import main as cli
     from ringfold.demo_data import make_demo_dataset
 
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
+    prepare_demo_folder(out, overwrite)
     data, run, bundle = out / "data", out / "run", out / "bundle"
     _say(f"1/5 data: generating a 4-class image set in {data} (nothing downloaded)")
     classes = make_demo_dataset(data, per_class=24, size=96, seed=0)
