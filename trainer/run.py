@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,24 @@ from safetensors.torch import load_file, save_file
 import ringfold
 from ringfold.atomic import atomic_path, write_json
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters import AdapterSet, config_from_dict, inject
+from ringfold.runtime.fields import (
+    check_choice,
+    check_dataclass_fields,
+    field_error,
+    get_field,
+    one_line,
+    short_repr,
+)
+from ringfold.runtime.preprocess import PreprocessConfig
+from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.adapters.base import AdapterConfig
 from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
 
 RUN_FORMAT_VERSION = 1
 ADAPTERS_FILE = "adapters.safetensors"
 RUN_FILE = "run.json"
+#: the fix for a run.json that does not hold what `ringfold train` writes
+RUN_DAMAGED = "the run directory is damaged — re-run `ringfold train`"
 
 
 def library_versions() -> dict[str, str]:
@@ -78,28 +90,115 @@ class RunRecord:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], path: Path) -> RunRecord:
-        if d.get("format") != "ringfold-run":
+    def from_dict(cls, d: Any, path: Path) -> RunRecord:
+        """Every field type- and range-checked: a bad one is one line naming run.json and the field."""
+        if not isinstance(d, dict) or d.get("format") != "ringfold-run":
             raise RingfoldError(f"{path}: not a ringfold run.json; point at a directory written by `ringfold train`")
-        if int(d.get("format_version", 0)) > RUN_FORMAT_VERSION:
-            raise RingfoldError(f"{path}: written by a newer ringfold (format {d['format_version']}); upgrade ringfold")
-        try:
-            m = d["model"]
-            return cls(
-                model_name=m["name"],
-                weights=WeightsSource.from_dict(m["weights"]),
-                weights_fingerprint=m.get("weights_fingerprint", ""),
-                preprocess=m["preprocess"],
-                adapter=config_from_dict(d["adapter"]),
-                classnames=list(d["classnames"]),
-                templates=list(d["templates"]),
-                data=d.get("data", {}),
-                train=d.get("train", {}),
-                metrics=d.get("metrics", {}),
-                versions=d.get("versions", {}),
+        _check_format_version(d, path)
+        fix = RUN_DAMAGED
+        m = get_field(d, "model", dict, path, fix)
+        name = get_field(m, "name", str, path, fix, prefix="model.")
+        if not name.strip():
+            raise field_error(path, "model.name", "is empty", fix)
+        return cls(
+            model_name=name,
+            weights=_weights_from(get_field(m, "weights", dict, path, fix, prefix="model."), path),
+            weights_fingerprint=get_field(m, "weights_fingerprint", str, path, fix, prefix="model.", default=""),
+            preprocess=_preprocess_from(get_field(m, "preprocess", dict, path, fix, prefix="model."), path),
+            adapter=_adapter_from(get_field(d, "adapter", dict, path, fix), path),
+            classnames=_nonempty_strings(d, "classnames", path),
+            templates=_templates_from(d, path),
+            data=_data_from(get_field(d, "data", dict, path, fix, default={}), path),
+            train=get_field(d, "train", dict, path, fix, default={}),
+            metrics=get_field(d, "metrics", dict, path, fix, default={}),
+            versions=get_field(d, "versions", dict[str, str], path, fix, default={}),
+        )
+
+
+def _check_format_version(d: dict[str, Any], path: Path) -> None:
+    version = get_field(d, "format_version", int, path, RUN_DAMAGED)
+    if version > RUN_FORMAT_VERSION:
+        raise RingfoldError(
+            f"{path}: field format_version is {version}: written by a newer ringfold (this one reads format "
+            f"{RUN_FORMAT_VERSION}); upgrade ringfold"
+        )
+    if version < 1:
+        raise field_error(
+            path, "format_version", f"is {version}, not a run format (this ringfold reads format 1)", RUN_DAMAGED
+        )
+
+
+_WEIGHTS_FIELDS: dict[str, Any] = {"kind": str, "value": str | None, "sha256": str | None, "seed": int | None}
+
+
+def _weights_from(w: dict[str, Any], path: Path) -> WeightsSource:
+    unknown = sorted(set(w) - set(_WEIGHTS_FIELDS))
+    if unknown:
+        raise field_error(path, f"model.weights.{unknown[0]}", "is unknown", RUN_DAMAGED)
+    for key, hint in _WEIGHTS_FIELDS.items():
+        get_field(w, key, hint, path, RUN_DAMAGED, prefix="model.weights.", default=None)
+    kind = check_choice(w.get("kind"), ("tag", "file", "random"), path, "model.weights.kind", RUN_DAMAGED)
+    if kind != "random" and not w.get("value"):
+        raise field_error(path, "model.weights.value", f"must name the {kind} the weights came from", RUN_DAMAGED)
+    return WeightsSource.from_dict(w)
+
+
+def _preprocess_from(pre: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Validated by the runtime's own PreprocessConfig; the recorded dict is kept as open_clip wrote it."""
+    try:
+        PreprocessConfig.from_dict(pre)
+    except RingfoldError as exc:
+        detail = str(exc).removeprefix("preprocess config: ").split("; ")[0]
+        raise field_error(path, "model.preprocess", f"is invalid: {detail}", RUN_DAMAGED) from None
+    return pre
+
+
+def _adapter_from(a: dict[str, Any], path: Path) -> AdapterConfig:
+    method = get_field(a, "method", str, path, RUN_DAMAGED, prefix="adapter.")
+    try:
+        config_cls = get(method).config_cls
+    except RingfoldError as exc:
+        raise field_error(path, "adapter.method", f"is invalid: {exc}", RUN_DAMAGED) from None
+    check_dataclass_fields(
+        config_cls, {k: v for k, v in a.items() if k != "method"}, path, RUN_DAMAGED, prefix="adapter.", required=False
+    )
+    try:
+        return config_cls.from_dict(a)
+    except (RingfoldError, TypeError, ValueError) as exc:
+        raise field_error(path, "adapter", f"is invalid: {exc}", RUN_DAMAGED) from None
+
+
+def _nonempty_strings(d: dict[str, Any], key: str, path: Path) -> list[str]:
+    values = get_field(d, key, list[str], path, RUN_DAMAGED)
+    if not values:
+        raise field_error(path, key, "is an empty list", RUN_DAMAGED)
+    return list(values)
+
+
+def _templates_from(d: dict[str, Any], path: Path) -> list[str]:
+    templates = _nonempty_strings(d, "templates", path)
+    for i, t in enumerate(templates):
+        rest = t.replace("{}", "")
+        if t.count("{}") != 1 or "{" in rest or "}" in rest:
+            raise field_error(
+                path,
+                f"templates[{i}]",
+                f"must contain exactly one '{{}}' and no other braces, got {short_repr(t)}",
+                RUN_DAMAGED,
             )
-        except (KeyError, TypeError) as exc:
-            raise RingfoldError(f"{path}: missing or malformed field {exc}; the run directory is damaged") from None
+    return templates
+
+
+_DATA_FIELDS: dict[str, Any] = {"path": str | None, "image_root": str | None, "seed": int | None, "shots": int | None}
+
+
+def _data_from(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The fields evaluate/export read back (the rest is a record for people)."""
+    for key, hint in _DATA_FIELDS.items():
+        get_field(data, key, hint, path, RUN_DAMAGED, prefix="data.", default=None)
+    if data.get("classes") is not None:
+        check_choice(data["classes"], ("all", "base", "new"), path, "data.classes", RUN_DAMAGED)
+    return data
 
 
 def save_run(run_dir: str | Path, record: RunRecord, adapters: AdapterSet) -> None:
@@ -118,10 +217,38 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if not path.is_file():
         raise RingfoldError(f"{run_dir}: no {RUN_FILE}; pass a directory written by `ringfold train`")
     try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RingfoldError(f"{path}: not valid JSON ({exc}); the run directory is damaged") from None
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, too deep
+        raise RingfoldError(one_line(f"{path}: not valid JSON ({exc}); {RUN_DAMAGED}")) from None
     return RunRecord.from_dict(d, path)
+
+
+#: ringfold never writes non-finite adapter weights (the trainer stops on divergence before saving)
+ADAPTERS_DAMAGED = "the file is damaged or was modified — restore it from a backup or re-run `ringfold train`"
+
+
+def check_adapter_tensors(
+    tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, prefix: str, damaged: str
+) -> None:
+    """Same keys (after ``prefix``), same shapes and finite values as the model's adapters, or one line."""
+    found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise RingfoldError(
+            one_line(
+                f"{path}: adapter tensors do not match the run's config (missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}); the checkpoint belongs to another model or adapter config"
+            )
+        )
+    for key, tensor in found.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise RingfoldError(
+                f"{path}: tensor {prefix}{key} has shape {tuple(tensor.shape)}, the model needs "
+                f"{tuple(expected[key].shape)}; the checkpoint belongs to another model config"
+            )
+        if not torch.isfinite(tensor).all():
+            raise RingfoldError(f"{path}: tensor {prefix}{key} holds NaN/Inf; {damaged}")
 
 
 def load_adapter_weights(adapters: AdapterSet, path: Path) -> None:
@@ -131,23 +258,9 @@ def load_adapter_weights(adapters: AdapterSet, path: Path) -> None:
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise RingfoldError(f"{path}: not a readable safetensors file ({exc}); re-run `ringfold train`") from None
-    expected = adapters.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise RingfoldError(
-            f"{path}: adapter tensors do not match the run's config (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}); the checkpoint belongs to another model or adapter config"
-        )
-    for key, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise RingfoldError(
-                f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)}; "
-                "the checkpoint belongs to another model config"
-            )
-        if not torch.isfinite(tensor).all():
-            raise RingfoldError(f"{path}: tensor {key} holds NaN/Inf; the training diverged, retrain with a lower --lr")
+        detail = one_line(str(exc))
+        raise RingfoldError(f"{path}: not a readable safetensors file ({detail}); re-run `ringfold train`") from None
+    check_adapter_tensors(tensors, adapters.state_dict(), path, "", ADAPTERS_DAMAGED)
     adapters.load_state_dict(tensors, strict=True)
 
 

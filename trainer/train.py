@@ -7,12 +7,14 @@ fp16 + GradScaler) when present, CPU fp32 otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import random
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,14 @@ from torch.utils.data import DataLoader
 
 from ringfold.atomic import write_json
 from ringfold.errors import RingfoldError
+from ringfold.runtime.fields import (
+    check_choice,
+    check_dataclass_fields,
+    check_type,
+    field_error,
+    one_line,
+    short_repr,
+)
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.checkpoint import CONFIG_FILE, LoopState, load_checkpoint, save_checkpoint
@@ -396,13 +406,73 @@ def train(cfg: TrainConfig, out_dir: str | Path) -> RunRecord:
         shutdown(trainer.dist)
 
 
+#: RUN/train_config.json is ``asdict(TrainConfig)`` written by ``fit``; these are the values the CLI can produce
+_CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
+    "classes": ("all", "base", "new"),
+    "optimizer": ("adamw", "sgd"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+    "on_bad_image": ("skip", "fail"),
+    "eval_split": ("test", "val"),
+}
+_CONFIG_MINIMUM: dict[str, int] = {  # init_seed has none: torch.manual_seed takes any int
+    "shots": 0,
+    "epochs": 0,
+    "batch_size": 1,
+    "lr": 0,
+    "weight_decay": 0,
+    "warmup_epochs": 0,
+    "seed": 0,
+    "workers": 0,
+    "max_eval": 0,
+    "checkpoint_every": 0,
+}
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """Read RUN/train_config.json: every field present, of its annotated type and in range, nothing else."""
+    fix = f"the run directory is damaged — restore {CONFIG_FILE} or start a new run with `ringfold train`"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, too deep
+        raise RingfoldError(one_line(f"{path}: not valid JSON ({exc}); {fix}")) from None
+    check_dataclass_fields(TrainConfig, d, path, fix)
+    for key, choices in _CONFIG_CHOICES.items():
+        check_choice(d[key], choices, path, key, fix)
+    for key, minimum in _CONFIG_MINIMUM.items():
+        if d[key] is not None and d[key] < minimum:
+            raise field_error(path, key, f"must be >= {minimum}, got {d[key]}", fix)
+    if d["seed"] >= 2**32:
+        raise field_error(path, "seed", f"must be < 2**32, got {d['seed']}", fix)
+    if d["device"] != "auto":
+        try:
+            torch.device(d["device"])
+        except RuntimeError:
+            got = short_repr(d["device"])
+            raise field_error(path, "device", f"must be auto, cpu, cuda or cuda:N, got {got}", fix) from None
+    try:
+        method = get(d["method"])
+    except RingfoldError as exc:
+        raise field_error(path, "method", f"is invalid: {exc}", fix) from None
+    hints = typing.get_type_hints(method.config_cls)
+    for f in dataclasses.fields(method.config_cls):
+        value = d["adapter"].get(f.name)
+        # the CLI stores tuple options as typed ("2,4,2" for --fine-ranks); the method config parses those
+        if f.name in d["adapter"] and not (typing.get_origin(hints[f.name]) is tuple and isinstance(value, str)):
+            check_type(value, hints[f.name], path, f"adapter.{f.name}", fix)
+    try:  # built the way Trainer builds it, so a bad override names this file
+        method.config_cls.from_dict({"method": d["method"], **d["adapter"]})
+    except (RingfoldError, TypeError, ValueError) as exc:
+        raise field_error(path, "adapter", f"is invalid: {exc}", fix) from None
+    return TrainConfig(**d)
+
+
 def resume(run_dir: str | Path) -> RunRecord:
     """Continue a killed run from RUN/checkpoint.safetensors with the settings in RUN/train_config.json."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise RingfoldError(f"{run_dir}: no {CONFIG_FILE}; --resume needs a run directory written by `ringfold train`")
-    cfg = TrainConfig(**json.loads(config_path.read_text()))
+    cfg = load_train_config(config_path)
     trainer = Trainer(cfg, run_dir)
     try:
         return trainer.fit(resume=True)
