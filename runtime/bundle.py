@@ -545,16 +545,28 @@ def foreign_files(path: Path) -> list[Path]:
     Raises BundleError when ``path`` is not a ringfold bundle at all.
     """
     manifest = read_manifest(path)
-    ours = {MANIFEST_FILE, *manifest.files}
-    engines = path / ENGINE_DIR
+    ours = {MANIFEST_FILE, *manifest.files, *(f"{ENGINE_DIR}/{name}" for name in _engine_files(path))}
     found = []
     for dirpath, _dirs, names in os.walk(path):
         for name in names:
-            rel = (Path(dirpath) / name).relative_to(path).as_posix()
-            if rel in ours or (Path(dirpath) == engines and name.endswith((".engine", ".json", ".cache"))):
-                continue
-            found.append(Path(dirpath) / name)
+            if (Path(dirpath) / name).relative_to(path).as_posix() not in ours:
+                found.append(Path(dirpath) / name)
     return sorted(found)
+
+
+def _engine_files(path: Path) -> set[str]:
+    """What ``ringfold build-engine`` wrote into ``engines/``: the index, the engines it lists, their
+    sidecars, the default calibration cache. A damaged index vouches for nothing."""
+    from ringfold.runtime.trt_engine import CALIBRATION_CACHE, INDEX_FILE, read_index
+
+    index = path / ENGINE_DIR / INDEX_FILE
+    if not index.is_file():
+        return set()
+    try:
+        engines = read_index(index)
+    except RingfoldError:
+        return set()
+    return {INDEX_FILE, CALIBRATION_CACHE, *engines, *(Path(n).with_suffix(".json").name for n in engines)}
 
 
 def replaceable_bundle(path: Path) -> str | None:

@@ -27,6 +27,7 @@ import numpy as np
 from ringfold.atomic import write_bytes
 from ringfold.errors import RingfoldError
 from ringfold.runtime.trt_engine import (
+    CALIBRATION_CACHE,
     FP32_LAYER_OPS,
     LiveTrtEnvironment,
     current_key,
@@ -193,7 +194,7 @@ def build_engine(bundle, options: BuildOptions, env=None, log=print) -> Path:
             raise RingfoldError("--calibrator is for --precision int8 on TensorRT 8.6; on 10.x use the QDQ int8 model")
         if not options.calib:
             raise RingfoldError("--calibrator entropy needs --calib DIR (images)")
-        cache = options.calib_cache or engine_dir(bundle.path) / "calibration.cache"
+        cache = options.calib_cache or engine_dir(bundle.path) / CALIBRATION_CACHE
         config.int8_calibrator = EntropyCalibrator(_calibration_batches(bundle, options.calib, opt), cache)
 
     input_tensor = network.get_input(0)

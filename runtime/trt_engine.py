@@ -25,6 +25,7 @@ from ringfold.runtime.limits import limits
 
 ENGINE_DIR = "engines"
 INDEX_FILE = "index.json"
+CALIBRATION_CACHE = "calibration.cache"
 #: fp16 LayerNorm after attention overflows on some TensorRT versions; these stay fp32 with --fp32-layers
 FP32_LAYER_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean")
 MIN_TRT = (8, 6)

@@ -50,14 +50,35 @@ def test_overwrite_keeps_a_bundle_holding_a_user_file(tiny_bundle, tiny_run, tmp
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_overwrite_replaces_a_ringfold_bundle(tiny_bundle, tiny_run, tmp_path):
+def _built_engine(bundle):
+    from ringfold.runtime.trt_engine import EngineKey, record_engine
+
+    key = EngineKey("a" * 64, "10.3.0", "Orin", "8.7", "fp16", (1, 8, 16))
+    engine = bundle / "engines" / key.file_name()
+    engine.parent.mkdir()
+    engine.write_bytes(b"engine")
+    record_engine(engine, key)
+    return engine
+
+
+def test_overwrite_replaces_a_ringfold_bundle_with_its_engines(tiny_bundle, tiny_run, tmp_path):
     out = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, out)
-    (out / "engines").mkdir()
+    _built_engine(out)
     before = (out / "manifest.json").stat().st_mtime_ns
     assert _export(tiny_run, out, "--overwrite") == 0
     assert (out / "manifest.json").stat().st_mtime_ns != before and not (out / "engines").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_overwrite_keeps_a_bundle_with_an_unlisted_engine(tiny_bundle, tiny_run, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    _built_engine(out)
+    (out / "engines" / "hand_tuned.engine").write_bytes(b"a week of tuning")
+    assert _export(tiny_run, out, "--overwrite") == 2
+    _one_line(capsys, "hand_tuned.engine", "did not write")
+    assert (out / "engines" / "hand_tuned.engine").is_file()
 
 
 def test_symlink_at_out_is_not_followed_or_replaced(tiny_bundle, tiny_run, tmp_path, capsys):

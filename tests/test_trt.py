@@ -71,6 +71,51 @@ def test_engine_from_another_onnx_or_without_sidecar_is_refused(tmp_path):
         find_engine(tmp_path, "fp16", env, "a" * 64)
 
 
+def test_engine_modified_after_its_build_is_refused_before_deserializing(tmp_path):
+    env = FakeEnv()
+    path, _ = _engine(tmp_path, env)
+    path.write_bytes(b"serialized engine, patched by someone")
+    with pytest.raises(RingfoldError, match="sha256 differs"):
+        check_engine(path, env, "a" * 64)
+    with pytest.raises(RingfoldError, match="sha256 differs"):
+        find_engine(tmp_path, "fp16", env, "a" * 64)
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (lambda d: d["key"].__setitem__("batch", [16, 8, 1]), "key.batch"),
+        (lambda d: d["key"].__setitem__("batch", "1,8,16"), "key.batch"),
+        (lambda d: d["key"].__setitem__("compute_capability", 8.7), "key.compute_capability"),
+        (lambda d: d["key"].pop("trt_version"), "key.trt_version"),
+        (lambda d: d.__setitem__("sha256", "x"), "sha256"),
+        (lambda d: d.pop("key"), "key"),
+    ],
+)
+def test_tampered_engine_sidecar_is_one_line(tmp_path, edit, needle):
+    env = FakeEnv()
+    path, _ = _engine(tmp_path, env)
+    meta = path.with_suffix(".json")
+    data = json.loads(meta.read_text())
+    edit(data)
+    meta.write_text(json.dumps(data))
+    with pytest.raises(RingfoldError) as info:
+        check_engine(path, env, "a" * 64)
+    msg = str(info.value)
+    assert needle in msg and meta.name in msg and "\n" not in msg
+
+
+def test_engine_symlinked_out_of_the_bundle_is_refused(tmp_path):
+    env = FakeEnv()
+    bundle = tmp_path / "bundle"
+    path, _ = _engine(bundle, env)
+    outside = tmp_path / "outside.engine"
+    shutil.move(path, outside)
+    path.symlink_to(outside)
+    with pytest.raises(RingfoldError, match="outside the bundle"):
+        find_engine(bundle, "fp16", env, "a" * 64)
+
+
 def test_trtexec_command_per_version():
     cmd10 = trtexec_command(
         "b/model.onnx", "e.engine", "image", (3, 224, 224), (1, 8, 16), "fp16", "10.3.0", 2048, "tc.bin", ["ln1"]
