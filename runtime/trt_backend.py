@@ -89,6 +89,16 @@ class TensorRTModel:
         parts = [self.run(pixels[i : i + step]) for i in range(0, len(pixels), step)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
+    def io(self) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]]]:
+        """(name, dtype, shape) of the engine's inputs and outputs; dynamic dims (-1) are None."""
+
+        def describe(name: str) -> tuple[str, str, list]:
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name
+            shape = [None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name)]
+            return name, dtype, shape
+
+        return [describe(self.input_name)], [describe(n) for n in self.output_names]
+
     def __del__(self) -> None:
         cudart = getattr(self, "cudart", None)
         for ptr, _ in getattr(self, "_buffers", {}).values():
@@ -103,5 +113,10 @@ def open_trt_model(bundle, precision: str):
     env = LiveTrtEnvironment()
     # int8 engines come from the QDQ model, or (calibrator path) from the fp32 one
     source = "int8" if precision == "int8" and "int8" in bundle.variants else "fp32"
+    from ringfold.runtime.bundle import check_model_io
+
     onnx_sha = bundle.model_sha256(source)
-    return TensorRTModel(find_engine(bundle.path, precision, env, onnx_sha), onnx_sha, env)
+    path = find_engine(bundle.path, precision, env, onnx_sha)
+    model = TensorRTModel(path, onnx_sha, env)
+    check_model_io(bundle.manifest, path, *model.io())
+    return model
