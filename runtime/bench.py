@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ringfold.atomic import atomic_path, write_json, write_text
+from ringfold.runtime.limits import check_batch_bytes
 
 
 @dataclass
@@ -89,21 +90,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def check_batch_memory(batch: int, shape: tuple[int, ...]) -> None:
-    """Refuse a batch whose float32 input alone would exceed the cap, before allocating it."""
-    from ringfold.errors import RingfoldError
-    from ringfold.runtime.limits import limits
-
-    caps = limits()
-    nbytes = batch * int(np.prod(shape)) * 4
-    if nbytes > caps.max_batch_bytes:
-        raise RingfoldError(
-            f"batch {batch} of {'x'.join(map(str, shape))} inputs needs {nbytes / 2**30:.1f} GiB, over the "
-            f"{caps.max_batch_bytes / 2**30:.1f} GiB cap; use smaller --batch-sizes or raise "
-            f"{caps.env_name('max_batch_bytes')}"
-        )
-
-
 def measure(run, batch: int, shape: tuple[int, ...], warmup: int, runs: int) -> tuple[float, float, float]:
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     for _ in range(warmup):
@@ -131,7 +117,7 @@ def run_bench(
     from ringfold.runtime.onnx_backend import OnnxModel, open_bundle_model
 
     shape = (3, *bundle.manifest.input_size)
-    check_batch_memory(max(batches), shape)
+    check_batch_bytes(max(batches), shape)
     report = BenchReport(str(bundle.path), bundle.describe(), bundle.random_weights, threads, machine_info())
     models: list[tuple[str, str, Any]] = []
     for provider in providers:

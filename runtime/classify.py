@@ -11,8 +11,9 @@ import numpy as np
 
 from ringfold.errors import ImageError, RingfoldError
 from ringfold.runtime.bundle import Bundle
+from ringfold.runtime.fields import one_line
 from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
-from ringfold.runtime.limits import Limits, limits
+from ringfold.runtime.limits import check_batch_bytes
 from ringfold.runtime.preprocess import preprocess_image
 
 #: labels per image when the caller does not say (fewer when the bundle has fewer classes)
@@ -41,10 +42,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.splitlines())
-
-
 def _top_k(requested: int | None, bundle: Bundle) -> int:
     classes = len(bundle.labels)
     if requested is None:
@@ -53,7 +50,7 @@ def _top_k(requested: int | None, bundle: Bundle) -> int:
         raise RingfoldError(f"--top-k must be a positive whole number, got {requested!r}")
     if requested > classes:
         raise RingfoldError(
-            _one_line(
+            one_line(
                 f"--top-k {requested} asks for more labels than {bundle.path} has classes ({classes}); "
                 f"pass --top-k {classes} or fewer, or leave it out"
             )
@@ -68,24 +65,11 @@ def _no_images(paths: list[str | os.PathLike]) -> RingfoldError:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     extensions = " ".join(sorted(IMAGE_EXTENSIONS))
     return RingfoldError(
-        _one_line(
+        one_line(
             f"{shown}: no image files found (looked for {extensions}, in any letter case; hidden files are "
             "skipped); check the path, or pass the image files themselves"
         )
     )
-
-
-def _check_batch_bytes(bundle: Bundle, batch: int) -> None:
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise RingfoldError(f"batch must be a positive whole number, got {batch!r}")
-    height, width = bundle.preprocess.size
-    need = batch * 3 * height * width * 4
-    cap = limits().max_batch_bytes
-    if need > cap:
-        raise RingfoldError(
-            f"a batch of {batch} {width}x{height} images needs {need} bytes, over the {cap}-byte limit; "
-            f"use a smaller batch, or raise {Limits.env_name('max_batch_bytes')}"
-        )
 
 
 def iter_predictions(
@@ -105,7 +89,9 @@ def iter_predictions(
     iteration reaches it, or becomes an error row with ``skip_bad``.
     """
     k = _top_k(top_k, bundle)
-    _check_batch_bytes(bundle, batch)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise RingfoldError(f"batch must be a positive whole number, got {batch!r}")
+    check_batch_bytes(batch, (3, *bundle.preprocess.size))
     paths = list(paths)
     files = list_images(paths)
     if not files:

@@ -64,6 +64,18 @@ class Limits:
         return cls(**values)
 
 
+def check_batch_bytes(batch: int, chw: tuple[int, int, int]) -> None:
+    """Refuse a float32 input batch larger than ``max_batch_bytes`` before it is allocated."""
+    caps = limits()
+    need = batch * chw[0] * chw[1] * chw[2] * 4
+    if need > caps.max_batch_bytes:
+        raise RingfoldError(
+            f"batch {batch} of {'x'.join(map(str, chw))} inputs needs {need / 2**30:.1f} GiB, over the "
+            f"{caps.max_batch_bytes / 2**30:.1f} GiB cap; use a smaller batch or raise "
+            f"{caps.env_name('max_batch_bytes')}"
+        )
+
+
 def limits() -> Limits:
     """The caps in force now (read each time, so tests and long-lived services see a changed environment)."""
     return Limits.from_environment()

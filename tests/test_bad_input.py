@@ -12,16 +12,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ringfold.cli import main
+from tests.helpers import one_line_error
 
 TINY = ["--model", "ringfold-tiny-vit", "--random-init", "--quiet", "--epochs", "0", "--shots", "2"]
-
-
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def _png_bytes(img):
@@ -46,14 +39,14 @@ def test_bad_image_file_is_refused_in_one_line(tiny_bundle, tmp_path, capsys, na
     path = tmp_path / name
     path.write_bytes(BAD_IMAGES[name])
     assert main(["classify", str(tiny_bundle), str(path), "--provider", "cpu"]) == 2
-    _one_line_error(capsys, name)
+    one_line_error(capsys, name)
 
 
 def test_decompression_bomb_is_refused_quickly(tiny_bundle, tmp_path, capsys):
     path = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(path)  # a few KB on disk, 400 Mpx decoded
     assert main(["classify", str(tiny_bundle), str(path), "--provider", "cpu"]) == 2
-    _one_line_error(capsys, "bomb.png")
+    one_line_error(capsys, "bomb.png")
 
 
 def _unusual_images(tmp_path):
@@ -103,7 +96,7 @@ def test_dataset_problems(tmp_path, capsys, counts, needle):
     _tree(data, counts)
     out = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(data), "--out", str(out)]) == 2
-    _one_line_error(capsys, needle)
+    one_line_error(capsys, needle)
     assert not out.exists()
 
 
@@ -113,7 +106,7 @@ def test_split_json_with_missing_files(tmp_path, capsys):
     split.write_text(json.dumps({"train": entries, "val": [], "test": entries}))
     out = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(split), "--out", str(out)]) == 2
-    _one_line_error(capsys, "missing", "1.png")
+    one_line_error(capsys, "missing", "1.png")
     assert not out.exists()
 
 
@@ -132,7 +125,7 @@ def test_adapter_checkpoint_with_wrong_shapes(tiny_run, tmp_path, capsys):
     save_file(tensors, str(run / "adapters.safetensors"))
     out = tmp_path / "bundle"
     assert main(["export", str(run), "--out", str(out), "--quiet"]) == 2
-    _one_line_error(capsys, "adapters.safetensors", "shape")
+    one_line_error(capsys, "adapters.safetensors", "shape")
     assert not out.exists() and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
 
@@ -143,7 +136,7 @@ def test_adapter_checkpoint_for_another_model_config(tiny_run, tmp_path, capsys)
     record["model"]["weights_fingerprint"] = ""
     (run / "run.json").write_text(json.dumps(record))
     assert main(["export", str(run), "--out", str(tmp_path / "bundle"), "--quiet"]) == 2
-    _one_line_error(capsys, "adapters.safetensors")
+    one_line_error(capsys, "adapters.safetensors")
     assert not (tmp_path / "bundle").exists()
 
 
@@ -154,7 +147,7 @@ def test_nan_in_adapter_weights(tiny_run, tmp_path, capsys):
     tensors[key][0] = float("nan")
     save_file(tensors, str(run / "adapters.safetensors"))
     assert main(["export", str(run), "--out", str(tmp_path / "bundle"), "--quiet"]) == 2
-    _one_line_error(capsys, "NaN/Inf", "adapters.safetensors")
+    one_line_error(capsys, "NaN/Inf", "adapters.safetensors")
     assert not (tmp_path / "bundle").exists()
 
 
@@ -182,7 +175,7 @@ def test_pickle_bearing_checkpoint_is_refused(demo_data, tmp_path, capsys):
         "--quiet",
     ]
     assert main(args) == 2
-    _one_line_error(capsys, "evil.pt", "pickled code is refused")
+    one_line_error(capsys, "evil.pt", "pickled code is refused")
     assert not os.path.exists(marker) and not (tmp_path / "run").exists()
 
 
@@ -198,7 +191,7 @@ def test_bundle_with_a_modified_file(tiny_bundle, tmp_path, capsys):
     with open(bundle / "model.onnx", "ab") as fh:
         fh.write(b"\0")
     assert main(["parity", str(bundle), "--provider", "cpu", "--report", str(tmp_path / "r")]) == 2
-    _one_line_error(capsys, "model.onnx", "sha256")
+    one_line_error(capsys, "model.onnx", "sha256")
     assert not (tmp_path / "r").exists()
 
 
@@ -206,7 +199,7 @@ def test_bundle_missing_a_file(tiny_bundle, tmp_path, capsys):
     bundle = _copy_bundle(tiny_bundle, tmp_path)
     (bundle / "preprocess.json").unlink()
     assert main(["classify", str(bundle), str(bundle / "reference" / "images" / "000.png")]) == 2
-    _one_line_error(capsys, "preprocess.json", "missing")
+    one_line_error(capsys, "preprocess.json", "missing")
 
 
 def test_manifest_from_a_newer_ringfold(tiny_bundle, tmp_path, capsys):
@@ -216,7 +209,7 @@ def test_manifest_from_a_newer_ringfold(tiny_bundle, tmp_path, capsys):
     manifest["ringfold_version"] = "9.0.0"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     assert main(["classify", str(bundle), str(bundle / "reference" / "images" / "000.png")]) == 2
-    _one_line_error(capsys, "newer ringfold", "upgrade")
+    one_line_error(capsys, "newer ringfold", "upgrade")
 
 
 def test_interrupted_export_leaves_no_bundle(tiny_run, tmp_path, monkeypatch):

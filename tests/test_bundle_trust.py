@@ -23,20 +23,13 @@ from tests.bundle_tamper import (
     write_reference,
     write_reference_members,
 )
-
-
-def _one_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from tests.helpers import one_line_error
 
 
 def _classify(bundle, capsys, *needles) -> str:
     image = bundle / "reference" / "images" / "000.png"
     code = main(["classify", str(bundle), str(image), "--provider", "cpu"])
-    err = _one_line(capsys, *needles)
+    err = one_line_error(capsys, *needles)
     assert code == 2, err
     return err
 
@@ -104,7 +97,7 @@ def test_reference_image_names_are_confined_and_hashed(bundle, capsys, name):
     arrays["images"] = np.array([name, *arrays["images"][1:]])
     write_reference(bundle, arrays)
     code = main(["parity", str(bundle), "--provider", "cpu", "--report", str(bundle.parent / "r")])
-    _one_line(capsys, "reference.npz", "image")
+    one_line_error(capsys, "reference.npz", "image")
     assert code == 2 and not (bundle.parent / "r").exists()
 
 
@@ -215,7 +208,7 @@ def test_reference_header_lying_about_its_size_is_refused_before_allocating(bund
     members["pixel_values.npy"] = lying_npy((10**6, 3, 1024, 1024))  # 12 TB declared, 64 bytes held
     write_reference_members(bundle, members)
     code = main(["parity", str(bundle), "--provider", "cpu", "--report", str(bundle.parent / "r")])
-    _one_line(capsys, "reference.npz", "pixel_values")
+    one_line_error(capsys, "reference.npz", "pixel_values")
     assert code == 2
 
 
@@ -239,7 +232,7 @@ def test_reference_arrays_are_checked(bundle, capsys, change, needle):
     else:
         write_reference(bundle, arrays)
     code = main(["parity", str(bundle), "--provider", "cpu", "--report", str(bundle.parent / "r")])
-    _one_line(capsys, "reference.npz", needle)
+    one_line_error(capsys, "reference.npz", needle)
     assert code == 2
 
 
@@ -253,7 +246,7 @@ def test_untampered_copy_still_loads_and_passes(bundle):
 def test_bench_batch_memory_is_capped_before_allocating(bundle, capsys, monkeypatch):
     monkeypatch.setenv("RINGFOLD_MAX_BATCH_BYTES", str(1 << 20))
     code = main(["bench", str(bundle), "--batch-sizes", "1,4096", "--runs", "1", "--out", str(bundle.parent / "b")])
-    _one_line(capsys, "batch 4096", "RINGFOLD_MAX_BATCH_BYTES")
+    one_line_error(capsys, "batch 4096", "RINGFOLD_MAX_BATCH_BYTES")
     assert code == 2 and not (bundle.parent / "b").exists()
 
 

@@ -16,14 +16,7 @@ import pytest
 
 from ringfold.atomic import _DirectoryLock, atomic_directory
 from ringfold.cli import main
-
-
-def _one_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from tests.helpers import one_line_error
 
 
 def _export(run, out, *extra) -> int:
@@ -36,7 +29,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_bundle(tiny_run, tmp_pat
     out.mkdir()
     (out / "chapter1.tex").write_text("three years of work")
     assert _export(tiny_run, out, "--overwrite") == 2
-    _one_line(capsys, "thesis", "not a ringfold bundle", "only replaces what it wrote")
+    one_line_error(capsys, "thesis", "not a ringfold bundle", "only replaces what it wrote")
     assert (out / "chapter1.tex").read_text() == "three years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]  # no .partial, no lock left
 
@@ -46,7 +39,7 @@ def test_overwrite_keeps_a_bundle_holding_a_user_file(tiny_bundle, tiny_run, tmp
     shutil.copytree(tiny_bundle, out)
     (out / "notes.txt").write_text("mine")
     assert _export(tiny_run, out, "--overwrite") == 2
-    _one_line(capsys, "notes.txt", "did not write")
+    one_line_error(capsys, "notes.txt", "did not write")
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -77,7 +70,7 @@ def test_overwrite_keeps_a_bundle_with_an_unlisted_engine(tiny_bundle, tiny_run,
     _built_engine(out)
     (out / "engines" / "hand_tuned.engine").write_bytes(b"a week of tuning")
     assert _export(tiny_run, out, "--overwrite") == 2
-    _one_line(capsys, "hand_tuned.engine", "did not write")
+    one_line_error(capsys, "hand_tuned.engine", "did not write")
     assert (out / "engines" / "hand_tuned.engine").is_file()
 
 
@@ -87,7 +80,7 @@ def test_symlink_at_out_is_not_followed_or_replaced(tiny_bundle, tiny_run, tmp_p
     link = tmp_path / "link"
     link.symlink_to(real)
     assert _export(tiny_run, link, "--overwrite") == 2
-    _one_line(capsys, "symlink")
+    one_line_error(capsys, "symlink")
     assert link.is_symlink() and (real / "manifest.json").is_file()
 
 
@@ -97,7 +90,7 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"precious")
     assert main(["demo", "--out", str(out), "--quiet"]) == 2
-    _one_line(capsys, "photos", "not a ringfold demo folder")
+    one_line_error(capsys, "photos", "not a ringfold demo folder")
     assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]
 
 
@@ -126,7 +119,7 @@ def test_directory_appearing_at_out_during_export_is_not_replaced(tiny_run, tmp_
 
     monkeypatch.setattr(export_mod, "export_onnx", export_and_race)
     assert _export(tiny_run, out) == 2
-    _one_line(capsys, "appeared while writing")
+    one_line_error(capsys, "appeared while writing")
     assert out.is_dir() and list(out.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
@@ -136,7 +129,7 @@ def test_second_writer_to_the_same_out_fails_clearly(tiny_run, tmp_path, capsys)
     lock = _DirectoryLock(out)  # an export in progress elsewhere holds it
     try:
         assert _export(tiny_run, out) == 2
-        _one_line(capsys, "another ringfold process is writing it")
+        one_line_error(capsys, "another ringfold process is writing it")
     finally:
         lock.release()
     assert not out.exists()
@@ -304,4 +297,4 @@ def test_unwritable_out_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(atomic_mod.tempfile, "mkdtemp", refuse)
     assert _export(tiny_run, tmp_path / "locked" / "bundle") == 2
-    _one_line(capsys, "locked", "permission denied")
+    one_line_error(capsys, "locked", "permission denied")

@@ -12,20 +12,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ringfold.cli import main
+from tests.helpers import one_line_error
 
 
 def _copy_run(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     return run
-
-
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def _snapshot(run):
@@ -74,7 +67,7 @@ def test_tampered_run_json_is_one_line_naming_the_field(tiny_run, tmp_path, caps
     _edit_json(run / "run.json", edit)
     out = tmp_path / "b"
     assert main(["export", str(run), "--out", str(out), "--quiet"]) == 2
-    _one_line_error(capsys, "run.json", *needles)
+    one_line_error(capsys, "run.json", *needles)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -82,7 +75,7 @@ def test_run_json_that_is_not_a_mapping(tiny_run, tmp_path, capsys):
     run = _copy_run(tiny_run, tmp_path)
     (run / "run.json").write_text("[1, 2]")
     assert main(["export", str(run), "--out", str(tmp_path / "b"), "--quiet"]) == 2
-    _one_line_error(capsys, "run.json", "not a ringfold run.json")
+    one_line_error(capsys, "run.json", "not a ringfold run.json")
     assert not (tmp_path / "b").exists()
 
 
@@ -94,7 +87,7 @@ def test_nan_in_adapters_blames_the_file_not_the_learning_rate(tiny_run, tmp_pat
     tensors[key][0] = float("inf")
     save_file(tensors, str(run / "adapters.safetensors"))
     assert main(["export", str(run), "--out", str(tmp_path / "b"), "--quiet"]) == 2
-    err = _one_line_error(capsys, "adapters.safetensors", "NaN/Inf", "damaged or was modified")
+    err = one_line_error(capsys, "adapters.safetensors", "NaN/Inf", "damaged or was modified")
     assert "--lr" not in err
     assert not (tmp_path / "b").exists()
 
@@ -127,7 +120,7 @@ def test_tampered_train_config_is_one_line_naming_the_field(tiny_run, tmp_path, 
     _edit_json(run / "train_config.json", edit)
     before = _snapshot(run)
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
-    _one_line_error(capsys, "train_config.json", *needles)
+    one_line_error(capsys, "train_config.json", *needles)
     assert _snapshot(run) == before
 
 
@@ -136,7 +129,7 @@ def test_train_config_that_is_not_a_mapping(tiny_run, tmp_path, capsys):
     (run / "train_config.json").write_text('"ten epochs"')
     before = _snapshot(run)
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
-    _one_line_error(capsys, "train_config.json", "mapping")
+    one_line_error(capsys, "train_config.json", "mapping")
     assert _snapshot(run) == before
 
 
@@ -225,7 +218,7 @@ def test_tampered_checkpoint_is_one_line_naming_the_key(tiny_run, tmp_path, caps
     _tamper_checkpoint(run, **tamper)
     before = _snapshot(run)
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
-    err = _one_line_error(capsys, "checkpoint.safetensors", *needles)
+    err = one_line_error(capsys, "checkpoint.safetensors", *needles)
     assert "--lr" not in err  # the trainer never saves a non-finite state: a bad checkpoint was altered
     assert _snapshot(run) == before
 
