@@ -165,8 +165,8 @@ class Manifest:
         num_classes = f.integer("num_classes", lo=1, hi=caps.max_classes)
         onnx = f.section("onnx")
         max_dim = max(caps.max_input_side, caps.max_classes, 1 << 16)
-        (inp,) = [TensorSpec.parse(x, max_dim) for x in onnx.objects("inputs", min_len=1, max_len=1)]
-        in_f = onnx.objects("inputs")[0]
+        (in_f,) = onnx.objects("inputs", min_len=1, max_len=1)
+        inp = TensorSpec.parse(in_f, max_dim)
         if len(inp.shape) != 4 or inp.shape[1] != 3:
             raise in_f.fail(f"must be [batch, 3, height, width], got {list(inp.shape)}", "shape")
         for axis in (2, 3):
@@ -330,8 +330,7 @@ def read_reference(path: Path, manifest: Manifest, root: Path) -> Reference:
             raise BundleError(f"{path}: image name {name[:80]!r} is not a file under {REFERENCE_IMAGES_DIR}/; {FIX}")
         if name not in manifest.files:
             raise BundleError(f"{path}: image {name!r} is not hashed in the manifest; {FIX}")
-        if confined(root, name) is None:
-            raise BundleError(f"{root / name}: resolves outside the bundle; {FIX}")
+        member_path(root, manifest, name)
     return Reference(
         pixel_values=arrays["pixel_values"].astype(np.float32, copy=False),
         logits=arrays["logits"].astype(np.float32, copy=False),
@@ -362,12 +361,7 @@ class Bundle:
 
     def file(self, rel: str) -> Path:
         """A hashed member of the bundle, confined to it; anything else is refused."""
-        if rel not in self.manifest.files:
-            raise BundleError(f"{self.path / rel}: not hashed in the manifest, so it is not trusted; {FIX}")
-        path = confined(self.path, rel)
-        if path is None:
-            raise BundleError(f"{self.path / rel}: resolves outside the bundle (symlink?); {FIX}")
-        return path
+        return member_path(self.path, self.manifest, rel)
 
     def model_path(self, precision: str = "fp32") -> Path:
         if precision not in self.variants:
@@ -429,6 +423,16 @@ def _preprocess(path: Path, manifest: Manifest) -> PreprocessConfig:
     return cfg
 
 
+def member_path(root: Path, manifest: Manifest, rel: str) -> Path:
+    """``root/rel`` when ``rel`` is hashed in the manifest and resolves inside ``root``; refused otherwise."""
+    if rel not in manifest.files:
+        raise BundleError(f"{root / rel}: not hashed in the manifest, so it is not trusted; {FIX}")
+    path = confined(root, rel)
+    if path is None:
+        raise BundleError(f"{root / rel}: resolves outside the bundle (symlink?); {FIX}")
+    return path
+
+
 def read_manifest(path: Path) -> Manifest:
     """Parse and type-check ``path/manifest.json`` (no hashing)."""
     if not path.is_dir():
@@ -444,14 +448,15 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     path = Path(path)
     manifest = read_manifest(path)
     for rel in manifest.files:
-        if confined(path, rel) is None:
-            raise BundleError(f"{path / rel}: resolves outside the bundle (symlink?); {FIX}")
+        member_path(path, manifest, rel)
     if verify:
         verify_files(path, manifest.files)
-    bundle = Bundle(path=path, manifest=manifest, labels=[], preprocess=None)  # type: ignore[arg-type]
-    bundle.labels = _labels(bundle.file(manifest.labels_file), manifest)
-    bundle.preprocess = _preprocess(bundle.file(manifest.preprocess_file), manifest)
-    return bundle
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        labels=_labels(member_path(path, manifest, manifest.labels_file), manifest),
+        preprocess=_preprocess(member_path(path, manifest, manifest.preprocess_file), manifest),
+    )
 
 
 def verify_files(root: Path, files: Mapping[str, str]) -> None:
