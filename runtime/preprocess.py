@@ -157,20 +157,6 @@ def _shortest_edge_size(h: int, w: int, side: int) -> tuple[int, int]:
     return new_h, new_w
 
 
-def _resize_keep_ratio(
-    img: Image.Image, size: tuple[int, int], longest: float, resample: Image.Resampling
-) -> Image.Image:
-    """open_clip's ResizeKeepRatio (from timm) in eval mode: no random scale or aspect."""
-    new_h, new_w = _keep_ratio_size(img.height, img.width, size, longest)
-    return _resize(img, new_h, new_w, resample)
-
-
-def _resize_shortest_edge(img: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
-    """torchvision ``Resize(int)``: shorter side to ``side``, longer side truncated, not rounded."""
-    new_h, new_w = _shortest_edge_size(img.height, img.width, side)
-    return _resize(img, new_h, new_w, resample)
-
-
 def resized_size(width: int, height: int, cfg: PreprocessConfig) -> tuple[int, int]:
     """(width, height) the resize step of :func:`preprocess_image` gives a ``width`` x ``height`` image.
 
@@ -224,21 +210,22 @@ def _center_crop_or_pad(pixels: np.ndarray, size: tuple[int, int], fill: int) ->
 
 
 def _resized_pixels(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """The geometric part of open_clip's eval transform, as (H, W, 3) uint8."""
+    """The geometric part of open_clip's eval transform, as (H, W, 3) uint8.
+
+    The target size comes from :func:`resized_size`, the same function the memory cap checks.
+    """
+    new_w, new_h = resized_size(img.width, img.height, cfg)
     resample = _resample(cfg)
-    if cfg.resize_mode == "squash":
-        return np.asarray(_resize(img, cfg.size[0], cfg.size[1], resample))
-    if cfg.resize_mode == "longest":
-        img = _resize_keep_ratio(img, cfg.size, 1.0, resample)
-        return _center_crop_or_pad(np.asarray(img), cfg.size, cfg.fill_color)
-    if cfg.size[0] == cfg.size[1]:
-        img = _resize_shortest_edge(img, cfg.size[0], resample)
-    else:
+    if cfg.resize_mode == "shortest" and cfg.size[0] != cfg.size[1]:
         # open_clip builds ResizeKeepRatio(size) here without passing the interpolation,
         # so non-square 'shortest' is always bicubic; follow it for parity.
-        img = _resize_keep_ratio(img, cfg.size, 0.0, Image.Resampling.BICUBIC)
-    # torchvision's CenterCrop always pads with 0, whatever fill_color says.
-    return _center_crop_or_pad(np.asarray(img), cfg.size, 0)
+        resample = Image.Resampling.BICUBIC
+    img = _resize(img, new_h, new_w, resample)
+    if cfg.resize_mode == "squash":
+        return np.asarray(img)
+    # torchvision's CenterCrop always pads with 0, whatever fill_color says; only 'longest' uses fill_color.
+    fill = cfg.fill_color if cfg.resize_mode == "longest" else 0
+    return _center_crop_or_pad(np.asarray(img), cfg.size, fill)
 
 
 def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
