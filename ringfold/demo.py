@@ -115,9 +115,9 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = 
 
     _say("5/5 parity: ONNX Runtime vs PyTorch (unfolded and folded), preprocessing vs open_clip")
     code = cli(["parity", str(bundle), "--run", str(run), "--images", str(data / "test"), "--provider", "cpu"])
-    import json
+    from ringfold.trainer.run import read_run
 
-    metrics = json.loads((run / "run.json").read_text())["metrics"]
+    metrics = read_run(run).metrics
     print(
         f"\ndemo summary (random-weights model): test accuracy {100 * metrics['zero_shot_eval_acc']:.1f}% before "
         f"training → {100 * metrics['final_eval_acc']:.1f}% after ARC (chance {100 * metrics['chance_acc']:.0f}%); "

@@ -34,16 +34,23 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json(path: Path, fix: str, max_bytes: int, error: type[RingfoldError] = RingfoldError) -> Any:
-    """Parse a JSON file no larger than ``max_bytes``; NaN/Infinity literals are refused (they are not JSON)."""
+def read_json(
+    path: Path, fix: str, max_bytes: int, error: type[RingfoldError] = RingfoldError, allow_nan: bool = False
+) -> Any:
+    """Parse a JSON file no larger than ``max_bytes``, nested no deeper than Python's recursion limit.
+
+    NaN/Infinity literals are refused unless ``allow_nan`` (Python's json writes them, so a record
+    ringfold wrote about a diverged run may hold one; a bundle never does).
+    """
     if not path.is_file():
         raise error(f"{path}: missing; {fix}")
     size = path.stat().st_size
     if size > max_bytes:
         raise error(f"{path}: {size:,} bytes, over the {max_bytes:,}-byte limit for this file; {fix}")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text) if allow_nan else json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         reason = " ".join(str(exc).split())[:120]
         raise error(f"{path}: not valid JSON ({reason}); {fix}") from None
 

@@ -182,6 +182,11 @@ def test_manifest_that_is_not_an_object(bundle, capsys):
     _classify(bundle, capsys, "manifest.json", "JSON object")
 
 
+def test_deeply_nested_manifest_is_one_line_not_a_recursion_error(bundle, capsys):
+    (bundle / "manifest.json").write_text("[" * 200_000 + "]" * 200_000)  # 400 KB
+    _classify(bundle, capsys, "manifest.json", "not valid JSON")
+
+
 def test_oversized_manifest_is_refused_before_parsing(bundle, capsys, monkeypatch):
     monkeypatch.setenv("RINGFOLD_MAX_JSON_BYTES", "100")
     _classify(bundle, capsys, "manifest.json", "limit")

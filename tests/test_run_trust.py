@@ -71,6 +71,14 @@ def test_tampered_run_json_is_one_line_naming_the_field(tiny_run, tmp_path, caps
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_deeply_nested_run_json_is_one_line(tiny_run, tmp_path, capsys):
+    run = _copy_run(tiny_run, tmp_path)
+    (run / "run.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert main(["export", str(run), "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    one_line_error(capsys, "run.json", "not valid JSON")
+    assert not (tmp_path / "b").exists()
+
+
 def test_run_json_that_is_not_a_mapping(tiny_run, tmp_path, capsys):
     run = _copy_run(tiny_run, tmp_path)
     (run / "run.json").write_text("[1, 2]")

@@ -9,7 +9,6 @@ RUN/log.jsonl, RUN/curves.png
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ from ringfold.runtime.fields import (
     field_error,
     get_field,
     one_line,
+    read_json,
     short_repr,
 )
+from ringfold.runtime.limits import limits
 from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.adapters.base import AdapterConfig
@@ -216,10 +217,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     path = run_dir / RUN_FILE
     if not path.is_file():
         raise RingfoldError(f"{run_dir}: no {RUN_FILE}; pass a directory written by `ringfold train`")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, too deep
-        raise RingfoldError(one_line(f"{path}: not valid JSON ({exc}); {RUN_DAMAGED}")) from None
+    d = read_json(path, RUN_DAMAGED, limits().max_json_bytes, allow_nan=True)
     return RunRecord.from_dict(d, path)
 
 

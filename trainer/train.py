@@ -30,9 +30,10 @@ from ringfold.runtime.fields import (
     check_dataclass_fields,
     check_type,
     field_error,
-    one_line,
+    read_json,
     short_repr,
 )
+from ringfold.runtime.limits import limits
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.checkpoint import CONFIG_FILE, LoopState, load_checkpoint, save_checkpoint
@@ -431,10 +432,7 @@ _CONFIG_MINIMUM: dict[str, int] = {  # init_seed has none: torch.manual_seed tak
 def load_train_config(path: Path) -> TrainConfig:
     """Read RUN/train_config.json: every field present, of its annotated type and in range, nothing else."""
     fix = f"the run directory is damaged — restore {CONFIG_FILE} or start a new run with `ringfold train`"
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, too deep
-        raise RingfoldError(one_line(f"{path}: not valid JSON ({exc}); {fix}")) from None
+    d = read_json(path, fix, limits().max_json_bytes, allow_nan=True)
     check_dataclass_fields(TrainConfig, d, path, fix)
     for key, choices in _CONFIG_CHOICES.items():
         check_choice(d[key], choices, path, key, fix)
