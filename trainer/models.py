@@ -22,6 +22,7 @@ from open_clip.model import get_model_preprocess_cfg, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
 from ringfold.errors import RingfoldError
+from ringfold.trainer.pretrained import fetch_pretrained
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_MODEL = "ringfold-tiny-vit"
@@ -108,22 +109,9 @@ def _check_vit(model: torch.nn.Module, model_name: str) -> None:
 def _resolve_pretrained(model_name: str, pretrained: str, cache_dir: str | None) -> tuple[str, WeightsSource]:
     if os.path.isfile(pretrained):
         return pretrained, WeightsSource(kind="file", value=str(Path(pretrained).resolve()), sha256=_sha256(pretrained))
-    if open_clip.get_pretrained_cfg(model_name, pretrained):
-        from open_clip.pretrained import download_pretrained
-
-        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        try:
-            path = download_pretrained(cfg, cache_dir=cache_dir)
-        except Exception as exc:  # network or hub errors surface in many types
-            raise RingfoldError(
-                f"{model_name}/{pretrained}: weights are not in open_clip's cache and could not be downloaded "
-                f"({type(exc).__name__}); download them on a machine with network (open_clip cache) or pass "
-                "--pretrained path/to/checkpoint.safetensors"
-            ) from None
-        if not path or not os.path.isfile(path):
-            raise RingfoldError(
-                f"{model_name}/{pretrained}: open_clip returned no checkpoint file; pass --pretrained PATH instead"
-            )
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if cfg:
+        path = fetch_pretrained(model_name, pretrained, cfg, cache_dir)
         return path, WeightsSource(kind="tag", value=pretrained, sha256=_sha256(path))
     if any(sep in pretrained for sep in ("/", "\\", ".")):
         raise RingfoldError(f"{pretrained}: checkpoint file not found; check the path passed to --pretrained")
