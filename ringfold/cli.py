@@ -679,13 +679,41 @@ def os_error_line(exc: OSError) -> str:
     return " ".join(f"{where}: {reason}".split())
 
 
+#: commands that need more than the runtime-only install, and the extra that brings it
+_COMMAND_EXTRA = {
+    "params": "train",
+    "train": "train",
+    "evaluate": "train",
+    "compress": "train",
+    "export": "export",
+    "demo": "export",
+}
+
+
+def _needed_extra(args: argparse.Namespace) -> str | None:
+    if args.command == "parity" and getattr(args, "run", None):
+        return "train"  # the live PyTorch comparison
+    return _COMMAND_EXTRA.get(args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ringfold.extras import install_hint, optional_module, require
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     _install_sigterm()
     try:
+        extra = _needed_extra(args)
+        if extra:
+            require(args.command, extra)  # one line naming the extra, before any work
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        module = optional_module(exc)
+        if module is None:
+            raise  # not an optional dependency: a real bug, keep the traceback
+        print(f"ringfold {args.command}: error: {install_hint(args.command, module)}", file=sys.stderr)
+        return 2
     except RingfoldError as exc:
         print(f"ringfold {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
