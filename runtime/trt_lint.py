@@ -297,7 +297,7 @@ def _import_onnx():
         import onnx
     except ImportError:
         raise RingfoldError(
-            "`ringfold check` needs the onnx package to read the graph: pip install onnx (or ringfold[export])"
+            "`ringfold check` needs the onnx package to read the graph: pip install onnx (or 'ringfold[check]')"
         ) from None
     return onnx
 
