@@ -23,7 +23,13 @@ from ringfold.exporter import reference as ref_mod
 from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
 from ringfold.exporter.head import build_classifier, classifier_outputs
 from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
-from ringfold.exporter.precision import PrecisionRequest, run_variant, write_variants
+from ringfold.exporter.precision import (
+    PrecisionRequest,
+    failure_reason,
+    run_variant,
+    variant_report,
+    write_variants,
+)
 from ringfold.runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -145,10 +151,18 @@ def export_run(
         writer.write_preprocess(PreprocessConfig.from_dict(record.preprocess))
         onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
         steps.advance("reference set + ONNX Runtime check")
-        variants = write_variants(tmp, precision, PreprocessConfig.from_dict(record.preprocess))
+        variants, failed = write_variants(tmp, precision, PreprocessConfig.from_dict(record.preprocess))
         variant_checks = {}
-        for name, entry in variants.items():
-            out_v = run_variant(tmp / entry["file"], pixels.numpy(), entry.get("ort_optimization", "all"))
+        for name, entry in list(variants.items()):
+            try:
+                out_v = run_variant(tmp / entry["file"], pixels.numpy(), entry.get("ort_optimization", "all"))
+            except Exception as exc:  # written but ONNX Runtime cannot run it: left out like a failed conversion
+                if name == "fp32":
+                    raise
+                failed[name] = failure_reason("ONNX Runtime could not run it", exc)
+                (tmp / entry["file"]).unlink()
+                del variants[name]
+                continue
             comp = compare(name, name, out_v["logits"], out_v["embedding"], logits_unfolded, emb_unfolded)
             variant_checks[name] = {
                 "max_abs_logit": comp.max_abs_logit,
@@ -171,7 +185,9 @@ def export_run(
             "onnx_vs_torch_max_abs_logit": onnx_diff,
             "variants_vs_torch": variant_checks,
         }
-        write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff))
+        if failed:
+            manifest["export"]["failed_variants"] = failed
+        write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff) + variant_report(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()

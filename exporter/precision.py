@@ -1,16 +1,21 @@
 """Reduced-precision variants of a bundle's fp32 ONNX model, with the well-kept tools for each job.
 
-- fp16: onnxruntime's float16 converter (onnxconverter-common 1.16's copy of
-  it crashes in its cast-removal pass on these graphs), graph inputs/outputs kept
-  fp32, and LayerNormalization, Softmax, reductions and the final
-  L2-normalisation + head kept fp32 (a block list), because those overflow or
-  lose the embedding's unit norm in half precision.
+- fp16: ringfold's own float32→float16 graph rewrite (:mod:`ringfold.exporter.fp16`,
+  onnx helpers only — the onnxruntime / onnxconverter-common converters changed
+  behaviour inside our version range), graph inputs/outputs kept fp32, and
+  LayerNormalization, Softmax, reductions and the final L2-normalisation + head
+  kept fp32 (a block list), because those overflow or lose the embedding's unit
+  norm in half precision.
 - int8 (static): onnxruntime.quantization in QDQ format with symmetric
   activations and weights and per-channel weights — the form TensorRT
   consumes — calibrated on the user's images through the runtime's own
   preprocessing; calibration method minmax, entropy or percentile.
 - int8-dynamic: weights int8, activations quantized at run time; for
   CPU-only targets (TensorRT does not take it).
+
+A variant whose conversion fails is left out with a one-line reason (the
+export still writes the bundle with the others); what the libraries log while
+converting is summarised in the variant's entry instead of printed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
+from ringfold.exporter.library_log import captured_library_log
+from ringfold.runtime.fields import one_line
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 VARIANT_FILES = {
@@ -34,8 +41,9 @@ VARIANT_FILES = {
     "int8-dynamic": "model_int8_dynamic.onnx",
 }
 FP16_BLOCKED_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "Pow", "Sqrt")
-#: onnxruntime 1.32's CPU provider crashes (SIGSEGV) building a session for these fp16 graphs at
-#: ORT_ENABLE_ALL (layout transforms); "extended" keeps every fusion that matters and runs.
+#: onnxruntime 1.30 and 1.32's CPU provider crash (SIGSEGV) running these fp16 graphs at ORT_ENABLE_ALL
+#: (its NchwcTransformer, an "all"-level layout transform; 1.17 runs them); "extended" keeps every fusion
+#: that matters and runs on every version in the range.
 FP16_ORT_OPTIMIZATION = "extended"
 #: the compute-heavy ops; LayerNorm, Softmax, GELU and the residual adds stay float (as TensorRT prefers)
 QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
@@ -62,28 +70,25 @@ def _final_normalisation_nodes(model) -> list[str]:
 
 
 def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """``src`` rewritten to float16 by :mod:`ringfold.exporter.fp16`; the saved file passes the full onnx check."""
     import onnx
-    from onnxruntime.transformers import float16
-    from onnxruntime.transformers.onnx_model import OnnxModel as OnnxGraph
+
+    from ringfold.exporter.fp16 import convert_to_fp16
 
     model = onnx.load(str(src))
     blocked_nodes = _final_normalisation_nodes(model)
-    converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS), node_block_list=blocked_nodes
-    )
-    graph = OnnxGraph(converted)
-    graph.topological_sort()  # the converter appends its input casts at the end of the node list
-    converted = graph.model
+    converted, stats = convert_to_fp16(model, FP16_BLOCKED_OPS, blocked_nodes)
     with atomic_path(dst) as tmp:
         onnx.save(converted, str(tmp))
-        onnx.checker.check_model(str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
     return {
         "precision": "fp16",
         "keep_io_types": True,
         "ort_optimization": FP16_ORT_OPTIMIZATION,
         "fp32_ops": list(FP16_BLOCKED_OPS),
         "fp32_nodes": len(blocked_nodes),
-        "tool": "onnxruntime.transformers.float16",
+        **stats.to_dict(),
+        "tool": "ringfold.exporter.fp16",
     }
 
 
@@ -214,22 +219,82 @@ class PrecisionRequest:
             _calibrate_method(self.calib_method)  # one-line error for a bad --calib-method, before any work
 
 
-def write_variants(bundle_dir: Path, request: PrecisionRequest, preprocess) -> dict[str, dict[str, Any]]:
-    """Create every requested variant next to the fp32 model; returns manifest entries."""
+def failure_reason(stage: str, exc: BaseException) -> str:
+    """``stage: <exception in one line>`` — a RingfoldError already reads as a sentence, others get their type."""
+    text = one_line(str(exc))
+    if not isinstance(exc, RingfoldError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{stage}: {text[:300]}"
+
+
+def write_variants(
+    bundle_dir: Path, request: PrecisionRequest, preprocess
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Create every requested variant next to the fp32 model: (manifest entries, failed variant → reason).
+
+    A variant whose converter raises is left out (no file is left behind) and the
+    others are still written; the caller reports the reason. What the libraries
+    log meanwhile is summarised under the entry's ``library_log``.
+    """
     src = bundle_dir / VARIANT_FILES["fp32"]
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": VARIANT_FILES["fp32"], "precision": "fp32"}}
+    failed: dict[str, str] = {}
     for precision in request.precisions:
         if precision == "fp32":
             continue
         dst = bundle_dir / VARIANT_FILES[precision]
-        if precision == "fp16":
-            info = convert_fp16(src, dst)
-        elif precision == "int8":
-            info = quantize_int8_static(src, dst, request.calib, preprocess, request.calib_method, request.calib_limit)
-        else:
-            info = quantize_int8_dynamic(src, dst)
+        try:
+            with captured_library_log() as log:
+                if precision == "fp16":
+                    info = convert_fp16(src, dst)
+                elif precision == "int8":
+                    info = quantize_int8_static(
+                        src, dst, request.calib, preprocess, request.calib_method, request.calib_limit
+                    )
+                else:
+                    info = quantize_int8_dynamic(src, dst)
+        except Exception as exc:  # any converter failure costs this variant only, never the bundle
+            dst.unlink(missing_ok=True)
+            failed[precision] = failure_reason("conversion failed", exc)
+            continue
+        if log.summary():
+            info["library_log"] = log.summary()
         variants[precision] = {"file": VARIANT_FILES[precision], **info}
-    return variants
+    return variants, failed
+
+
+def variant_messages(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, notes) for the export's stderr: one line per variant left out, one per variant whose converter
+    logged warnings (the full list is in the manifest and export report)."""
+    export = manifest.get("export", {})
+    variants = manifest.get("variants", {})
+    errors = [
+        f"{name}: {reason}; the bundle was written without it (has {', '.join(variants)}); "
+        f"re-export with --precision {' '.join(variants)} to skip it, or report this error"
+        for name, reason in export.get("failed_variants", {}).items()
+    ]
+    notes = []
+    for name, entry in variants.items():
+        logged = entry.get("library_log", {}).get("warnings", {})
+        if logged:
+            first = next(iter(logged))
+            notes.append(
+                f"{name}: the converter logged {sum(logged.values())} warning(s) of {len(logged)} kind(s), "
+                f"most often {first!r}; listed in export_report.md"
+            )
+    return errors, notes
+
+
+def variant_report(manifest: dict[str, Any]) -> str:
+    """Markdown for the export report: variants left out and the warnings each converter logged
+    (its printed progress lines stay in the manifest only)."""
+    lines = []
+    for name, reason in manifest.get("export", {}).get("failed_variants", {}).items():
+        lines.append(f"- **{name} not written** — {reason}")
+    for name, entry in manifest.get("variants", {}).items():
+        for text, count in entry.get("library_log", {}).get("warnings", {}).items():
+            lines.append(f"- {name} converter warning ×{count}: `{text}`")
+    return "\n".join(["", "## Variant conversion", "", *lines]) + "\n" if lines else ""
 
 
 def run_variant(path: Path, pixels: np.ndarray, optimization: str = "all") -> dict[str, np.ndarray]:

@@ -208,7 +208,7 @@ def _pct(x) -> str:
 # --------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from ringfold.exporter.export import export_run
-    from ringfold.exporter.precision import PrecisionRequest
+    from ringfold.exporter.precision import PrecisionRequest, variant_messages
 
     result = export_run(
         args.run,
@@ -233,7 +233,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"bundle written to {result.bundle} in {result.seconds:.1f}s — {state}; "
         f"ONNX Runtime vs PyTorch max |Δlogit| {result.onnx_vs_torch_max_abs:.2g}"
     )
-    return 0
+    errors, notes = variant_messages(result.manifest)
+    for line in notes:
+        print(f"ringfold export: note: {line}", file=sys.stderr)
+    for line in errors:  # the bundle is valid but lacks a variant the user asked for: exit 2
+        print(f"ringfold export: error: {line}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 # ------------------------------------------------------------------------------------------- classify
