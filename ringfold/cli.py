@@ -323,35 +323,35 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- build-engine
 def cmd_build_engine(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_build import BuildOptions, build_engine, source_onnx
-    from ringfold.runtime.trt_engine import EngineKey, fp32_layer_names, trtexec_command
+    """Build an engine with Polygraphy, print the trtexec line that builds the same, or register trtexec's engine.
 
-    bundle = load_bundle(args.bundle)
-    batch = args.batch  # (min, opt, max), validated by the parser
-    if args.print_trtexec:
-        version = args.trt_version or _installed_trt_version() or "10.3"
-        kind, onnx_path = source_onnx(bundle, args.precision, None)
-        key = EngineKey(bundle.model_sha256(kind), version, "DEVICE", "0.0", args.precision, batch)
-        engine = bundle.path / "engines" / key.file_name().replace("device-sm00", "<gpu>")
-        print(
-            trtexec_command(
-                str(onnx_path),
-                str(engine),
-                bundle.manifest.input.name,
-                (3, *bundle.manifest.input_size),
-                batch,
-                args.precision,
-                version,
-                args.workspace,
-                args.timing_cache,
-                fp32_layer_names(onnx_path) if args.fp32_layers else None,
-            )
+    ``--print-trtexec`` is for users who build with trtexec (the Jetson habit). It prints one
+    line on stdout that pastes into a shell (every argument shell-quoted), for the installed
+    TensorRT or ``--trt-version``, writing into ``BUNDLE/engines/`` under the engine key's name
+    for this GPU — asked from CUDA or ``nvidia-smi`` here, or given with ``--gpu NAME --sm X.Y``
+    when printing for another device; with no GPU known the name leaves the GPU part out. trtexec
+    writes no sidecar, so ringfold does not trust its engine yet: stderr gets one line, the
+    ``build-engine --register ENGINE`` command to run on the device after trtexec. Registering
+    deserializes the engine with the device's TensorRT, checks its I/O against the manifest, reads
+    its batch profile, renames it to its full key name and records it like an engine ringfold built.
+    """
+    import shlex
+
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_build import DEFAULT_TRT_VERSION, BuildOptions, build_engine, register_engine
+    from ringfold.runtime.trt_engine import detect_gpu
+
+    if (args.gpu is None) != (args.sm is None):
+        raise RingfoldError("--gpu and --sm go together: the CUDA device name and its compute capability (Orin: 8.7)")
+    if not args.print_trtexec and (args.gpu or args.trt_version):
+        raise RingfoldError(
+            "--gpu, --sm and --trt-version describe the target of --print-trtexec; a build uses this machine's "
+            "TensorRT and GPU (drop them, or add --print-trtexec)"
         )
-        return 0
+    bundle = load_bundle(args.bundle)
     options = BuildOptions(
         precision=args.precision,
-        batch=batch,
+        batch=args.batch,  # (min, opt, max), validated by the parser
         workspace_mib=args.workspace,
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         fp32_layers=args.fp32_layers,
@@ -359,17 +359,39 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
         calibrator=args.calibrator,
         calib=args.calib,
     )
+    if args.print_trtexec:
+        from ringfold.runtime.trt_build import trtexec_recipe
+
+        installed = _installed_trt_version()
+        version = args.trt_version or installed or DEFAULT_TRT_VERSION
+        gpu = (args.gpu, args.sm) if args.gpu else detect_gpu()
+        recipe = trtexec_recipe(bundle, options, version, gpu)
+        print(shlex.join(recipe.argv))
+        notes = [] if args.trt_version or installed else [f"TensorRT {version} assumed, pass --trt-version"]
+        notes += [] if recipe.gpu_known else ["no GPU seen here, registering adds it to the file name"]
+        shown = f" ({'; '.join(notes)})" if notes else ""
+        print(
+            "ringfold build-engine: trtexec writes no sidecar, so ringfold trusts its engine only once registered "
+            f"on the device{shown}: " + shlex.join(recipe.register_argv),
+            file=sys.stderr,
+        )
+        return 0
+    if args.register:
+        path = register_engine(bundle, Path(args.register), options)
+        print(f"engine registered as {path}")
+        return 0
     path = build_engine(bundle, options)
     print(f"engine written to {path}")
     return 0
 
 
 def _installed_trt_version() -> str | None:
+    """The installed TensorRT's version; None when it is missing or does not import (a stub, a broken install)."""
     try:
         import tensorrt
 
-        return tensorrt.__version__
-    except ImportError:
+        return str(tensorrt.__version__)
+    except Exception:
         return None
 
 
@@ -574,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-top1", type=T.unit_interval, help="override the precision's tolerance (0..1)")
     p.set_defaults(func=cmd_parity)
 
+    from ringfold.runtime.trt_engine import compute_capability_arg, gpu_name_arg, trt_version_arg
+
     p = sub.add_parser("build-engine", help="build a TensorRT engine from a bundle on this GPU (Jetson or desktop)")
     p.add_argument("bundle")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
@@ -583,11 +607,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=T.positive_int, default=1024, help="builder workspace pool in MiB")
     p.add_argument("--timing-cache", help="timing cache file, read and updated (speeds up rebuilds)")
     p.add_argument("--fp32-layers", action="store_true", help="keep LayerNorm/Softmax/reductions in fp32")
-    p.add_argument("--strongly-typed", action="store_true", help="TensorRT 10: precisions from the ONNX types")
+    p.add_argument(
+        "--strongly-typed",
+        action="store_true",
+        help="TensorRT 10: precisions from the ONNX types (fp16: the fp16 model)",
+    )
     p.add_argument("--calibrator", choices=["entropy"], help="implicit INT8 calibration (TensorRT 8.6 only)")
     p.add_argument("--calib", help="calibration images for --calibrator")
-    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
-    p.add_argument("--trt-version", help="TensorRT version for --print-trtexec (default: installed, else 10.3)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--print-trtexec", action="store_true", help="print the equivalent trtexec command (shell-quoted) and exit"
+    )
+    how.add_argument(
+        "--register",
+        metavar="ENGINE",
+        help="take an engine trtexec built (--print-trtexec) into the bundle: checked here, renamed, recorded",
+    )
+    p.add_argument(
+        "--trt-version",
+        type=trt_version_arg,
+        help="TensorRT version for --print-trtexec (default: installed, else 10.3)",
+    )
+    p.add_argument("--gpu", type=gpu_name_arg, help="--print-trtexec for another device: its CUDA name (Orin)")
+    p.add_argument(
+        "--sm", type=compute_capability_arg, help="--print-trtexec for another device: compute capability (8.7)"
+    )
     p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("bench", help="latency (p50/p90/p99) and throughput per backend, precision and batch")

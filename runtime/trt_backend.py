@@ -1,10 +1,12 @@
 """Run a TensorRT engine from a bundle: numpy in, numpy out, no torch.
 
-Tensor-name I/O and ``execute_async_v3`` (TensorRT 8.6 and 10.x both have
-them; the bindings API is gone in 10). Device memory and the stream come
-from cuda-python. The batch may vary within the engine's optimisation
-profile; a batch above it is split, and one outside it is refused with the
-rebuild command.
+The engine is deserialized and run through Polygraphy (``EngineFromBytes``,
+``TrtRunner``), which does the device memory, the stream and the TensorRT
+8.6/10.x API differences with its own CUDA-runtime wrapper — no CUDA Python
+bindings. What stays here is ringfold's: the engine is checked against its
+key and sha256 before TensorRT sees it, the batch must lie in the engine's
+optimisation profile (else a one-line refusal with the rebuild command),
+and outputs are returned as float32 arrays the caller owns.
 """
 
 from __future__ import annotations
@@ -14,45 +16,83 @@ from pathlib import Path
 import numpy as np
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime.trt_engine import LiveTrtEnvironment, check_cuda, check_engine, import_cudart, import_tensorrt
+from ringfold.runtime.trt_engine import (
+    LiveTrtEnvironment,
+    check_engine,
+    find_engine,
+    read_sidecar,
+    require_trt_stack,
+    run_polygraphy,
+    sidecar,
+)
+
+IoSpec = tuple[str, str, list]
+
+
+def load_engine(data: bytes, path: Path):
+    """Deserialize engine bytes with Polygraphy's ``EngineFromBytes``; a refusal by TensorRT is one line."""
+    from polygraphy.backend.trt import EngineFromBytes
+
+    trt = require_trt_stack()
+    return run_polygraphy(
+        EngineFromBytes(data),
+        f"{path}: TensorRT {trt.__version__} could not deserialize it",
+        "built by another TensorRT version or for another GPU? rebuild it here with `ringfold build-engine BUNDLE`",
+        severity="ERROR",
+    )
+
+
+def engine_io(engine) -> tuple[list[IoSpec], list[IoSpec], tuple[int, int, int]]:
+    """(inputs, outputs, batch profile) of a deserialized engine; I/O as (name, dtype, shape), -1 dims as None.
+
+    The profile is (min, opt, max) of the first input's batch axis in optimisation profile 0.
+    """
+    trt = require_trt_stack()
+
+    def describe(name: str) -> IoSpec:
+        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
+        shape = [None if d < 0 else int(d) for d in engine.get_tensor_shape(name)]
+        return name, dtype, shape
+
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    is_input = [engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
+    inputs = [describe(n) for n, i in zip(names, is_input, strict=True) if i]
+    outputs = [describe(n) for n, i in zip(names, is_input, strict=True) if not i]
+    if not inputs:
+        raise RingfoldError("the TensorRT engine has no input; rebuild it with `ringfold build-engine BUNDLE`")
+    lo, opt, hi = engine.get_tensor_profile_shape(inputs[0][0], 0)
+    return inputs, outputs, (int(lo[0]), int(opt[0]), int(hi[0]))
 
 
 class TensorRTModel:
+    """A checked engine behind Polygraphy's ``TrtRunner``; ``run`` takes a batch inside the engine's profile."""
+
     backend = "tensorrt"
 
     def __init__(self, engine_path: Path, onnx_sha256: str | None = None, env=None) -> None:
-        self.trt = trt = import_tensorrt()
-        self.cudart = import_cudart()
-        env = env or LiveTrtEnvironment()
-        self.key = check_engine(engine_path, env, onnx_sha256)  # refuse before deserializing
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise RingfoldError(
-                f"{engine_path}: TensorRT could not deserialize it; rebuild with `ringfold build-engine`"
-            )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
-        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) != mode]
-        lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
-        err, self.stream = self.cudart.cudaStreamCreate()
-        check_cuda(err, "cudaStreamCreate")
-        self.provider = f"TensorRT {trt.__version__} on {self.key.device}"
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        from polygraphy.backend.trt import TrtRunner
 
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self.cudart.cudaFree(ptr)
-            err, ptr = self.cudart.cudaMalloc(nbytes)
-            check_cuda(err, "cudaMalloc")
-            self._buffers[name] = (ptr, nbytes)
-        return self._buffers[name][0]
+        self.trt = trt = require_trt_stack()
+        env = env or LiveTrtEnvironment()
+        self.path = Path(engine_path)
+        self.key = check_engine(self.path, env, onnx_sha256)  # refuse before deserializing
+        engine = load_engine(self.path.read_bytes(), self.path)
+        self._inputs, self._outputs, (lo, _, hi) = engine_io(engine)
+        if len(self._inputs) != 1:
+            raise RingfoldError(f"{self.path}: {len(self._inputs)} inputs, a bundle model has one; rebuild it")
+        self.input_name, dtype, shape = self._inputs[0]
+        self._input_dtype = np.dtype(dtype)
+        self._sample_shape = tuple(shape[1:])
+        self.output_names = [name for name, _, _ in self._outputs]
+        self.min_batch, self.max_batch = lo, hi
+        self.provider = f"TensorRT {trt.__version__} on {self.key.device}"
+        self._runner = TrtRunner(engine)
+        run_polygraphy(
+            self._runner.activate,
+            f"{self.path}: TensorRT could not create an execution context",
+            "free GPU memory (other processes?) or rebuild with a smaller --batch max",
+            "ERROR",
+        )
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         batch = len(pixels)
@@ -62,61 +102,55 @@ class TensorRTModel:
                 f"batch {batch} is outside this engine's profile {self.min_batch}..{self.max_batch}; "
                 f"rebuild with `ringfold build-engine BUNDLE --batch {lo},{batch},{hi}`"
             )
-        cudart, trt = self.cudart, self.trt
-        host_in = np.ascontiguousarray(pixels, dtype=np.float32)
-        self.context.set_input_shape(self.input_name, host_in.shape)
-        d_in = self._device_buffer(self.input_name, host_in.nbytes)
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check_cuda(cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes, h2d, self.stream), "memcpy")
-        self.context.set_tensor_address(self.input_name, d_in)
-        outputs = {}
-        for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            host = np.empty(shape, dtype=dtype)
-            self.context.set_tensor_address(name, self._device_buffer(name, host.nbytes))
-            outputs[name] = host
-        if not self.context.execute_async_v3(self.stream):
-            raise RingfoldError("TensorRT execution failed (execute_async_v3 returned False)")
-        for name, host in outputs.items():
-            ptr = self._buffers[name][0]
-            check_cuda(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, self.stream), "memcpy")
-        check_cuda(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return {name: host.astype(np.float32, copy=False) for name, host in outputs.items()}
+        if tuple(pixels.shape[1:]) != self._sample_shape:
+            raise RingfoldError(
+                f"input of shape {list(pixels.shape)} does not fit {self.path.name} (batch x "
+                f"{'x'.join(str(d) for d in self._sample_shape)}); preprocess with the bundle's preprocess.json"
+            )
+        feed = {self.input_name: np.ascontiguousarray(pixels, dtype=self._input_dtype)}
+        # batch and shape are checked above, so Polygraphy's own per-call input check is skipped
+        outputs = run_polygraphy(
+            lambda: self._runner.infer(feed, check_inputs=False),
+            f"{self.path}: TensorRT inference failed",
+            "see the TensorRT log above; rebuild the engine with `ringfold build-engine BUNDLE` if it persists",
+            "ERROR",
+        )
+        # copies: the runner reuses its output buffers on the next call
+        return {name: np.array(outputs[name], dtype=np.float32) for name in self.output_names}
 
     def run_batched(self, pixels: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
         step = min(batch or self.max_batch, self.max_batch)
         parts = [self.run(pixels[i : i + step]) for i in range(0, len(pixels), step)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
-    def io(self) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]]]:
+    def io(self) -> tuple[list[IoSpec], list[IoSpec]]:
         """(name, dtype, shape) of the engine's inputs and outputs; dynamic dims (-1) are None."""
+        return list(self._inputs), list(self._outputs)
 
-        def describe(name: str) -> tuple[str, str, list]:
-            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name
-            shape = [None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name)]
-            return name, dtype, shape
-
-        return [describe(self.input_name)], [describe(n) for n in self.output_names]
+    def close(self) -> None:
+        """Free the runner's device memory and stream (also done when the model is garbage-collected)."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None and runner.is_active:
+            try:
+                runner.deactivate()
+            except Exception:  # interpreter shutdown: CUDA may already be gone
+                pass
 
     def __del__(self) -> None:
-        cudart = getattr(self, "cudart", None)
-        for ptr, _ in getattr(self, "_buffers", {}).values():
-            if cudart is not None and ptr:
-                cudart.cudaFree(ptr)
+        self.close()
 
 
 def open_trt_model(bundle, precision: str):
     """The cached engine for ``precision`` that matches this TensorRT and GPU, loaded."""
-    from ringfold.runtime.trt_engine import find_engine
-
-    env = LiveTrtEnvironment()
-    # int8 engines come from the QDQ model, or (calibrator path) from the fp32 one
-    source = "int8" if precision == "int8" and "int8" in bundle.variants else "fp32"
     from ringfold.runtime.bundle import check_model_io
+    from ringfold.runtime.trt_build import engine_sources
 
-    onnx_sha = bundle.model_sha256(source)
-    path = find_engine(bundle.path, precision, env, onnx_sha)
-    model = TensorRTModel(path, onnx_sha, env)
+    kinds = engine_sources(bundle, precision)
+    require_trt_stack()
+    env = LiveTrtEnvironment()
+    shas = [bundle.model_sha256(kind) for kind in kinds]
+    path = find_engine(bundle.path, precision, env, shas)
+    key, _ = read_sidecar(sidecar(path))
+    model = TensorRTModel(path, key.onnx_sha256, env)
     check_model_io(bundle.manifest, path, *model.io())
     return model

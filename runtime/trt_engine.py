@@ -8,12 +8,22 @@ TensorRT is asked to deserialize anything — a mismatch is a one-line
 "rebuild" error instead of a crash or a silently wrong engine.
 
 The TensorRT/CUDA queries sit behind :class:`TrtEnvironment`, so the
-naming and refusal logic is tested without a GPU.
+naming and refusal logic is tested without a GPU. The GPU is asked through
+the CUDA runtime library itself (ctypes; the same ``libcudart`` Polygraphy's
+TensorRT runner loads), so no CUDA Python bindings are needed.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,38 +50,43 @@ class TrtEnvironment(Protocol):
 
 
 class LiveTrtEnvironment:
-    """The installed TensorRT and the current CUDA device (cuda-python, as JetPack ships it)."""
+    """The installed TensorRT and the current CUDA device (asked once, through libcudart)."""
 
     def __init__(self, device: int = 0) -> None:
         self.device = device
+        self._gpu: tuple[str, str] | None = None
 
     def trt_version(self) -> str:
         trt = import_tensorrt()
         return trt.__version__
 
-    def _props(self):
-        cudart = import_cudart()
-        err, props = cudart.cudaGetDeviceProperties(self.device)
-        check_cuda(err, "cudaGetDeviceProperties")
-        return props
+    def _query(self) -> tuple[str, str]:
+        if self._gpu is None:
+            self._gpu = cuda_device(self.device)
+        return self._gpu
 
     def device_name(self) -> str:
-        name = self._props().name
-        return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+        return self._query()[0]
 
     def compute_capability(self) -> str:
-        props = self._props()
-        return f"{props.major}.{props.minor}"
+        return self._query()[1]
+
+
+TRT_MISSING = (
+    "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer); on a desktop "
+    "`pip install 'ringfold[tensorrt]'`"
+)
+POLYGRAPHY_MISSING = (
+    "Polygraphy (NVIDIA's TensorRT toolkit ringfold builds and runs engines with) is not installed: "
+    "`pip install 'ringfold[trt]'`, or on Jetson, where TensorRT comes with JetPack, `pip install polygraphy`"
+)
 
 
 def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise RingfoldError(
-            "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer); on a desktop "
-            "`pip install ringfold[trt]`"
-        ) from None
+        raise RingfoldError(TRT_MISSING) from None
     if parse_version(trt.__version__) < MIN_TRT:
         raise RingfoldError(
             f"TensorRT {trt.__version__} is too old: ringfold needs 8.6 (JetPack 6.0) or 10.x; upgrade JetPack/TensorRT"
@@ -79,24 +94,156 @@ def import_tensorrt():
     return trt
 
 
-def import_cudart():
-    """cuda-python's runtime bindings; the module moved in cuda-python 12.6+/13."""
+def import_polygraphy():
+    """The ``polygraphy`` package, or the one-line install instruction."""
     try:
-        from cuda.bindings import runtime as cudart
+        import polygraphy
+        from polygraphy.backend import trt as _  # noqa: F401 (a broken install fails here, not mid-build)
     except ImportError:
+        raise RingfoldError(POLYGRAPHY_MISSING) from None
+    return polygraphy
+
+
+def require_trt_stack():
+    """TensorRT, then Polygraphy: each missing one is a one-line install instruction. Returns tensorrt."""
+    trt = import_tensorrt()
+    import_polygraphy()
+    return trt
+
+
+@contextlib.contextmanager
+def polygraphy_log(severity: str = "WARNING") -> Iterator[None]:
+    """Polygraphy's log (and TensorRT's, which it forwards) at ``severity`` and above, on stderr.
+
+    Polygraphy prints to stdout; ringfold's stdout is the command's result (JSON lines,
+    the parity table), so the log is sent to stderr while Polygraphy works.
+    """
+    try:
+        from polygraphy.logger import G_LOGGER
+    except ImportError:  # a Polygraphy without its logger module (stand-ins in tests): the redirect only
+        G_LOGGER = None
+    with contextlib.redirect_stdout(sys.stderr):
+        if G_LOGGER is None:
+            yield
+            return
+        with G_LOGGER.verbosity(getattr(G_LOGGER, severity)):
+            yield
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def run_polygraphy(loader, what: str, fix: str, severity: str = "WARNING"):
+    """Call a Polygraphy loader or runner method; a failure becomes ``what (Polygraphy's first line); fix``.
+
+    Polygraphy raises ``PolygraphyException`` after logging the details (TensorRT's own
+    messages included) on stderr, so the one-line error can point "above".
+    """
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        with polygraphy_log(severity):
+            return loader()
+    except PolygraphyException as exc:
+        raise RingfoldError(f"{what} ({_first_line(exc)}); {fix}") from None
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+#: cudaDeviceAttr values, stable since CUDA 5
+_CC_MAJOR, _CC_MINOR = 75, 76
+#: cudaDeviceProp grows with CUDA releases; its first member has always been ``char name[256]``
+_PROP_BYTES, _NAME_BYTES = 16384, 256
+
+
+def _libcudart():
+    """The CUDA runtime library: Polygraphy's (the one its TensorRT runner uses) when installed, else found here."""
+    try:
+        from polygraphy import cuda
+
+        with polygraphy_log("CRITICAL"):  # "not found" is a warning there; here it is the error below
+            return cuda.wrapper().handle
+    except ImportError:
+        pass
+    except Exception:  # Polygraphy did not find it either; its search and ours differ a little
+        pass
+    names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12"]
+    for name in filter(None, names):
         try:
-            from cuda import cudart
-        except ImportError:
-            raise RingfoldError(
-                "cuda-python is not installed: `pip install cuda-python` matching your CUDA (JetPack 6: 12.x)"
-            ) from None
-    return cudart
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise RingfoldError(
+        "the CUDA runtime library (libcudart.so) was not found; on Jetson it comes with JetPack "
+        "(/usr/local/cuda/lib64 on LD_LIBRARY_PATH), on a desktop install the CUDA runtime"
+    )
 
 
-def check_cuda(err, what: str) -> None:
-    code = err[0] if isinstance(err, tuple) else err
+def check_cuda(status, what: str) -> None:
+    code = status[0] if isinstance(status, tuple) else status
     if int(code) != 0:
         raise RingfoldError(f"CUDA call {what} failed ({code}); is a CUDA device visible (nvidia-smi / tegrastats)?")
+
+
+def cuda_device(device: int = 0) -> tuple[str, str]:
+    """(name, "MAJOR.MINOR") of a CUDA device, as the CUDA runtime reports them (the engine key's GPU)."""
+    lib = _libcudart()
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    check_cuda(lib.cudaDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device), "cudaDeviceGetAttribute")
+    check_cuda(lib.cudaDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device), "cudaDeviceGetAttribute")
+    props = ctypes.create_string_buffer(_PROP_BYTES)
+    get = getattr(lib, "cudaGetDeviceProperties_v2", None) or lib.cudaGetDeviceProperties
+    check_cuda(get(props, device), "cudaGetDeviceProperties")
+    name = props.raw[:_NAME_BYTES].split(b"\0", 1)[0].decode(errors="replace").strip()
+    return name, f"{major.value}.{minor.value}"
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible to the CUDA runtime; 0 when there is no runtime, driver or device."""
+    try:
+        lib = _libcudart()
+        n = ctypes.c_int(0)
+        return n.value if lib.cudaGetDeviceCount(ctypes.byref(n)) == 0 else 0
+    except Exception:
+        return 0
+
+
+def parse_nvidia_smi(text: str) -> tuple[str, str] | None:
+    """The first GPU of ``nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader``; None if unusable."""
+    for line in text.splitlines():
+        name, _, cc = line.rpartition(",")
+        name, cc = name.strip(), cc.strip()
+        if name and re.fullmatch(r"\d+\.\d+", cc):
+            return name, cc
+        return None  # first GPU only: it is CUDA device 0 unless CUDA_VISIBLE_DEVICES says otherwise
+    return None
+
+
+def nvidia_smi_gpu(timeout: float = 10.0) -> tuple[str, str] | None:
+    """The first GPU as nvidia-smi names it (desktops; Jetson's nvidia-smi may not report compute_cap)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_nvidia_smi(done.stdout) if done.returncode == 0 else None
+
+
+def detect_gpu() -> tuple[str, str] | None:
+    """(name, compute capability) of this machine's GPU — CUDA runtime first, then nvidia-smi — or None."""
+    try:
+        return cuda_device(0)
+    except RingfoldError:
+        return nvidia_smi_gpu()
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -117,12 +264,15 @@ class EngineKey:
     batch: tuple[int, int, int]  # min, opt, max
 
     def file_name(self) -> str:
+        """``model-fp16-trt10.3-orin-sm87-b1-8-16-<sha12>.engine``; without the GPU part when ``device`` is empty.
+
+        A key without a device only names an engine a user builds elsewhere (``--print-trtexec`` on a
+        machine that cannot see the target GPU); ``--register`` renames it once the GPU is known.
+        """
         major_minor = ".".join(str(v) for v in parse_version(self.trt_version)[:2])
         b = "-".join(str(x) for x in self.batch)
-        return (
-            f"model-{self.precision}-trt{major_minor}-{_slug(self.device)}-sm{self.compute_capability.replace('.', '')}"
-            f"-b{b}-{self.onnx_sha256[:12]}.engine"
-        )
+        gpu = f"-{_slug(self.device)}-sm{self.compute_capability.replace('.', '')}" if self.device else ""
+        return f"model-{self.precision}-trt{major_minor}{gpu}-b{b}-{self.onnx_sha256[:12]}.engine"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -229,8 +379,13 @@ def check_engine(engine_path: Path, env: TrtEnvironment, onnx_sha256: str | None
     return key
 
 
-def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha256: str) -> Path:
-    """The cached engine for this bundle, precision, TensorRT version and GPU (any batch profile)."""
+def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha256: str | Sequence[str]) -> Path:
+    """The cached engine for this bundle, precision, TensorRT version and GPU (any batch profile).
+
+    ``onnx_sha256``: the ONNX file(s) such an engine may come from (an fp16 engine is built from
+    the fp32 graph with the FP16 flag, or strongly typed from the fp16 graph).
+    """
+    accepted = {onnx_sha256} if isinstance(onnx_sha256, str) else set(onnx_sha256)
     directory = engine_dir(bundle_path)
     candidates = []
     for meta in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -240,7 +395,7 @@ def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha
             if confined(bundle_path, f"{ENGINE_DIR}/{path.name}") is None:
                 raise RingfoldError(f"{path}: resolves outside the bundle (symlink?); {ENGINE_FIX}")
         key, _ = read_sidecar(meta)
-        if key.precision == precision and key.onnx_sha256 == onnx_sha256:
+        if key.precision == precision and key.onnx_sha256 in accepted:
             candidates.append((meta.with_suffix(".engine"), key))
     if not candidates:
         raise RingfoldError(
@@ -248,61 +403,52 @@ def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha
             f"`ringfold build-engine {bundle_path} --precision {precision}` on this device"
         )
     errors = []
-    for path, _key in candidates:
+    for path, key in candidates:
         try:
-            check_engine(path, env, onnx_sha256)
+            check_engine(path, env, key.onnx_sha256)
             return path
         except RingfoldError as exc:
             errors.append(str(exc))
     raise RingfoldError(errors[0])
 
 
-# --------------------------------------------------------------------------------------------- trtexec
-def trtexec_command(
-    onnx_path: str,
-    engine_path: str,
-    input_name: str,
-    chw: tuple[int, int, int],
-    batch: tuple[int, int, int],
-    precision: str,
-    trt_version: str,
-    workspace_mib: int = 1024,
-    timing_cache: str | None = None,
-    fp32_layers: list[str] | None = None,
-) -> str:
-    """The trtexec line equivalent to ``ringfold build-engine`` for this TensorRT version."""
-    version = parse_version(trt_version)
-    c, h, w = chw
-
-    def shape(b: int) -> str:
-        return f"{input_name}:{b}x{c}x{h}x{w}"
-
-    parts = [
-        "trtexec",
-        f"--onnx={onnx_path}",
-        f"--saveEngine={engine_path}",
-        f"--minShapes={shape(batch[0])}",
-        f"--optShapes={shape(batch[1])}",
-        f"--maxShapes={shape(batch[2])}",
-    ]
-    # --workspace was deprecated in 8.4 and removed in 10; --memPoolSize takes MiB with an M suffix
-    parts.append(f"--memPoolSize=workspace:{workspace_mib}M" if version >= (8, 4) else f"--workspace={workspace_mib}")
-    if precision in ("fp16", "int8"):
-        parts.append("--fp16")
-    if precision == "int8":
-        parts.append("--int8")  # the QDQ graph carries its scales: no calibration cache needed
-    if fp32_layers:
-        parts += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
-    if timing_cache:
-        parts.append(f"--timingCacheFile={timing_cache}")
-    return " ".join(parts)
+# ------------------------------------------------------------------------------------------ CLI values
+def trt_version_arg(text: str) -> str:
+    """``--trt-version``: MAJOR.MINOR[.PATCH…] of a TensorRT ringfold supports (8.6 or newer)."""
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,5}){1,3}", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a TensorRT version (e.g. 8.6.2 or 10.3)")
+    if parse_version(text) < MIN_TRT:
+        raise argparse.ArgumentTypeError(f"{text} is older than TensorRT 8.6, the oldest ringfold supports")
+    return text
 
 
-def fp32_layer_names(onnx_path: str | Path) -> list[str]:
-    """ONNX node names of the LayerNorm / Softmax / reductions that ``--fp32-layers`` pins to fp32."""
+def compute_capability_arg(text: str) -> str:
+    """``--sm``: a CUDA compute capability, MAJOR.MINOR as the CUDA runtime reports it (Orin: 8.7)."""
+    if not re.fullmatch(r"\d{1,2}\.\d{1,2}", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a compute capability (MAJOR.MINOR, e.g. 8.7)")
+    return text
+
+
+def gpu_name_arg(text: str) -> str:
+    """``--gpu``: the CUDA device name (``Orin``, ``NVIDIA GeForce RTX 4090``); printable, at most 256 characters."""
+    name = text.strip()
+    if not name or len(name) > 256 or not name.isprintable() or not _slug(name):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a GPU name (the CUDA device name, e.g. Orin or 'NVIDIA GeForce RTX 4090')"
+        )
+    return name
+
+
+# ----------------------------------------------------------------------------------------- fp32 layers
+def fp32_layer_names(onnx_path: str | Path) -> list[str] | None:
+    """ONNX node names of the LayerNorm / Softmax / reductions ``--fp32-layers`` pins (None: no ``onnx`` package).
+
+    TensorRT's ONNX parser names each layer after its node, so these are the names trtexec's
+    ``--layerPrecisions`` takes; unnamed nodes are left to the layer-type rule of the build.
+    """
     try:
         import onnx
     except ImportError:
-        return []
+        return None
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return [n.name for n in model.graph.node if n.op_type in FP32_LAYER_OPS]
+    return [n.name for n in model.graph.node if n.op_type in FP32_LAYER_OPS and n.name]

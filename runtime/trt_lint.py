@@ -1040,35 +1040,10 @@ class PolygraphyResult:
 
 
 def _cuda_device_count() -> int:
-    """CUDA devices visible, via cuda-python when present, else the CUDA runtime library; 0 when neither works."""
-    try:
-        from ringfold.runtime.trt_engine import import_cudart
+    """CUDA devices the CUDA runtime library sees (the one Polygraphy's runner loads); 0 when there is none."""
+    from ringfold.runtime.trt_engine import cuda_device_count
 
-        cudart = import_cudart()
-        err, n = cudart.cudaGetDeviceCount()
-        return int(n) if int(err) == 0 else 0
-    except RingfoldError:
-        pass
-    except Exception:
-        return 0
-    import ctypes
-    import ctypes.util
-
-    candidates = ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
-    found = ctypes.util.find_library("cudart")
-    if found:
-        candidates.insert(0, found)
-    for name in candidates:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        n = ctypes.c_int(0)
-        try:
-            return n.value if lib.cudaGetDeviceCount(ctypes.byref(n)) == 0 else 0
-        except Exception:
-            return 0
-    return 0
+    return cuda_device_count()
 
 
 def polygraphy_missing() -> list[str]:
@@ -1133,32 +1108,46 @@ def polygraphy_compare(
     require_polygraphy()
     import tensorrt as trt
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
+    from polygraphy.backend.trt import TrtRunner
     from polygraphy.comparator import Comparator, CompareFunc
+
+    from ringfold.runtime.trt_build import BuildPlan, polygraphy_loaders
+    from ringfold.runtime.trt_engine import polygraphy_log
 
     model_path = Path(model_path)
     feed = dict(inputs) if inputs is not None else _synthetic_inputs(model_path, batch=2)
-    profile = Profile()
+    profile = []
     for name, array in feed.items():
         shape = tuple(int(s) for s in array.shape)
-        top = max(shape[0], max_batch or shape[0]) if shape else 1
         if shape:
-            profile.add(name, min=(1, *shape[1:]), opt=shape, max=(top, *shape[1:]))
+            top = max(shape[0], max_batch or shape[0])
+            profile.append((name, (1, *shape[1:]), shape, (top, *shape[1:])))
     default_atol, default_rtol = POLYGRAPHY_TOLERANCES.get(precision.split("-")[0], POLYGRAPHY_TOLERANCES["int8"])
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
-    config = CreateConfig(fp16=precision == "fp16", int8=precision == "int8", profiles=[profile])
-    engine = EngineFromNetwork(NetworkFromOnnxPath(str(model_path)), config=config)
-    session = SessionFromOnnx(str(model_path), providers=["CPUExecutionProvider"])
     trt_version = str(getattr(trt, "__version__", "?"))
+    # the builder configuration of `ringfold build-engine` (same loaders), without its workspace cap
+    plan = BuildPlan(
+        onnx=model_path,
+        precision=precision,
+        trt_version=trt_version,
+        profile=tuple(profile),
+        fp16=precision == "fp16",
+        int8=precision == "int8",
+        source_kind=precision,
+    )
+    engine = polygraphy_loaders(plan).engine()
+    session = SessionFromOnnx(str(model_path), providers=["CPUExecutionProvider"])
     try:
-        run_results = Comparator.run([TrtRunner(engine), OnnxrtRunner(session)], data_loader=[feed])
+        with polygraphy_log("INFO"):  # its usual log, but on stderr: `check --json` owns stdout
+            run_results = Comparator.run([TrtRunner(engine), OnnxrtRunner(session)], data_loader=[feed])
     except Exception as exc:  # parser/builder failures surface here (Polygraphy has logged the details)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "see the log above"
         return PolygraphyResult(
             str(model_path), precision, False, trt_version, atol, rtol, error=f"{exc.__class__.__name__}: {first}"
         )
-    accuracy = Comparator.compare_accuracy(run_results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+    with polygraphy_log("INFO"):
+        accuracy = Comparator.compare_accuracy(run_results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
     outputs: dict[str, dict[str, Any]] = {}
     for _pair, iterations in accuracy.items():
         for iteration in iterations:

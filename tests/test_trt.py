@@ -1,13 +1,19 @@
-"""TensorRT: engine identity and refusal logic (no GPU needed), trtexec recipes, and real builds (GPU only)."""
+"""TensorRT: engine identity and refusal logic (no GPU needed), and real builds through Polygraphy (GPU only).
+
+The build plan, the Polygraphy configuration and the trtexec line are tested in test_trt_polygraphy.py.
+"""
 
 import json
 import shutil
+import sys
+import types
 
+import numpy as np
 import pytest
 
 from ringfold.cli import main
 from ringfold.errors import RingfoldError
-from ringfold.runtime.trt_engine import EngineKey, check_engine, find_engine, record_engine, trtexec_command
+from ringfold.runtime.trt_engine import EngineKey, check_engine, find_engine, record_engine
 
 
 class FakeEnv:
@@ -116,106 +122,228 @@ def test_engine_symlinked_out_of_the_bundle_is_refused(tmp_path):
         find_engine(bundle, "fp16", env, "a" * 64)
 
 
-def test_trtexec_command_per_version():
-    cmd10 = trtexec_command(
-        "b/model.onnx", "e.engine", "image", (3, 224, 224), (1, 8, 16), "fp16", "10.3.0", 2048, "tc.bin", ["ln1"]
-    )
-    assert "--minShapes=image:1x3x224x224" in cmd10 and "--optShapes=image:8x3x224x224" in cmd10
-    assert "--maxShapes=image:16x3x224x224" in cmd10 and "--memPoolSize=workspace:2048M" in cmd10
-    assert "--fp16" in cmd10 and "--timingCacheFile=tc.bin" in cmd10 and "--layerPrecisions=ln1:fp32" in cmd10
-    assert "--workspace=" not in cmd10
-    old = trtexec_command("m.onnx", "e", "image", (3, 64, 64), (1, 1, 1), "int8", "8.2.1")
-    assert "--workspace=1024" in old and "--int8" in old and "--memPoolSize" not in old
+def test_engine_name_without_a_gpu_leaves_the_gpu_part_out():
+    key = EngineKey("a" * 64, "8.6.2", "", "", "fp16", (1, 4, 8))
+    assert key.file_name() == "model-fp16-trt8.6-b1-4-8-aaaaaaaaaaaa.engine"
 
 
-def test_print_trtexec_needs_no_tensorrt(tiny_bundle, capsys):
-    assert (
-        main(["build-engine", str(tiny_bundle), "--print-trtexec", "--trt-version", "8.6.2", "--batch", "1,4,8"]) == 0
-    )
-    out = capsys.readouterr().out.strip()
-    assert out.startswith("trtexec --onnx=") and "--maxShapes=image:8x3x64x64" in out and "trt8.6" in out
+def test_engine_from_any_of_its_possible_onnx_files_is_found(tmp_path):
+    env = FakeEnv()
+    path, _ = _engine(tmp_path, env, sha="f" * 64)  # e.g. strongly typed, from the fp16 graph
+    assert find_engine(tmp_path, "fp16", env, ["a" * 64, "f" * 64]) == path
+    with pytest.raises(RingfoldError, match="no fp16 TensorRT engine"):
+        find_engine(tmp_path, "fp16", env, ["a" * 64])
 
 
-def test_build_engine_without_tensorrt_is_a_clear_error(tiny_bundle, capsys):
-    try:
-        import tensorrt  # noqa: F401
+def _without(monkeypatch, *modules):
+    for name in modules:  # an import of a None entry raises ImportError, even where the package is installed
+        monkeypatch.setitem(sys.modules, name, None)
 
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
+
+@pytest.mark.parametrize("register", [False, True])
+def test_build_engine_without_tensorrt_is_one_line_naming_the_package(
+    tiny_bundle, tmp_path, capsys, monkeypatch, register
+):
+    _without(monkeypatch, "tensorrt")
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"engine")
+    tail = ["--register", str(engine)] if register else []
+    assert main(["build-engine", str(tiny_bundle), *tail]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TensorRT is not installed" in err and "pip install 'ringfold[tensorrt]'" in err
+    assert "JetPack" in err and len(err.splitlines()) == 1
+
+
+def test_build_engine_without_polygraphy_is_one_line_naming_the_package(tiny_bundle, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    _without(monkeypatch, "polygraphy", "polygraphy.backend", "polygraphy.backend.trt")
     assert main(["build-engine", str(tiny_bundle)]) == 2
-    err = capsys.readouterr().err
-    assert "TensorRT is not installed" in err and len(err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ringfold build-engine: error: Polygraphy") and len(err.splitlines()) == 1
+    assert "pip install 'ringfold[trt]'" in err and "pip install polygraphy" in err
+
+
+def test_tensorrt_backend_without_polygraphy_is_one_line(tiny_bundle, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.2"))
+    _without(monkeypatch, "polygraphy", "polygraphy.backend", "polygraphy.backend.trt")
+    img = sorted((tiny_bundle / "reference" / "images").glob("*.png"))[0]
+    assert main(["classify", str(tiny_bundle), str(img), "--backend", "tensorrt", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Polygraphy" in err and "pip install" in err and len(err.splitlines()) == 1
 
 
 def _has_trt_and_cuda() -> str | None:
+    """Why the GPU tests cannot run here (None: TensorRT, Polygraphy and a CUDA device are all present)."""
     try:
         import tensorrt  # noqa: F401
+    except Exception as exc:  # missing, or the pip stub that only downloads from NVIDIA
+        return f"TensorRT is not importable ({type(exc).__name__}: {str(exc)[:80]})"
+    try:
+        import polygraphy  # noqa: F401
     except ImportError:
-        return "TensorRT is not installed (import tensorrt failed)"
+        return "polygraphy is not installed (pip install polygraphy)"
     try:
         from ringfold.runtime.trt_engine import LiveTrtEnvironment
 
         LiveTrtEnvironment().device_name()
-    except Exception as exc:  # no CUDA device / cuda-python
+    except Exception as exc:  # no CUDA runtime or device
         return f"no usable CUDA device ({exc})"
     return None
 
 
 _SKIP = _has_trt_and_cuda()
+needs_gpu = [
+    pytest.mark.trt,
+    pytest.mark.skipif(_SKIP is not None, reason=f"needs TensorRT, Polygraphy and a CUDA device: {_SKIP}"),
+]
 
 
-@pytest.mark.trt
-@pytest.mark.skipif(_SKIP is not None, reason=f"needs TensorRT and a CUDA device: {_SKIP}")
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_build_engine_classify_and_parity_on_gpu(tiny_bundle, tmp_path, precision, capsys):
-    bundle = tmp_path / "b"
-    shutil.copytree(tiny_bundle, bundle)
-    args = [
-        "build-engine",
-        str(bundle),
-        "--precision",
-        precision,
-        "--batch",
-        "1,4,8",
-        "--timing-cache",
-        str(tmp_path / "tc.bin"),
-    ]
-    assert main(args + (["--fp32-layers"] if precision == "fp16" else [])) == 0
-    assert list((bundle / "engines").glob(f"model-{precision}-*.engine"))
-    assert (tmp_path / "tc.bin").stat().st_size > 0
-    gate = ["--min-cosine", "0.999", "--min-top1", "1.0"] if precision == "fp16" else []
-    assert (
-        main(
-            [
-                "parity",
-                str(bundle),
-                "--backend",
-                "tensorrt",
-                "--precision",
-                precision,
-                "--report",
-                str(tmp_path / "r"),
-                *gate,
-            ]
-        )
-        == 0
-    )
-    img = sorted((bundle / "reference" / "images").glob("*.png"))[0]
-    assert main(["classify", str(bundle), str(img), "--backend", "tensorrt", "--precision", precision]) == 0
+def _gpu(test):
+    for mark in reversed(needs_gpu):
+        test = mark(test)
+    return test
 
 
-@pytest.mark.trt
-@pytest.mark.skipif(_SKIP is not None, reason=f"needs TensorRT and a CUDA device: {_SKIP}")
-def test_batch_outside_profile_is_refused_on_gpu(tiny_bundle, tmp_path):
-    import numpy as np
+def _copy(bundle, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(bundle, out)
+    return out
 
+
+def _onnx_runtime_outputs(bundle_path, precision="fp32"):
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.onnx_backend import open_bundle_model
+
+    bundle = load_bundle(bundle_path)
+    pixels = bundle.reference().pixel_values
+    return pixels, open_bundle_model(bundle, precision, provider="cpu").run_batched(pixels, 4)
+
+
+def _cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(np.min((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+@_gpu
+def test_fp16_engine_built_with_polygraphy_matches_onnx_runtime(tiny_bundle, tmp_path, capsys):
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.trt_backend import open_trt_model
 
-    bundle = tmp_path / "b"
-    shutil.copytree(tiny_bundle, bundle)
+    bundle = _copy(tiny_bundle, tmp_path)
+    cache = tmp_path / "timing cache.bin"  # a space in the path, as users have
+    args = ["build-engine", str(bundle), "--precision", "fp16", "--batch", "1,4,8", "--fp32-layers"]
+    assert main([*args, "--timing-cache", str(cache)]) == 0
+    out = capsys.readouterr()
+    assert "pinned" in out.out and "engine written to" in out.out
+    engines = list((bundle / "engines").glob("model-fp16-*.engine"))
+    assert len(engines) == 1 and cache.stat().st_size > 0
+    sidecar = json.loads(engines[0].with_suffix(".json").read_text())
+    assert sidecar["source_kind"] == "fp32" and sidecar["fp32_layers"] is True and sidecar["polygraphy_version"]
+    assert not [p for p in (bundle / "engines").iterdir() if p.name.startswith(".")]  # no staging files left
+
+    pixels, reference = _onnx_runtime_outputs(bundle)
+    model = open_trt_model(load_bundle(bundle), "fp16")
+    assert (model.min_batch, model.max_batch) == (1, 8) and model.backend == "tensorrt"
+    assert model.provider.startswith("TensorRT ")
+    got = model.run_batched(pixels)
+    for name in ("logits", "embedding"):
+        assert got[name].dtype == np.float32 and got[name].shape == reference[name].shape
+        assert _cosine(got[name], reference[name]) > 0.999, name
+    assert np.array_equal(got["logits"].argmax(1), reference["logits"].argmax(1))
+    first = model.run(pixels[:2])
+    kept = first["logits"].copy()
+    model.run(pixels[2:4])  # the runner reuses its output buffers: the earlier result must not change
+    assert np.array_equal(first["logits"], kept)
+    model.close()
+
+    # a second build reuses the timing cache (and rewrites it whole)
+    assert main([*args, "--timing-cache", str(cache)]) == 0
+
+
+@_gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_build_engine_classify_and_parity_on_gpu(tiny_bundle, tmp_path, precision, capsys):
+    bundle = _copy(tiny_bundle, tmp_path)
+    args = ["build-engine", str(bundle), "--precision", precision, "--batch", "1,4,8"]
+    assert main(args + (["--fp32-layers"] if precision == "fp16" else [])) == 0
+    assert list((bundle / "engines").glob(f"model-{precision}-*.engine"))
+    gate = ["--min-cosine", "0.999", "--min-top1", "1.0"] if precision == "fp16" else []
+    report = ["--report", str(tmp_path / "r")]
+    assert main(["parity", str(bundle), "--backend", "tensorrt", "--precision", precision, *report, *gate]) == 0
+    img = sorted((bundle / "reference" / "images").glob("*.png"))[0]
+    capsys.readouterr()
+    assert main(["classify", str(bundle), str(img), "--backend", "tensorrt", "--precision", precision, "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["labels"]  # stdout holds the JSON only, no Polygraphy log
+
+
+@_gpu
+def test_batch_outside_profile_is_refused_on_gpu(tiny_bundle, tmp_path):
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_backend import open_trt_model
+
+    bundle = _copy(tiny_bundle, tmp_path)
     assert main(["build-engine", str(bundle), "--precision", "fp32", "--batch", "2,2,4"]) == 0
     model = open_trt_model(load_bundle(bundle), "fp32")
-    with pytest.raises(RingfoldError, match="outside this engine's profile"):
+    with pytest.raises(RingfoldError, match="outside this engine's profile") as info:
         model.run(np.zeros((1, 3, 64, 64), np.float32))
+    assert "--batch 1,1,4" in str(info.value)
+    with pytest.raises(RingfoldError, match="outside this engine's profile"):
+        model.run(np.zeros((5, 3, 64, 64), np.float32))
+    assert model.run_batched(np.zeros((8, 3, 64, 64), np.float32))["logits"].shape[0] == 8  # split at max
+
+
+@_gpu
+def test_engine_copied_in_without_sidecar_is_registered_and_used(tiny_bundle, tmp_path, capsys):
+    """What a trtexec user does: an engine file with no sidecar, taken in with --register."""
+    bundle = _copy(tiny_bundle, tmp_path)
+    assert main(["build-engine", str(bundle), "--precision", "fp16", "--batch", "1,2,4"]) == 0
+    built = next((bundle / "engines").glob("*.engine"))
+    foreign = tmp_path / "from trtexec.engine"
+    foreign.write_bytes(built.read_bytes())
+    shutil.rmtree(bundle / "engines")
+    capsys.readouterr()
+    assert main(["build-engine", str(bundle), "--precision", "fp16", "--register", str(foreign)]) == 0
+    registered = next((bundle / "engines").glob("*.engine"))
+    assert registered.name == built.name  # the same key: batch profile read from the engine, GPU from here
+    assert json.loads(registered.with_suffix(".json").read_text())["built_by"].startswith("trtexec")
+    img = sorted((bundle / "reference" / "images").glob("*.png"))[0]
+    assert main(["classify", str(bundle), str(img), "--backend", "tensorrt", "--precision", "fp16"]) == 0
+
+
+@_gpu
+def test_trtexec_line_builds_an_engine_ringfold_registers(tiny_bundle, tmp_path, capsys):
+    import shlex
+    import subprocess
+
+    if shutil.which("trtexec") is None:
+        pytest.skip("trtexec is not on PATH (on Jetson: /usr/src/tensorrt/bin)")
+    bundle = _copy(tiny_bundle, tmp_path)
+    assert main(["build-engine", str(bundle), "--precision", "fp16", "--batch", "1,2,4", "--print-trtexec"]) == 0
+    out = capsys.readouterr()
+    subprocess.run(shlex.split(out.out.strip()), check=True, capture_output=True)
+    register = shlex.split(out.err[out.err.index(": ringfold build-engine ") + 2 :])
+    assert register[:2] == ["ringfold", "build-engine"] and "--register" in register
+    assert main(register[1:]) == 0
+    img = sorted((bundle / "reference" / "images").glob("*.png"))[0]
+    assert main(["classify", str(bundle), str(img), "--backend", "tensorrt", "--precision", "fp16"]) == 0
+
+
+@_gpu
+def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
+    import tensorrt
+
+    from ringfold.runtime.trt_engine import parse_version
+
+    if parse_version(tensorrt.__version__) < (10,):
+        pytest.skip(f"strongly typed networks need TensorRT 10 (this is {tensorrt.__version__})")
+    bundle = _copy(tiny_bundle, tmp_path)
+    assert main(["build-engine", str(bundle), "--precision", "fp32", "--strongly-typed", "--batch", "1,4,8"]) == 0
+    sidecar = json.loads(next((bundle / "engines").glob("*.json")).read_text())
+    assert sidecar["strongly_typed"] is True
+    pixels, reference = _onnx_runtime_outputs(bundle)
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_backend import open_trt_model
+
+    got = open_trt_model(load_bundle(bundle), "fp32").run_batched(pixels)
+    assert _cosine(got["logits"], reference["logits"]) > 0.9999
