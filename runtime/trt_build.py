@@ -500,7 +500,10 @@ def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
     stops trtexec after writing the engine. ``--memPoolSize`` is given in MiB without a
     suffix, the unit both 8.6 and 10.x read by default. ``--stronglyTyped`` exists from
     10.0 (the plan refuses it for 8.6). trtexec cannot calibrate from an image folder, so a
-    plan with implicit calibration is refused.
+    plan with implicit calibration is refused. trtexec pins layers by name only, so
+    ``--fp32-layers`` becomes the ONNX node names of the LayerNorm/Softmax/reduction nodes;
+    the Polygraphy build also pins by TensorRT layer type, which catches the layers a node
+    was split into.
     """
     if plan.calibration is not None:
         raise RingfoldError(

@@ -1052,11 +1052,11 @@ def polygraphy_missing() -> list[str]:
     try:
         import polygraphy  # noqa: F401
     except ImportError:
-        missing.append("polygraphy (pip install polygraphy)")
+        missing.append("polygraphy (pip install 'ringfold[trt]')")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        missing.append("TensorRT (JetPack's python3-libnvinfer, or pip install ringfold[trt])")
+        missing.append("TensorRT (JetPack's python3-libnvinfer, or pip install 'ringfold[tensorrt]')")
     except Exception as exc:  # a broken install: libnvinfer not found, CUDA driver mismatch
         missing.append(f"a working TensorRT (import failed: {exc.__class__.__name__})")
     if _cuda_device_count() < 1:
