@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import re
 import shutil
 import subprocess
@@ -39,6 +40,8 @@ CALIBRATION_CACHE = "calibration.cache"
 #: fp16 LayerNorm after attention overflows on some TensorRT versions; these stay fp32 with --fp32-layers
 FP32_LAYER_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean")
 MIN_TRT = (8, 6)
+#: the first TensorRT major ringfold has not been written against (its API changed at every major so far)
+NEXT_TRT_MAJOR = (11,)
 
 
 class TrtEnvironment(Protocol):
@@ -91,7 +94,19 @@ def import_tensorrt():
         raise RingfoldError(
             f"TensorRT {trt.__version__} is too old: ringfold needs 8.6 (JetPack 6.0) or 10.x; upgrade JetPack/TensorRT"
         )
+    if parse_version(trt.__version__) >= NEXT_TRT_MAJOR:
+        _warn_untested_trt(trt.__version__)
     return trt
+
+
+@functools.cache
+def _warn_untested_trt(version: str) -> None:
+    """Once per process: a newer major may work through Polygraphy, but nobody has checked it."""
+    print(
+        f"ringfold: note: TensorRT {version} is newer than the 8.6 and 10.x ringfold is written and tested for; "
+        "if a build or run fails, say so with this version in the report",
+        file=sys.stderr,
+    )
 
 
 def import_polygraphy():

@@ -347,3 +347,22 @@ def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
 
     got = open_trt_model(load_bundle(bundle), "fp32").run_batched(pixels)
     assert _cosine(got["logits"], reference["logits"]) > 0.9999
+
+
+def test_tensorrt_version_window(monkeypatch, capsys):
+    """8.6 and 10.x are accepted silently, older is refused in one line, a newer major gets one note."""
+    from ringfold.runtime import trt_engine
+
+    def fake(version: str):
+        monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+        trt_engine._warn_untested_trt.cache_clear()
+        return trt_engine.import_tensorrt()
+
+    assert fake("10.3.0").__version__ == "10.3.0" and fake("8.6.2").__version__ == "8.6.2"
+    assert capsys.readouterr().err == ""
+    with pytest.raises(RingfoldError, match=r"TensorRT 8\.5\.3 is too old: ringfold needs 8\.6"):
+        fake("8.5.3")
+    fake("11.0.1")
+    trt_engine.import_tensorrt()  # the note is printed once per process
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TensorRT 11.0.1 is newer than the 8.6 and 10.x" in err[0]
