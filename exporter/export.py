@@ -43,7 +43,7 @@ from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
 from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer.models import openclip_transform
-from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
+from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, splits_from_record
 from ringfold.trainer.text import class_embeddings
 
 MODEL_FILE = "model.onnx"
@@ -70,14 +70,11 @@ def _reference_images(record: RunRecord, ref_images: str | None, count: int, siz
         paths = paths[:count]
         labels = ref_mod.folder_labels(paths, record.classnames)
         return [ref_mod.RefImage(p, label) for p, label in zip(paths, labels, strict=True)]
-    data_path = record.data.get("path")
-    if data_path and Path(data_path).exists():
+    if record.data.path and Path(record.data.path).exists():
         from ringfold.trainer import data as data_mod
 
         try:
-            splits = data_mod.load_splits(data_path, image_root=record.data.get("image_root"))
-            if record.data.get("classes", "all") != "all":
-                splits = data_mod.subsample_classes(splits, record.data["classes"])
+            splits = splits_from_record(record)  # with the run's seed: the images it held out, not others
             pool = data_mod.scan_images(splits.test or splits.val or splits.train, "skip")
             if pool and splits.classnames == record.classnames:
                 return ref_mod.pick_reference_images(pool, record.classnames, count)

@@ -93,3 +93,54 @@ def test_export_refuses_existing_out_without_overwrite(tiny_run, tiny_bundle):
 
     with pytest.raises(RingfoldError, match="--overwrite"):
         export_run(tiny_run, tiny_bundle, progress=False)
+
+
+# ------------------------------------------------------------------------ reference images: the run's own split
+def _flat_copy(demo_data, root):
+    """The demo set without its train/test folders: a flat ImageFolder, whose split is drawn from the seed."""
+    import shutil
+
+    for src in sorted(demo_data.glob("*/*/*.png")):
+        dst = root / src.parent.name / f"{src.parent.parent.name}_{src.name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return root
+
+
+def _as_csv(folder, csv_path):
+    rows = ["path,label"] + [f"{p.relative_to(csv_path.parent)},{p.parent.name}" for p in sorted(folder.rglob("*.png"))]
+    csv_path.write_text("\n".join(rows) + "\n")
+    return csv_path
+
+
+def _pixels(path):
+    import hashlib
+
+    from ringfold.runtime.images import load_image
+
+    return hashlib.sha256(np.asarray(load_image(path)).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("layout", ["folder", "csv"])
+def test_reference_images_come_from_the_split_the_run_held_out(demo_data, tmp_path, layout):
+    """A flat folder or a CSV without a split column is split at random from --seed: the exporter must draw
+    the same split, or the bundle's "test" reference images can be images the adapters were trained on."""
+    from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
+    from ringfold.trainer.data import load_splits
+
+    data = _flat_copy(demo_data, tmp_path / "flat")
+    if layout == "csv":
+        data = _as_csv(data, tmp_path / "data.csv")
+    seed = 7  # not the default: the split differs from the seed-0 one
+    run = train_tiny(tmp_path / "run", data, epochs=0, settings={"seed": seed})
+    bundle = tmp_path / "bundle"
+    export_run(run, bundle, ref_count=8, progress=False)
+
+    splits = load_splits(data, seed=seed)
+    held_out = {_pixels(s.path) for s in splits.test + splits.val}
+    trained_on = {_pixels(s.path) for s in splits.train}
+    refs = sorted((bundle / REFERENCE_IMAGES_DIR).glob("*.png"))
+    assert len(refs) == 8
+    assert not {_pixels(p) for p in refs} & trained_on  # no training image among the reference images
+    assert {_pixels(p) for p in refs} <= held_out
+    assert (load_bundle(bundle).reference().labels >= 0).all()

@@ -394,6 +394,15 @@ def load_splits(data: str | Path, *, image_root: str | Path | None = None, seed:
     raise RingfoldError(f"dataset {data} is a '{suffix}' file: pass an image folder, a .csv or a CoOp split .json")
 
 
+def load_run_splits(
+    data: str | Path, *, image_root: str | Path | None = None, seed: int = 0, classes: str = "all"
+) -> LabelledSplits:
+    """The split a run uses: ``data`` split with ``seed`` (flat folders and CSVs are split at random from it),
+    then cut to ``classes`` (all | base | new). Training, evaluation and export all draw it here, so they agree."""
+    splits = load_splits(data, image_root=image_root, seed=seed)
+    return splits if classes == "all" else subsample_classes(splits, classes)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- sampling
 
 

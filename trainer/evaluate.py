@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ringfold.errors import RingfoldError
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.models import RANDOM_WEIGHTS, openclip_transform
-from ringfold.trainer.run import RUN_FILE, load_adapted_model, read_run
+from ringfold.trainer.run import RUN_FILE, load_adapted_model, read_run, splits_from_record
 from ringfold.trainer.text import class_embeddings, clip_logits
 
 EVAL_FORMAT = "ringfold-evaluate"
@@ -52,7 +52,7 @@ def _pick_device(spec: str) -> torch.device:
 
 def _subsets(record, splits: data_mod.LabelledSplits, data: str | Path) -> dict[str, data_mod.LabelledSplits]:
     """The class subsets to evaluate, checked against the classes the run was trained on."""
-    trained_on = record.data.get("classes", "all") or "all"
+    trained_on = record.data.classes
     n = len(splits.classnames)
     if trained_on == "base":
         if list(splits.classnames) == list(record.classnames):
@@ -142,12 +142,12 @@ def evaluate_run(
         raise RingfoldError(f"--split {split!r} is unknown: use one of {', '.join(data_mod.SPLIT_NAMES)}")
     record = read_run(run_dir)  # one-line error for a missing/damaged run.json before anything heavy
     if data is None:
-        data = record.data.get("path")
-        if not data:
+        if not record.data.path:
             raise RingfoldError(f"{run_dir / RUN_FILE} records no dataset path: pass --data DATA")
+        data = record.data.path
         if image_root is None:
-            image_root = record.data.get("image_root")
-    splits = data_mod.load_splits(data, image_root=image_root, seed=int(record.data.get("seed", 0) or 0))
+            image_root = record.data.image_root
+    splits = splits_from_record(record, data=data, image_root=image_root, classes="all")  # _subsets cuts them
     subsets = _subsets(record, splits, data)
 
     torch_device = _pick_device(device)
@@ -196,7 +196,7 @@ def evaluate_run(
             entry["zero_shot_accuracy"] = zs_correct / len(usable)
         results[name] = entry
 
-    protocol = "base-to-novel" if "novel" in results else record.data.get("classes", "all") or "all"
+    protocol = "base-to-novel" if "novel" in results else record.data.classes
     accuracy: dict[str, float] = {name: r["accuracy"] for name, r in results.items()}
     if protocol == "base-to-novel":
         accuracy["hm"] = harmonic_mean(accuracy["base"], accuracy["novel"])

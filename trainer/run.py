@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ringfold.runtime.fields import (
 )
 from ringfold.runtime.limits import limits
 from ringfold.runtime.preprocess import PreprocessConfig
+from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.adapters.base import AdapterConfig
 from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
@@ -53,6 +54,48 @@ def library_versions() -> dict[str, str]:
 
 
 @dataclass
+class RunData:
+    """The run's images and how they were split and sampled: enough to draw the very same split again."""
+
+    source: str = ""
+    path: str | None = None
+    image_root: str | None = None
+    shots: int | None = None
+    classes: str = "all"  # all | base | new (CoOp base-to-novel)
+    seed: int = 0  # flat folders and CSVs without a split column are split at random from it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], path: Path) -> RunData:
+        check_dataclass_fields(cls, d, path, RUN_DAMAGED, prefix="data.", required=False)
+        check_choice(d.get("classes", "all"), ("all", "base", "new"), path, "data.classes", RUN_DAMAGED)
+        return cls(**d)
+
+
+def splits_from_record(
+    record: RunRecord,
+    *,
+    data: str | Path | None = None,
+    image_root: str | Path | None = None,
+    classes: str | None = None,
+) -> data_mod.LabelledSplits:
+    """The run's split drawn again with its seed: its recorded data (or ``data``), cut to its classes (or ``classes``).
+
+    The seed matters: flat folders and CSVs without a split column are split at random from it.
+    """
+    recorded = record.data
+    if data is None:
+        if not recorded.path:
+            raise RingfoldError("run.json records no dataset path: pass the dataset the run was trained on")
+        data, image_root = recorded.path, recorded.image_root if image_root is None else image_root
+    return data_mod.load_run_splits(
+        data, image_root=image_root, seed=recorded.seed, classes=recorded.classes if classes is None else classes
+    )
+
+
+@dataclass
 class RunRecord:
     model_name: str
     weights: WeightsSource
@@ -61,7 +104,7 @@ class RunRecord:
     adapter: AdapterConfig
     classnames: list[str]
     templates: list[str]
-    data: dict[str, Any] = field(default_factory=dict)
+    data: RunData = field(default_factory=RunData)
     train: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
@@ -84,7 +127,7 @@ class RunRecord:
             "adapter": self.adapter.to_dict(),
             "classnames": self.classnames,
             "templates": self.templates,
-            "data": self.data,
+            "data": self.data.to_dict(),
             "train": self.train,
             "metrics": self.metrics,
             "versions": self.versions,
@@ -109,7 +152,7 @@ class RunRecord:
             adapter=_adapter_from(get_field(d, "adapter", dict, path, fix), path),
             classnames=_nonempty_strings(d, "classnames", path),
             templates=_templates_from(d, path),
-            data=_data_from(get_field(d, "data", dict, path, fix, default={}), path),
+            data=RunData.from_dict(get_field(d, "data", dict, path, fix, default={}), path),
             train=get_field(d, "train", dict, path, fix, default={}),
             metrics=get_field(d, "metrics", dict, path, fix, default={}),
             versions=get_field(d, "versions", dict[str, str], path, fix, default={}),
@@ -188,18 +231,6 @@ def _templates_from(d: dict[str, Any], path: Path) -> list[str]:
                 RUN_DAMAGED,
             )
     return templates
-
-
-_DATA_FIELDS: dict[str, Any] = {"path": str | None, "image_root": str | None, "seed": int | None, "shots": int | None}
-
-
-def _data_from(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The fields evaluate/export read back (the rest is a record for people)."""
-    for key, hint in _DATA_FIELDS.items():
-        get_field(data, key, hint, path, RUN_DAMAGED, prefix="data.", default=None)
-    if data.get("classes") is not None:
-        check_choice(data["classes"], ("all", "base", "new"), path, "data.classes", RUN_DAMAGED)
-    return data
 
 
 def save_run(run_dir: str | Path, record: RunRecord, adapters: AdapterSet) -> None:
@@ -307,7 +338,7 @@ def write_synthetic_run(
         adapter=config,
         classnames=list(classnames),
         templates=list(templates or ["a photo of a {}."]),
-        data={"source": "none (synthetic run: random adapter weights, not trained)"},
+        data=RunData(source="none (synthetic run: random adapter weights, not trained)"),
         metrics={"note": f"synthetic run, adapter weights ~ N(0, {adapter_std})" if adapter_std else "untrained"},
     )
     save_run(run_dir, record, aset)

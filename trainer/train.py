@@ -47,7 +47,7 @@ from ringfold.trainer.distributed import (
 )
 from ringfold.trainer.losses import LossWeights, compute_loss
 from ringfold.trainer.models import load_clip, openclip_transform
-from ringfold.trainer.run import RunRecord, save_run
+from ringfold.trainer.run import RunData, RunRecord, save_run
 from ringfold.trainer.text import class_embeddings, clip_logits
 
 log = logging.getLogger("ringfold.train")
@@ -159,9 +159,7 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------
     def _load_data(self) -> None:
         cfg = self.cfg
-        splits = data_mod.load_splits(cfg.data, image_root=cfg.image_root, seed=cfg.seed)
-        if cfg.classes != "all":
-            splits = data_mod.subsample_classes(splits, cfg.classes)
+        splits = data_mod.load_run_splits(cfg.data, image_root=cfg.image_root, seed=cfg.seed, classes=cfg.classes)
         self.splits = splits
         self.classnames = splits.classnames
         self.templates = list(data_mod.load_templates(cfg.templates))
@@ -380,14 +378,14 @@ class Trainer:
             adapter=self.adapter_cfg,
             classnames=list(self.classnames),
             templates=list(self.templates),
-            data={
-                "source": self.splits.source,
-                "path": str(Path(cfg.data).resolve()),
-                "image_root": str(Path(cfg.image_root).resolve()) if cfg.image_root else None,
-                "shots": cfg.shots,
-                "classes": cfg.classes,
-                "seed": cfg.seed,
-            },
+            data=RunData(
+                source=self.splits.source,
+                path=str(Path(cfg.data).resolve()),
+                image_root=str(Path(cfg.image_root).resolve()) if cfg.image_root else None,
+                shots=cfg.shots,
+                classes=cfg.classes,
+                seed=cfg.seed,
+            ),
             train=train_settings,
             metrics=metrics,
         )
