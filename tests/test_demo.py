@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from ringfold.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_learns_and_passes_parity(tmp_path, capsys):
     code = run_demo(tmp_path / "demo", quiet=True)
     out = capsys.readouterr().out

@@ -145,6 +145,7 @@ def test_bad_input(base_run, coop_tiny, tmp_path, capsys):
         evaluate_run(base_run, only, device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_cli_missing_run_subprocess(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ringfold", "evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)],

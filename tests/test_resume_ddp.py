@@ -52,6 +52,7 @@ def _checkpoint_position(path):
         return None
 
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_epoch_is_bit_identical(demo_data, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = [*TRAIN, "--data", str(demo_data), "--epochs", "8", "--checkpoint-every", "1"]
@@ -82,11 +83,13 @@ def test_resume_after_kill_mid_epoch_is_bit_identical(demo_data, tmp_path):
     assert [r["loss"] for r in log_full[1:]] == [r["loss"] for r in log_killed[1:]]
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     out = subprocess.run(_cli("--resume", str(tmp_path)), env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "train_config.json" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["arc"])
 def test_two_process_gloo_ddp_matches_one_process(demo_data, tmp_path, method):
     args = [*TRAIN, "--data", str(demo_data), "--epochs", "2", "--batch-size", "8"]
@@ -99,7 +102,8 @@ def test_two_process_gloo_ddp_matches_one_process(demo_data, tmp_path, method):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "ringfold.trainer",
+        "ringfold",
+        "train",
         *args,
         "--out",
         str(ddp),
