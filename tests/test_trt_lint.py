@@ -15,6 +15,7 @@ from ringfold.cli import main
 from ringfold.errors import BundleError, RingfoldError
 from ringfold.runtime import trt_lint
 from ringfold.runtime.trt_lint import PARSERS, lint_bundle, lint_model, polygraphy_compare, polygraphy_missing
+from ringfold.runtime.trt_lint.checks import weights as lint_weights
 
 # ----------------------------------------------------------------------------------------- real bundles
 
@@ -242,8 +243,8 @@ def test_large_weights_warn_and_oversized_models_block(tmp_path, monkeypatch):
     node = helper.make_node("MatMul", ["x", "big.weight"], ["y"], name="mm")
     path = _save(tmp_path, [node], [_float_io("x", [1, 64])], [_float_io("y", [1, 64])], [weight])
     assert _codes(lint_model(path, "trt-10")) == set()
-    monkeypatch.setattr(trt_lint, "LARGE_SINGLE_BYTES", 1024)
-    monkeypatch.setattr(trt_lint, "LARGE_TOTAL_BYTES", 4096)
+    monkeypatch.setattr(lint_weights, "LARGE_SINGLE_BYTES", 1024)
+    monkeypatch.setattr(lint_weights, "LARGE_TOTAL_BYTES", 4096)
     findings = lint_model(path, "trt-10")
     assert ("warning", "large-weight", "big.weight") in {(f.severity, f.code, f.node) for f in findings}
     assert ("blocker", "model-size") in {(f.severity, f.code) for f in findings}
@@ -378,7 +379,7 @@ def _fake_polygraphy(monkeypatch, logits_diff):
     }
     for name, module in mods.items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(trt_lint, "polygraphy_missing", lambda: [])
+    monkeypatch.setattr(trt_lint.compare, "polygraphy_missing", lambda: [])
     return calls
 
 

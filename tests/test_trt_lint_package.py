@@ -1,0 +1,136 @@
+"""The TensorRT lint as a package: its operator tables are data files that load, name real ONNX ops and agree with
+each other; the public API imports from ``ringfold.runtime.trt_lint`` without onnx or torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import onnx
+import onnx.defs
+import pytest
+from onnx import TensorProto
+
+from ringfold.runtime import trt_lint
+from ringfold.runtime.trt_lint.parsers import PARSERS, TARGETS, load_parsers
+
+ROOT = Path(__file__).resolve().parents[1]
+#: experimental ops ONNX dropped in opset 10 (onnx 1.5) that onnx-tensorrt still imports from old models
+REMOVED_FROM_ONNX = {"ImageScaler", "ParametricSoftplus", "ScaledTanh"}
+#: ops of opsets 23/24 (onnx 1.18/1.19), unknown to the older onnx releases ringfold supports (1.16 on)
+NEWER_THAN_ONNX_1_16 = {"Attention", "RMSNormalization", "RotaryEmbedding", "TensorScatter"}
+
+
+def _docs() -> dict[str, dict]:
+    ops = resources.files("ringfold.runtime.trt_lint").joinpath("ops")
+    files = [f for f in ops.iterdir() if f.name.endswith(".json")]
+    return {f.name: json.loads(f.read_text(encoding="utf-8")) for f in files}
+
+
+def test_one_data_file_per_target_loads_oldest_first():
+    docs = _docs()
+    assert set(docs) == {"trt-8.6.json", "trt-10.json"}
+    assert TARGETS == ("trt-8.6", "trt-10")
+    for name, doc in docs.items():
+        assert name == f"{doc['target']}.json"
+        assert doc["about"] and doc["source"]
+    fresh = load_parsers()
+    assert fresh == PARSERS and tuple(fresh) == TARGETS
+    assert trt_lint.PARSERS is PARSERS and trt_lint.TARGETS == TARGETS
+
+
+@pytest.mark.parametrize("target", ["trt-8.6", "trt-10"])
+def test_every_op_in_a_table_is_a_real_onnx_op(target):
+    doc = _docs()[f"{target}.json"]
+    supported, unsupported = set(doc["supported"]), set(doc["unsupported"])
+    assert supported and unsupported and not supported & unsupported
+    unknown = {op for op in supported | unsupported if not onnx.defs.has(op)}
+    assert unknown <= REMOVED_FROM_ONNX | NEWER_THAN_ONNX_1_16, sorted(unknown)
+    if onnx.defs.has("TensorScatter"):  # an onnx that knows opset 24 knows every op of the tables
+        assert unknown <= REMOVED_FROM_ONNX, sorted(unknown)
+    assert REMOVED_FROM_ONNX <= supported  # the parser's own table lists them
+
+
+@pytest.mark.parametrize("target", ["trt-8.6", "trt-10"])
+def test_element_types_are_tensorproto_names_and_ranges_are_sane(target):
+    doc = _docs()[f"{target}.json"]
+    for key in ("io_types", "cast_types", "qdq_data_types"):
+        assert doc[key], key
+        for name in doc[key]:
+            TensorProto.DataType.Value(name)  # raises for a name onnx does not have
+    lo, hi = doc["opset"]
+    assert 1 <= lo <= hi <= onnx.defs.onnx_opset_version() + 10
+    assert isinstance(doc["ir_max"], int) and isinstance(doc["int64"], bool)
+    spec = PARSERS[target]
+    assert (spec.opset_min, spec.opset_max) == (lo, hi)
+    assert all(v.since is None for v in spec.ops.values() if v.supported)
+
+
+def test_trt10_imports_everything_trt86_does():
+    old, new = PARSERS["trt-8.6"], PARSERS["trt-10"]
+    missing = sorted(op for op, s in old.ops.items() if s.supported and not new.ops[op].supported)
+    assert missing == []
+    # what 8.6 lacks but 10.0-10.3 has is dated; what later 10.x adds is dated past 10.3 in both tables
+    for op, s in old.ops.items():
+        if not s.supported and op in new.ops and new.ops[op].supported:
+            assert s.since is not None, op
+    for op, s in new.ops.items():
+        if not s.supported and s.since:
+            assert tuple(int(x) for x in s.since.split(".")) > (10, 3), op
+            assert old.ops[op].since == s.since, op
+
+
+def test_public_api_is_importable_from_the_package():
+    for name in (
+        "count",
+        "format_report",
+        "has_blocker",
+        "lint_bundle",
+        "lint_model",
+        "polygraphy_compare",
+        "polygraphy_missing",
+        "require_polygraphy",
+        "to_json",
+        "Finding",
+        "PARSERS",
+        "parser_spec",
+    ):
+        assert hasattr(trt_lint, name), name
+    assert set(trt_lint.__all__) <= set(dir(trt_lint))
+
+
+def test_package_imports_without_onnx_and_the_lint_names_it():
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import ringfold.runtime.trt_lint as t\n"
+        "from ringfold.errors import RingfoldError\n"
+        "assert t.TARGETS == ('trt-8.6', 'trt-10')\n"
+        "try:\n    t.lint_model('missing.onnx', 'trt-10')\n"
+        "except RingfoldError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install onnx (or 'ringfold[check]')" in out.stdout
+
+
+def test_runtime_modules_import_no_torch():
+    code = (
+        "import sys, ringfold.runtime.trt_lint, ringfold.runtime.classify, ringfold.runtime.parity, "
+        "ringfold.runtime.bench, ringfold.runtime.backends, "
+        "ringfold.runtime.trt_build, ringfold.runtime.trt_backend\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pyproject_ships_every_runtime_package_and_the_lint_tables():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = set(config["packages"])
+    for init in (ROOT / "runtime").rglob("__init__.py"):
+        parts = init.parent.relative_to(ROOT / "runtime").parts
+        assert ".".join(("ringfold", "runtime", *parts)) in packages, init
+    data = config["package-data"]["ringfold.runtime.trt_lint"]
+    assert "ops/*.json" in data
