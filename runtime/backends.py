@@ -9,11 +9,11 @@ BACKENDS = ("onnxruntime", "tensorrt")
 
 def open_model(bundle, precision: str = "fp32", backend: str = "onnxruntime", provider=None, threads=None):
     if backend == "onnxruntime":
-        from ringfold.runtime.onnx_backend import open_bundle_model
+        from .onnx_backend import open_bundle_model
 
         return open_bundle_model(bundle, precision, provider=provider, threads=threads)
     if backend == "tensorrt":
-        from ringfold.runtime.trt_backend import open_trt_model
+        from .trt_backend import open_trt_model
 
         return open_trt_model(bundle, precision)
     raise RingfoldError(f"--backend {backend!r} invalid; use {' or '.join(BACKENDS)}")

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ringfold.atomic import atomic_path, write_json, write_text
-from ringfold.runtime.limits import check_batch_bytes
+
+from .limits import check_batch_bytes
 
 
 @dataclass
@@ -114,7 +115,7 @@ def run_bench(
     base: Path | None = None,
     progress: bool = True,
 ) -> BenchReport:
-    from ringfold.runtime.onnx_backend import OnnxModel, open_bundle_model
+    from .onnx_backend import OnnxModel, open_bundle_model
 
     shape = (3, *bundle.manifest.input_size)
     check_batch_bytes(max(batches), shape)

@@ -36,9 +36,10 @@ import numpy as np
 
 from ringfold.atomic import sha256_file, write_json
 from ringfold.errors import BundleError, RingfoldError
-from ringfold.runtime.fields import Fields, confined, read_json, relative_member_problem
-from ringfold.runtime.limits import limits
-from ringfold.runtime.preprocess import PreprocessConfig
+
+from .fields import Fields, confined, read_json, relative_member_problem
+from .limits import limits
+from .preprocess import PreprocessConfig
 
 BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -562,7 +563,7 @@ def foreign_files(path: Path) -> list[Path]:
 def _engine_files(path: Path) -> set[str]:
     """What ``ringfold build-engine`` wrote into ``engines/``: the index, the engines it lists, their
     sidecars, the default calibration cache. A damaged index vouches for nothing."""
-    from ringfold.runtime.trt_engine import CALIBRATION_CACHE, INDEX_FILE, read_index
+    from .trt_engine import CALIBRATION_CACHE, INDEX_FILE, read_index
 
     index = path / ENGINE_DIR / INDEX_FILE
     if not index.is_file():

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.bundle import Bundle
-from ringfold.runtime.fields import one_line
-from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
-from ringfold.runtime.limits import check_batch_bytes
-from ringfold.runtime.preprocess import preprocess_image
+
+from .bundle import Bundle
+from .fields import one_line
+from .images import IMAGE_EXTENSIONS, list_images, load_image
+from .limits import check_batch_bytes
+from .preprocess import preprocess_image
 
 #: labels per image when the caller does not say (fewer when the bundle has fewer classes)
 DEFAULT_TOP_K = 5

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.limits import Limits, limits
+
+from .limits import Limits, limits
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "list_images", "load_image"]
 

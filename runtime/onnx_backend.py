@@ -49,7 +49,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 
 def open_bundle_model(bundle, precision: str = "fp32", provider: str | None = None, threads: int | None = None):
     """The bundle's model of ``precision``, its graph I/O checked against the manifest before it runs."""
-    from ringfold.runtime.bundle import check_model_io
+    from .bundle import check_model_io
 
     path = bundle.model_path(precision)
     optimization = bundle.variants[precision].ort_optimization

@@ -267,8 +267,8 @@ def bundle_parity(
     open_clip tensors computed at export; backend logits vs the unfolded
     adapted PyTorch model; and vs the folded PyTorch model.
     """
-    from ringfold.runtime.images import load_image
-    from ringfold.runtime.preprocess import preprocess_batch
+    from .images import load_image
+    from .preprocess import preprocess_batch
 
     ref = bundle.reference()
     tolerance = tolerance or tolerance_for(precision)

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.limits import Limits, limits
+
+from .limits import Limits, limits
 
 __all__ = ["PreprocessConfig", "preprocess_batch", "preprocess_image", "resized_size"]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime.trt_engine import (
+
+from .trt_engine import (
     LiveTrtEnvironment,
     check_engine,
     find_engine,
@@ -142,8 +143,8 @@ class TensorRTModel:
 
 def open_trt_model(bundle, precision: str):
     """The cached engine for ``precision`` that matches this TensorRT and GPU, loaded."""
-    from ringfold.runtime.bundle import check_model_io
-    from ringfold.runtime.trt_build import engine_sources
+    from .bundle import check_model_io
+    from .trt_build import engine_sources
 
     kinds = engine_sources(bundle, precision)
     require_trt_stack()

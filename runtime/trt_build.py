@@ -46,7 +46,8 @@ import numpy as np
 
 from ringfold.atomic import atomic_path, write_bytes
 from ringfold.errors import RingfoldError
-from ringfold.runtime.trt_engine import (
+
+from .trt_engine import (
     CALIBRATION_CACHE,
     FP32_LAYER_OPS,
     MIN_TRT,
@@ -192,7 +193,7 @@ def _input_chw(bundle) -> tuple[str, tuple[int, ...]]:
 
 
 def _calibration(bundle, options: BuildOptions, input_name: str, batch: int) -> CalibrationPlan:
-    from ringfold.runtime.images import list_images
+    from .images import list_images
 
     if not options.calib:
         raise RingfoldError("--calibrator entropy needs --calib DIR (images, preprocessed like the runtime's input)")
@@ -305,7 +306,7 @@ class PinFp32Layers:
         self.pinned: int | None = None
 
     def __call__(self, network) -> None:
-        from ringfold.runtime.trt_engine import import_tensorrt
+        from .trt_engine import import_tensorrt
 
         self.pinned = pin_fp32_layers(network, self.spec, import_tensorrt())
 
@@ -325,8 +326,8 @@ class CalibrationBatches:
         return len(self.plan.images) // self.plan.batch
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        from ringfold.runtime.images import load_image
-        from ringfold.runtime.preprocess import preprocess_batch
+        from .images import load_image
+        from .preprocess import preprocess_batch
 
         step = self.plan.batch
         for i in range(0, len(self) * step, step):
@@ -363,7 +364,7 @@ class BuilderConfig:
             )
 
     def __call__(self, builder, network):
-        from ringfold.runtime.trt_engine import import_tensorrt
+        from .trt_engine import import_tensorrt
 
         self.resolve(import_tensorrt())
         return self.create_config(builder, network)
@@ -598,8 +599,8 @@ def register_engine(bundle, engine_file: Path, options: BuildOptions, env=None) 
     ``BUNDLE/engines/`` (copied, when it lies elsewhere) and gets its sidecar and index entry, so
     ``--backend tensorrt`` finds and verifies it like an engine ringfold built.
     """
-    from ringfold.runtime.bundle import check_model_io
-    from ringfold.runtime.trt_backend import engine_io, load_engine
+    from .bundle import check_model_io
+    from .trt_backend import engine_io, load_engine
 
     if options.calibrator:
         raise RingfoldError("--register takes an engine trtexec built from the QDQ model; drop --calibrator")

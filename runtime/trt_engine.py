@@ -31,8 +31,9 @@ from typing import Protocol
 
 from ringfold.atomic import sha256_file, write_json
 from ringfold.errors import RingfoldError
-from ringfold.runtime.fields import Fields, confined, read_json, relative_member_problem
-from ringfold.runtime.limits import limits
+
+from .fields import Fields, confined, read_json, relative_member_problem
+from .limits import limits
 
 ENGINE_DIR = "engines"
 INDEX_FILE = "index.json"
