@@ -1,13 +1,65 @@
-"""One door to a bundle's model, whatever runs it: ONNX Runtime (any provider) or a TensorRT engine."""
+"""One door to a bundle's model, whatever runs it: ONNX Runtime (any provider) or a TensorRT engine.
+
+:class:`Backend` is what both runners offer (``run`` one batch, ``io`` to check the graph
+against the manifest, ``run_batched`` over any number of images); :func:`open_model` opens
+the one asked for.
+"""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
 
 from ringfold.errors import RingfoldError
 
 BACKENDS = ("onnxruntime", "tensorrt")
+#: images per ``run`` call of :func:`run_batched` when neither the caller nor the backend sets a limit
+DEFAULT_BATCH = 16
+
+#: (name, dtype, shape) of one graph input or output; unknown dims are None (or a symbol, from ONNX Runtime)
+IoSpec = tuple[str, str, list]
 
 
-def open_model(bundle, precision: str = "fp32", backend: str = "onnxruntime", provider=None, threads=None):
+class Backend(ABC):
+    """A loaded bundle model: ``run`` takes one batch of preprocessed images, returns float32 arrays by output name."""
+
+    #: which runtime this is: one of :data:`BACKENDS`
+    backend: str
+    #: what runs it, for reports (an ONNX Runtime execution provider, "TensorRT 10.3 on Orin")
+    provider: str
+    #: the largest batch one ``run`` call takes (a TensorRT profile's max); None: any batch
+    max_batch: int | None = None
+
+    @abstractmethod
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for one batch ``pixels`` (N, 3, H, W), as float32 arrays the caller owns."""
+
+    @abstractmethod
+    def io(self) -> tuple[list[IoSpec], list[IoSpec]]:
+        """(name, dtype, shape) of the model's inputs and outputs."""
+
+    def run_batched(self, pixels: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
+        """:func:`run_batched` on this model."""
+        return run_batched(self, pixels, batch)
+
+
+def run_batched(model: Backend, pixels: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
+    """``model.run`` over ``pixels`` in slices of ``batch`` images, the outputs concatenated in order.
+
+    ``batch`` defaults to the model's ``max_batch``, else :data:`DEFAULT_BATCH`, and never exceeds
+    ``max_batch``. Each slice goes to ``run`` as it is, so a backend that refuses a batch size (a
+    last slice below a TensorRT profile's minimum) refuses it here too. No images: ``{}``.
+    """
+    step = batch or model.max_batch or DEFAULT_BATCH
+    if model.max_batch is not None:
+        step = min(step, model.max_batch)
+    parts = [model.run(pixels[i : i + step]) for i in range(0, len(pixels), step)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def open_model(bundle, precision: str = "fp32", backend: str = "onnxruntime", provider=None, threads=None) -> Backend:
+    """The bundle's ``precision`` model on ``backend``, its I/O checked against the manifest."""
     if backend == "onnxruntime":
         from .onnx_backend import open_bundle_model
 

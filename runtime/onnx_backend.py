@@ -9,6 +9,8 @@ import numpy as np
 
 from ringfold.errors import RingfoldError
 
+from .backends import Backend, IoSpec
+
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -58,8 +60,8 @@ def open_bundle_model(bundle, precision: str = "fp32", provider: str | None = No
     return model
 
 
-class OnnxModel:
-    """A loaded bundle model; ``run`` returns logits and embedding as float32 arrays."""
+class OnnxModel(Backend):
+    """A bundle model in an ONNX Runtime session; ``run`` takes any batch, ``run_batched`` splits by 16."""
 
     backend = "onnxruntime"
 
@@ -82,10 +84,10 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def io(self) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]]]:
+    def io(self) -> tuple[list[IoSpec], list[IoSpec]]:
         """(name, dtype, shape) of the graph's inputs and outputs; unknown dims are None or a symbol."""
 
-        def describe(args) -> list[tuple[str, str, list]]:
+        def describe(args) -> list[IoSpec]:
             return [(a.name, _ORT_DTYPES.get(a.type, a.type), list(a.shape)) for a in args]
 
         return describe(self.session.get_inputs()), describe(self.session.get_outputs())
@@ -99,7 +101,3 @@ class OnnxModel:
         return {
             name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs, strict=True)
         }
-
-    def run_batched(self, pixels: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
-        parts = [self.run(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

@@ -17,6 +17,7 @@ import numpy as np
 
 from ringfold.errors import RingfoldError
 
+from .backends import Backend, IoSpec
 from .trt_engine import (
     LiveTrtEnvironment,
     check_engine,
@@ -26,8 +27,6 @@ from .trt_engine import (
     run_polygraphy,
     sidecar,
 )
-
-IoSpec = tuple[str, str, list]
 
 
 def load_engine(data: bytes, path: Path):
@@ -65,8 +64,11 @@ def engine_io(engine) -> tuple[list[IoSpec], list[IoSpec], tuple[int, int, int]]
     return inputs, outputs, (int(lo[0]), int(opt[0]), int(hi[0]))
 
 
-class TensorRTModel:
-    """A checked engine behind Polygraphy's ``TrtRunner``; ``run`` takes a batch inside the engine's profile."""
+class TensorRTModel(Backend):
+    """A checked engine behind Polygraphy's ``TrtRunner``; ``run`` takes a batch inside the engine's profile.
+
+    ``run_batched`` splits by the profile's max; a last slice below its min is refused like any other batch.
+    """
 
     backend = "tensorrt"
 
@@ -118,11 +120,6 @@ class TensorRTModel:
         )
         # copies: the runner reuses its output buffers on the next call
         return {name: np.array(outputs[name], dtype=np.float32) for name in self.output_names}
-
-    def run_batched(self, pixels: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
-        step = min(batch or self.max_batch, self.max_batch)
-        parts = [self.run(pixels[i : i + step]) for i in range(0, len(pixels), step)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
     def io(self) -> tuple[list[IoSpec], list[IoSpec]]:
         """(name, dtype, shape) of the engine's inputs and outputs; dynamic dims (-1) are None."""
