@@ -32,6 +32,7 @@ from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
 from ringfold.exporter.library_log import captured_library_log
 from ringfold.runtime.fields import one_line
+from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 VARIANT_FILES = {
@@ -40,7 +41,10 @@ VARIANT_FILES = {
     "int8": "model_int8.onnx",
     "int8-dynamic": "model_int8_dynamic.onnx",
 }
-FP16_BLOCKED_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "Pow", "Sqrt")
+#: the ops the fp16 rewrite leaves in fp32: the one list the TensorRT build and the lint also read
+FP16_BLOCKED_OPS = FP32_OPS
+#: the old private name of the policy's final-normalisation walk (tests/test_fp16_convert.py imports it)
+_final_normalisation_nodes = final_normalisation_nodes
 #: onnxruntime 1.30 and 1.32's CPU provider crash (SIGSEGV) running these fp16 graphs at ORT_ENABLE_ALL
 #: (its NchwcTransformer, an "all"-level layout transform; 1.17 runs them); "extended" keeps every fusion
 #: that matters and runs on every version in the range.
@@ -50,25 +54,6 @@ QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def _final_normalisation_nodes(model) -> list[str]:
-    """The L2-normalisation of the embedding and everything after it (the head): kept fp32."""
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for inp in node.input:
-            consumers.setdefault(inp, []).append(node)
-    starts = [n for n in model.graph.node if n.op_type == "ReduceL2"]
-    blocked: set[str] = set()
-    stack = list(starts)
-    while stack:
-        node = stack.pop()
-        if node.name in blocked:
-            continue
-        blocked.add(node.name)
-        for out in node.output:
-            stack.extend(consumers.get(out, []))
-    return sorted(blocked)
-
-
 def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """``src`` rewritten to float16 by :mod:`ringfold.exporter.fp16`; the saved file passes the full onnx check."""
     import onnx
@@ -76,7 +61,7 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     from ringfold.exporter.fp16 import convert_to_fp16
 
     model = onnx.load(str(src))
-    blocked_nodes = _final_normalisation_nodes(model)
+    blocked_nodes = final_normalisation_nodes(model)  # the L2-normalisation and the head, by name
     converted, stats = convert_to_fp16(model, FP16_BLOCKED_OPS, blocked_nodes)
     with atomic_path(dst) as tmp:
         onnx.save(converted, str(tmp))

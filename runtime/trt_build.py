@@ -47,9 +47,9 @@ import numpy as np
 from ringfold.atomic import atomic_path, write_bytes
 from ringfold.errors import RingfoldError
 
+from .precision_policy import FP32_OPS, FP32_TRT_LAYER_TYPES
 from .trt_engine import (
     CALIBRATION_CACHE,
-    FP32_LAYER_OPS,
     MIN_TRT,
     EngineKey,
     LiveTrtEnvironment,
@@ -63,8 +63,6 @@ from .trt_engine import (
 )
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
-#: TensorRT layer types ``--fp32-layers`` pins (names of ``trt.LayerType`` members; NORMALIZATION is 8.6+)
-FP32_LAYER_TYPES = ("SOFTMAX", "REDUCE", "NORMALIZATION")
 
 
 @dataclass
@@ -85,14 +83,15 @@ class BuildOptions:
 class Fp32Layers:
     """The layers ``--fp32-layers`` keeps in fp32 (compute precision and output type).
 
+    What is kept is :mod:`~ringfold.runtime.precision_policy`'s, the same the fp16 export keeps.
     A layer is pinned when its TensorRT type is one of ``layer_types``, when its name contains
     one of the ONNX ``op_types`` (exporters name nodes ``…/LayerNormalization``), or when it
     carries the name of one of the ONNX nodes in ``names`` (the parser names layers after their
     node). ``names`` is None when the ``onnx`` package is not installed to list them.
     """
 
-    layer_types: tuple[str, ...] = FP32_LAYER_TYPES
-    op_types: tuple[str, ...] = FP32_LAYER_OPS
+    layer_types: tuple[str, ...] = FP32_TRT_LAYER_TYPES
+    op_types: tuple[str, ...] = FP32_OPS
     names: tuple[str, ...] | None = ()
 
 
@@ -464,7 +463,7 @@ def build_engine(bundle, options: BuildOptions, env=None, log=print) -> Path:
             cache_out.seek(0)
             write_bytes(plan.timing_cache, cache_out.read())
     if loaders.pins is not None and loaders.pins.pinned is not None:
-        log(f"pinned {loaders.pins.pinned} LayerNorm/Softmax/reduce layers to fp32")
+        log(f"pinned {loaders.pins.pinned} LayerNorm/Softmax/reduction/head layers to fp32")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, bytes(serialized))
     record_engine(out, key, _sidecar_extra(plan, time.time() - t0, "ringfold build-engine (Polygraphy)"))
@@ -502,7 +501,7 @@ def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
     suffix, the unit both 8.6 and 10.x read by default. ``--stronglyTyped`` exists from
     10.0 (the plan refuses it for 8.6). trtexec cannot calibrate from an image folder, so a
     plan with implicit calibration is refused. trtexec pins layers by name only, so
-    ``--fp32-layers`` becomes the ONNX node names of the LayerNorm/Softmax/reduction nodes;
+    ``--fp32-layers`` becomes the ONNX node names of the nodes the precision policy keeps fp32;
     the Polygraphy build also pins by TensorRT layer type, which catches the layers a node
     was split into.
     """
@@ -533,7 +532,7 @@ def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
         names = plan.fp32_layers.names
         if names is None:
             raise RingfoldError(
-                "--print-trtexec --fp32-layers lists the LayerNorm/Softmax node names with the onnx package: "
+                "--print-trtexec --fp32-layers lists the fp32 node names (LayerNorm, Softmax, ...) with onnx: "
                 "`pip install onnx`, or build with `ringfold build-engine --fp32-layers`"
             )
         bad = [n for n in names if any(c in n for c in _SPEC_UNSAFE)]

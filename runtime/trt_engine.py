@@ -34,12 +34,11 @@ from ringfold.errors import RingfoldError
 
 from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
+from .precision_policy import fp32_node_names
 
 ENGINE_DIR = "engines"
 INDEX_FILE = "index.json"
 CALIBRATION_CACHE = "calibration.cache"
-#: fp16 LayerNorm after attention overflows on some TensorRT versions; these stay fp32 with --fp32-layers
-FP32_LAYER_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceMean")
 MIN_TRT = (8, 6)
 #: the first TensorRT major ringfold has not been written against (its API changed at every major so far)
 NEXT_TRT_MAJOR = (11,)
@@ -457,14 +456,16 @@ def gpu_name_arg(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------- fp32 layers
 def fp32_layer_names(onnx_path: str | Path) -> list[str] | None:
-    """ONNX node names of the LayerNorm / Softmax / reductions ``--fp32-layers`` pins (None: no ``onnx`` package).
+    """ONNX node names ``--fp32-layers`` pins (None: no ``onnx`` package to read them).
 
-    TensorRT's ONNX parser names each layer after its node, so these are the names trtexec's
-    ``--layerPrecisions`` takes; unnamed nodes are left to the layer-type rule of the build.
+    The nodes are those :mod:`~ringfold.runtime.precision_policy` keeps fp32: LayerNorm, Softmax,
+    the reductions, Pow/Sqrt, and the final L2-normalisation with the head. TensorRT's ONNX parser
+    names each layer after its node, so these are the names trtexec's ``--layerPrecisions`` takes;
+    unnamed nodes are left to the layer-type rule of the build.
     """
     try:
         import onnx
     except ImportError:
         return None
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return [n.name for n in model.graph.node if n.op_type in FP32_LAYER_OPS and n.name]
+    return fp32_node_names(model)

@@ -118,7 +118,7 @@ def test_package_imports_without_onnx_and_the_lint_names_it():
 def test_runtime_modules_import_no_torch():
     code = (
         "import sys, ringfold.runtime.trt_lint, ringfold.runtime.classify, ringfold.runtime.parity, "
-        "ringfold.runtime.bench, ringfold.runtime.backends, "
+        "ringfold.runtime.bench, ringfold.runtime.backends, ringfold.runtime.precision_policy, "
         "ringfold.runtime.trt_build, ringfold.runtime.trt_backend\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
