@@ -38,9 +38,9 @@ def main() -> int:
 
     from ringfold.exporter.export import export_run
     from ringfold.exporter.fold import fold_adapters
-    from ringfold.exporter.head import build_classifier
     from ringfold.exporter.onnx_export import export_onnx, op_histogram
     from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.trainer.head import build_classifier
     from ringfold.trainer.models import load_clip
     from ringfold.trainer.run import load_adapted_model, write_synthetic_run
     from ringfold.trainer.text import class_embeddings

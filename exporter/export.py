@@ -21,7 +21,6 @@ from ringfold.atomic import atomic_directory, write_text
 from ringfold.errors import RingfoldError
 from ringfold.exporter import reference as ref_mod
 from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
-from ringfold.exporter.head import build_classifier, classifier_outputs
 from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from ringfold.exporter.precision import (
     PrecisionRequest,
@@ -42,6 +41,7 @@ from ringfold.runtime.bundle import (
 from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
 from ringfold.runtime.preprocess import PreprocessConfig
+from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, splits_from_record
 from ringfold.trainer.text import class_embeddings
@@ -58,6 +58,19 @@ class ExportResult:
     seconds: float
     onnx_vs_torch_max_abs: float
     manifest: dict[str, Any]
+
+    def summary(self) -> str:
+        """One line: where the bundle is, whether the adapters folded, ONNX Runtime vs PyTorch."""
+        fold = self.fold
+        state = (
+            "fully folded (graph = base model + head)"
+            if fold.fully_folded
+            else f"NOT fully folded: {fold.kept_sites} sites kept in the graph ({', '.join(fold.kept_methods)})"
+        )
+        return (
+            f"bundle written to {self.bundle} in {self.seconds:.1f}s — {state}; "
+            f"ONNX Runtime vs PyTorch max |Δlogit| {self.onnx_vs_torch_max_abs:.2g}"
+        )
 
 
 def _reference_images(record: RunRecord, ref_images: str | None, count: int, size, scratch: Path):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
+from ringfold.demo_data import smooth_noise_images
 from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
 from ringfold.runtime.images import load_image
 
@@ -46,14 +46,9 @@ def pick_reference_images(samples: list, classnames: list[str], count: int) -> l
 
 def synthetic_reference_images(out_dir: Path, count: int, size: tuple[int, int], seed: int = 0) -> list[RefImage]:
     """Deterministic smooth-noise pictures of odd aspect ratios, for runs whose data is not at hand."""
-    rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     refs = []
-    for i in range(count):
-        h = int(size[0] * rng.uniform(1.0, 1.8))
-        w = int(size[1] * rng.uniform(1.0, 1.8))
-        coarse = rng.integers(0, 256, size=(4 + i % 5, 5 + i % 3, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse).resize((w, h), Image.BICUBIC)
+    for i, img in enumerate(smooth_noise_images(count, size, seed)):
         path = out_dir / f"synthetic_{i:03d}.png"
         img.save(path)
         refs.append(RefImage(path, -1))

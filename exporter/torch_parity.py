@@ -10,12 +10,12 @@ import torch
 
 from ringfold.errors import RingfoldError
 from ringfold.exporter.fold import fold_adapters
-from ringfold.exporter.head import build_classifier, classifier_outputs
 from ringfold.exporter.reference import folder_labels
 from ringfold.runtime.bundle import Bundle
 from ringfold.runtime.images import list_images, load_image
 from ringfold.runtime.parity import ParityReport, PreprocessCheck, Tolerance, compare
 from ringfold.runtime.preprocess import preprocess_batch
+from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import load_adapted_model
 from ringfold.trainer.text import class_embeddings

@@ -159,13 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         record = train(_train_config(args), args.out)
     if "RANK" in os.environ and os.environ["RANK"] != "0":
         return 0
-    m = record.metrics
-    weights = record.weights.describe()
-    print(f"run written to {args.out} ({record.model_name}, {weights})")
-    print(
-        f"eval accuracy: zero-shot {_pct(m.get('zero_shot_eval_acc'))} → adapted {_pct(m.get('final_eval_acc'))} "
-        f"(chance {_pct(m.get('chance_acc'))}; {m.get('trainable_parameters', 0):,} trainable parameters)"
-    )
+    print(record.summary(args.out))
     return 0
 
 
@@ -194,15 +188,12 @@ def _launch_torchrun(nproc: int) -> int:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "ringfold.trainer",
+        "ringfold",
+        "train",
         *cleaned,
     ]
     print("launching: " + " ".join(cmd), file=sys.stderr)
     return subprocess.call(cmd)
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -223,16 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),
     )
-    fold = result.fold
-    state = (
-        "fully folded (graph = base model + head)"
-        if fold.fully_folded
-        else (f"NOT fully folded: {fold.kept_sites} sites kept in the graph ({', '.join(fold.kept_methods)})")
-    )
-    print(
-        f"bundle written to {result.bundle} in {result.seconds:.1f}s — {state}; "
-        f"ONNX Runtime vs PyTorch max |Δlogit| {result.onnx_vs_torch_max_abs:.2g}"
-    )
+    print(result.summary())
     errors, notes = variant_messages(result.manifest)
     for line in notes:
         print(f"ringfold export: note: {line}", file=sys.stderr)
@@ -243,6 +225,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- classify
 def cmd_classify(args: argparse.Namespace) -> int:
+    from ringfold.commands import prediction_line
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.classify import iter_predictions
@@ -257,48 +240,34 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(f"note: {bundle.describe()} — random weights, predictions are not meaningful", file=sys.stderr)
         failed = failed or bool(p.error)
         # Each batch is printed as it completes, so an interrupted run keeps what it classified.
-        if args.json:
-            print(json.dumps(p.to_dict()), flush=True)
-        elif p.error:
-            print(f"{p.path}: ERROR {p.error}", flush=True)
-        else:
-            tops = ", ".join(f"{lab} {prob:.3f}" for lab, prob in zip(p.labels, p.probabilities, strict=True))
-            print(f"{p.path}: {tops}", flush=True)
+        print(json.dumps(p.to_dict()) if args.json else prediction_line(p), flush=True)
     return 2 if failed else 0
 
 
 # --------------------------------------------------------------------------------------------- parity
 def cmd_parity(args: argparse.Namespace) -> int:
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.parity import bundle_parity, tolerance_for
+    from ringfold.commands import parity
 
     if args.images and not args.run:
         raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
-    bundle = load_bundle(args.bundle)
-    overrides = {"max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1}
-    precisions = list(bundle.variants) if args.precision == "all" else [args.precision]
-    report = None
-    for precision in precisions:
-        tolerance = tolerance_for(precision, overrides)
-        model = open_model(bundle, precision, args.backend, args.provider, args.threads)
-        part = bundle_parity(bundle, model, precision, tolerance)
-        if args.run:
-            from ringfold.exporter.torch_parity import add_torch_parity
-
-            add_torch_parity(
-                part, bundle, model, args.run, args.images, precision, tolerance, live_check=report is None
-            )
-        if report is None:
-            report = part
-        else:
-            report.comparisons += part.comparisons  # preprocessing: the same images, checked once
-    out = Path(args.report) if args.report else bundle.path.parent / f"{bundle.path.name}.parity"
-    written = _write_report(report.write, out, "--report")
-    print(report.to_markdown())
+    tolerance = {"max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1}
+    result = parity(
+        args.bundle,
+        args.precision,
+        backend=args.backend,
+        provider=args.provider,
+        threads=args.threads,
+        run=args.run,
+        images=args.images,
+        tolerance=tolerance,
+    )
+    out = Path(args.report) if args.report else result.default_report_dir()
+    written = _write_report(result.report.write, out, "--report")
+    print(result.report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
-    if not report.passed:
-        raise GateFailed(f"parity gate FAILED for {bundle.path} ({', '.join(precisions)}); see {out / 'parity.md'}")
+    if not result.passed:
+        precisions = ", ".join(result.precisions)
+        raise GateFailed(f"parity gate FAILED for {result.bundle.path} ({precisions}); see {out / 'parity.md'}")
     return 0
 
 
@@ -312,10 +281,9 @@ def _write_report(write, out: Path, flag: str) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------- compress
 def cmd_compress(args: argparse.Namespace) -> int:
-    from ringfold.trainer.adapters.adaring import _ranks
     from ringfold.trainer.compress import compress_run, format_report
 
-    report = compress_run(args.run, args.out, _ranks(args.ranks), _ranks(args.coarse_ranks), n_iter=args.iterations)
+    report = compress_run(args.run, args.out, args.ranks, args.coarse_ranks, n_iter=args.iterations)
     print(format_report(report))
     print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")
     return 0
@@ -397,18 +365,19 @@ def _installed_trt_version() -> str | None:
 
 # ---------------------------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bench import run_bench, write_bench
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import available_provider_names
+    from ringfold.commands import bench
+    from ringfold.runtime.bench import write_bench
 
-    bundle = load_bundle(args.bundle)
-    precisions = list(bundle.variants) if args.precision == "all" else args.precision.split(",")
-    for p in precisions:
-        bundle.model_path(p)  # one-line error for a variant the bundle does not have
-    providers = available_provider_names() if args.provider == "all" else args.provider.split(",")
-    base = Path(args.base) if args.base else bundle.base_model_path()
-    batches = list(args.batch_sizes)  # validated by the parser
-    report = run_bench(bundle, precisions, providers, batches, args.runs, args.warmup, args.threads, base)
+    bundle, report = bench(
+        args.bundle,
+        args.precision,
+        args.provider,
+        args.batch_sizes,  # validated by the parser
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        base=args.base,
+    )
     out = Path(args.out) if args.out else bundle.path.parent / f"{bundle.path.name}.bench"
     written = _write_report(lambda d: write_bench(report, d), out, "--out")
     print(report.to_markdown())

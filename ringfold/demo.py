@@ -56,74 +56,63 @@ def prepare_demo_folder(out: Path, overwrite: bool = True) -> None:
 
 
 def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = False) -> int:
-    from ringfold.cli import main as cli
+    """The whole pipeline through the library; 0 when the parity gate passes, 1 when it fails."""
+    from ringfold.commands import parity, prediction_line
     from ringfold.demo_data import make_demo_dataset
+    from ringfold.exporter.export import export_run
+    from ringfold.runtime.backends import open_model
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.classify import iter_predictions
+    from ringfold.trainer.train import TrainConfig, train
 
     prepare_demo_folder(out, overwrite)
-    data, run, bundle = out / "data", out / "run", out / "bundle"
+    data, run, bundle_dir = out / "data", out / "run", out / "bundle"
     _say(f"1/5 data: generating a 4-class image set in {data} (nothing downloaded)")
     classes = make_demo_dataset(data, per_class=24, size=96, seed=0)
     print(f"classes: {', '.join(classes)}; 24 train + 12 test images per class")
 
     _say(f"2/5 train: ARC on {DEMO_MODEL} — RANDOM WEIGHTS (a built-in small open_clip ViT config)")
-    quiet_flag = ["--quiet"] if quiet else []
-    code = cli(
-        [
-            "train",
-            "--model",
-            DEMO_MODEL,
-            "--random-init",
-            "--method",
-            "arc",
-            "--rank",
-            "32",
-            "--layers",
-            "all",
-            "--data",
-            str(data),
-            "--shots",
-            "16",
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "16",
-            "--lr",
-            "1e-2",
-            "--warmup-epochs",
-            "1",
-            "--no-augment",
-            "--device",
-            "cpu",
-            "--out",
-            str(run),
-            *quiet_flag,
-        ]
+    config = TrainConfig(
+        model=DEMO_MODEL,
+        random_init=True,
+        method="arc",
+        adapter={"rank": 32, "layers": "all"},
+        data=str(data),
+        shots=16,
+        epochs=epochs,
+        batch_size=16,
+        lr=1e-2,
+        warmup_epochs=1.0,
+        augment=False,
+        device="cpu",
+        progress=not quiet,
     )
-    if code:
-        return code
+    record = train(config, run)
+    print(record.summary(run))
 
-    _say(f"3/5 export: fold ARC into the frozen weights, bake the class head, write the ONNX bundle {bundle}")
-    code = cli(["export", str(run), "--out", str(bundle), *quiet_flag])
-    if code:
-        return code
+    _say(f"3/5 export: fold ARC into the frozen weights, bake the class head, write the ONNX bundle {bundle_dir}")
+    print(export_run(run, bundle_dir, progress=not quiet).summary())
 
     _say("4/5 classify: the torch-free runtime (ONNX Runtime, CPU) on a few test images")
     samples = [sorted((data / "test" / c.replace(" ", "_")).glob("*.png"))[0] for c in classes]
-    code = cli(["classify", str(bundle), *map(str, samples), "--top-k", "2", "--provider", "cpu"])
-    if code:
-        return code
+    bundle = load_bundle(bundle_dir)
+    model = open_model(bundle, "fp32", "onnxruntime", "cpu")
+    for prediction in iter_predictions(bundle, model, [str(p) for p in samples], top_k=2):
+        print(prediction_line(prediction))
 
     _say("5/5 parity: ONNX Runtime vs PyTorch (unfolded and folded), preprocessing vs open_clip")
-    code = cli(["parity", str(bundle), "--run", str(run), "--images", str(data / "test"), "--provider", "cpu"])
-    from ringfold.trainer.run import read_run
+    result = parity(bundle_dir, provider="cpu", run=run, images=[str(data / "test")])
+    written = result.report.write(result.default_report_dir())
+    print(result.report.to_markdown())
+    print(f"report: {', '.join(str(w) for w in written)}")
 
-    metrics = read_run(run).metrics
+    metrics = record.metrics
     print(
         f"\ndemo summary (random-weights model): test accuracy {100 * metrics['zero_shot_eval_acc']:.1f}% before "
         f"training → {100 * metrics['final_eval_acc']:.1f}% after ARC (chance {100 * metrics['chance_acc']:.0f}%); "
-        f"parity {'PASSED' if code == 0 else 'FAILED'}. Outputs in {out}/ (curves.png, bundle/, bundle.parity/)."
+        f"parity {'PASSED' if result.passed else 'FAILED'}. Outputs in {out}/ (curves.png, bundle/, bundle.parity/)."
     )
-    return code
+    return 0 if result.passed else 1
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import torch
 
 from ringfold.exporter.export import export_run
 from ringfold.exporter.fold import fold_adapters, unfold_is_clean
-from ringfold.exporter.head import build_classifier
 from ringfold.exporter.onnx_export import export_onnx, op_histogram
 from ringfold.trainer.adapters import inject
 from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing, adaring_parameter_count
+from ringfold.trainer.head import build_classifier
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.params import parameter_rows
 from ringfold.trainer.run import load_adapted_model, write_synthetic_run

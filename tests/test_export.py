@@ -7,9 +7,9 @@ import torch
 
 from ringfold.errors import BundleError
 from ringfold.exporter.export import export_run
-from ringfold.exporter.head import build_classifier
 from ringfold.exporter.onnx_export import export_onnx, op_histogram
 from ringfold.runtime.bundle import load_bundle
+from ringfold.trainer.head import build_classifier
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.run import load_adapted_model
 from ringfold.trainer.text import class_embeddings

@@ -157,11 +157,11 @@ def test_fold_keeps_mma_in_the_graph_and_outputs_unchanged():
 
 def test_export_round_trip_keeps_branch_and_matches_pytorch(demo_data, tmp_path, tiny_bundle):
     from ringfold.exporter.export import export_run
-    from ringfold.exporter.head import build_classifier
     from ringfold.exporter.onnx_export import op_histogram
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.parity import bundle_parity
+    from ringfold.trainer.head import build_classifier
     from ringfold.trainer.run import load_adapted_model
 
     run = train_tiny(tmp_path / "mma_run", demo_data, method="mma", settings={"shots": 2}, rank=8, scale=0.1)

@@ -10,7 +10,6 @@ AdaRing run that trains further, exports and folds like any other.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from ringfold.atomic import write_json, write_text
 from ringfold.errors import RingfoldError
 from ringfold.trainer.adapters import inject
-from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing
+from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing, ring_ranks
 from ringfold.trainer.run import RunRecord, load_adapted_model, save_run
 
 
@@ -69,12 +68,16 @@ def _set_ring(ring: TensorRing, cores: list[np.ndarray], factor: float) -> None:
 def compress_run(
     run_dir: str | Path,
     out: str | Path,
-    fine_ranks: tuple[int, int, int],
-    coarse_ranks: tuple[int, int, int] = (1, 1, 1),
+    fine_ranks: tuple[int, int, int] | str,
+    coarse_ranks: tuple[int, int, int] | str = (1, 1, 1),
     n_iter: int = 100,
     ref_count: int = 16,
 ) -> dict[str, Any]:
-    """Write an AdaRing run at ``out`` approximating ``run_dir``'s adapters; return the report."""
+    """Write an AdaRing run at ``out`` approximating ``run_dir``'s adapters; return the report.
+
+    The ranks are three positive integers each, as a sequence or as the command line's "R0,R1,R2".
+    """
+    fine_ranks, coarse_ranks = ring_ranks(fine_ranks), ring_ranks(coarse_ranks)
     out = Path(out)
     if out.exists():
         raise RingfoldError(f"{out}: already exists; choose another --out")
@@ -163,19 +166,16 @@ def compress_run(
 @torch.no_grad()
 def _parity(record: RunRecord, source_model, target_model, tokenizer, count: int) -> dict[str, Any]:
     """Compressed vs source model on a deterministic reference set (synthetic images, open_clip transform)."""
-    from ringfold.exporter.head import build_classifier, classifier_outputs
-    from ringfold.exporter.reference import synthetic_reference_images
-    from ringfold.runtime.images import load_image
+    from ringfold.demo_data import smooth_noise_images
     from ringfold.runtime.parity import compare
+    from ringfold.trainer.head import build_classifier, classifier_outputs
     from ringfold.trainer.models import openclip_transform
     from ringfold.trainer.text import class_embeddings
 
     size = record.preprocess["size"]
     size = tuple(size) if isinstance(size, list) else (size, size)
     transform = openclip_transform(record.preprocess)
-    with tempfile.TemporaryDirectory() as tmp:
-        refs = synthetic_reference_images(Path(tmp), count, size)
-        pixels = torch.stack([transform(load_image(r.path)) for r in refs])
+    pixels = torch.stack([transform(img) for img in smooth_noise_images(count, size)])
     outputs = []
     for model in (source_model, target_model):
         emb = class_embeddings(model, tokenizer, record.classnames, record.templates)

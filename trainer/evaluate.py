@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ringfold.errors import RingfoldError
 from ringfold.trainer import data as data_mod
+from ringfold.trainer.device import pick_device
 from ringfold.trainer.models import RANDOM_WEIGHTS, openclip_transform
 from ringfold.trainer.run import RUN_FILE, load_adapted_model, read_run, splits_from_record
 from ringfold.trainer.text import class_embeddings, clip_logits
@@ -42,12 +43,6 @@ def harmonic_mean(a: float, b: float) -> float:
 def _names(classnames: Sequence[str], limit: int = 3) -> str:
     shown = ", ".join(repr(c) for c in classnames[:limit])
     return shown + (", ..." if len(classnames) > limit else "")
-
-
-def _pick_device(spec: str) -> torch.device:
-    from ringfold.trainer.train import pick_device
-
-    return pick_device(spec)
 
 
 def _subsets(record, splits: data_mod.LabelledSplits, data: str | Path) -> dict[str, data_mod.LabelledSplits]:
@@ -79,6 +74,25 @@ def _subsets(record, splits: data_mod.LabelledSplits, data: str | Path) -> dict[
 
 
 @torch.no_grad()
+def count_correct(
+    model: torch.nn.Module, class_emb: torch.Tensor, batches, device: torch.device, num_classes: int
+) -> tuple[int, list[int]]:
+    """(correct, per-class correct counts) of CLIP's zero-shot rule over ``(images, labels)`` batches.
+
+    The one accuracy of ringfold: the trainer's per-epoch eval accuracy and ``ringfold evaluate`` count here.
+    """
+    correct = 0
+    per_class = [0] * num_classes
+    for images, labels in batches:
+        pred = clip_logits(model, images.to(device), class_emb).argmax(-1).cpu()
+        hit = pred == labels
+        correct += int(hit.sum())
+        for label in labels[hit].tolist():
+            per_class[label] += 1
+    return correct, per_class
+
+
+@torch.no_grad()
 def _accuracy(
     model: torch.nn.Module,
     tokenizer,
@@ -101,15 +115,7 @@ def _accuracy(
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc=desc, unit="batch", leave=False)
-    correct = 0
-    per_class = [0] * len(classnames)
-    for images, labels in loader:
-        pred = clip_logits(model, images.to(device), class_emb).argmax(-1).cpu()
-        hit = pred == labels
-        correct += int(hit.sum())
-        for label in labels[hit].tolist():
-            per_class[label] += 1
-    return correct, per_class
+    return count_correct(model, class_emb, loader, device, len(classnames))
 
 
 def evaluate_run(
@@ -150,7 +156,7 @@ def evaluate_run(
     splits = splits_from_record(record, data=data, image_root=image_root, classes="all")  # _subsets cuts them
     subsets = _subsets(record, splits, data)
 
-    torch_device = _pick_device(device)
+    torch_device = pick_device(device)
     record, loaded, adapters = load_adapted_model(run_dir, device=str(torch_device))
     model = loaded.model
     transform = openclip_transform(record.preprocess)

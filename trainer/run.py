@@ -113,6 +113,15 @@ class RunRecord:
     def is_random(self) -> bool:
         return self.weights.kind == "random"
 
+    def summary(self, run_dir: str | Path) -> str:
+        """Where the run is and what training did to its eval accuracy (what ``ringfold train`` prints)."""
+        m = self.metrics
+        return (
+            f"run written to {run_dir} ({self.model_name}, {self.weights.describe()})\n"
+            f"eval accuracy: zero-shot {_pct(m.get('zero_shot_eval_acc'))} → adapted {_pct(m.get('final_eval_acc'))} "
+            f"(chance {_pct(m.get('chance_acc'))}; {m.get('trainable_parameters', 0):,} trainable parameters)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "ringfold-run",
@@ -157,6 +166,10 @@ class RunRecord:
             metrics=get_field(d, "metrics", dict, path, fix, default={}),
             versions=get_field(d, "versions", dict[str, str], path, fix, default={}),
         )
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _check_format_version(d: dict[str, Any], path: Path) -> None:

@@ -37,6 +37,7 @@ from ringfold.runtime.limits import limits
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.adapters import AdapterSet, get, inject
 from ringfold.trainer.checkpoint import CONFIG_FILE, LoopState, load_checkpoint, save_checkpoint
+from ringfold.trainer.device import amp_dtype, pick_device
 from ringfold.trainer.distributed import (
     all_reduce_sum,
     barrier,
@@ -45,10 +46,11 @@ from ringfold.trainer.distributed import (
     local_share,
     shutdown,
 )
+from ringfold.trainer.evaluate import count_correct
 from ringfold.trainer.losses import LossWeights, compute_loss
 from ringfold.trainer.models import load_clip, openclip_transform
 from ringfold.trainer.run import RunData, RunRecord, save_run
-from ringfold.trainer.text import class_embeddings, clip_logits
+from ringfold.trainer.text import class_embeddings
 
 log = logging.getLogger("ringfold.train")
 #: testing aid: slow each step down so a test can kill a real run mid-epoch (seconds; unset in normal use)
@@ -90,24 +92,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise RingfoldError(f"--device {spec}: no CUDA device is visible; use --device cpu")
-    return torch.device(spec)
-
-
-def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or spec == "off":
-        return None
-    if spec == "fp16":
-        return torch.float16
-    if spec == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -202,11 +186,9 @@ class Trainer:
             return None
         self.model.eval()
         with self._autocast():
-            class_emb = self._class_emb()
-            correct = 0
-            for images, labels in self._eval_loader():
-                logits = clip_logits(self.model, images.to(self.device), class_emb)
-                correct += int((logits.argmax(-1).cpu() == labels).sum())
+            correct, _ = count_correct(
+                self.model, self._class_emb(), self._eval_loader(), self.device, len(self.classnames)
+            )
         return correct / len(self.eval_samples)
 
     # -- loop -------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from ringfold.trainer.adapters.registry import Method, register
 MODES = ("full", "coarse", "fine")
 
 
-def _ranks(value) -> tuple[int, int, int]:
+def ring_ranks(value) -> tuple[int, int, int]:
+    """(R0, R1, R2) from a list of three positive integers or the command line's "R0,R1,R2"."""
     ranks = tuple(int(r) for r in (value.split(",") if isinstance(value, str) else value))
     if len(ranks) != 3 or min(ranks) < 1:
         raise RingfoldError(f"ring ranks {value!r} invalid; give three positive integers R0,R1,R2 (e.g. 2,4,2)")
@@ -74,8 +75,8 @@ class AdaRingConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.fine_ranks = _ranks(self.fine_ranks)
-        self.coarse_ranks = _ranks(self.coarse_ranks)
+        self.fine_ranks = ring_ranks(self.fine_ranks)
+        self.coarse_ranks = ring_ranks(self.coarse_ranks)
         if self.combinator not in ("static", "gated"):
             raise RingfoldError(f"combinator {self.combinator!r} invalid; use static (foldable) or gated")
         if self.coarse_loss_weight < 0 or self.consistency_loss_weight < 0:

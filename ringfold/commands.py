@@ -1,0 +1,120 @@
+"""The library behind the ``ringfold`` commands that combine several packages: one function per command.
+
+``ringfold/cli.py`` parses a command line, calls one function (from here or from the package that owns
+the work: ``trainer.train.train``, ``exporter.export.export_run``, ...) and prints what it returns.
+The demo and the examples call the same functions from Python.
+
+Everything heavy is imported inside the functions: parity, bench and classify run on the torch-free
+runtime install, and importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+# --------------------------------------------------------------------------------------------- classify
+def prediction_line(prediction) -> str:
+    """One image's result as ``ringfold classify`` prints it: ``PATH: label prob, label prob`` or the error."""
+    if prediction.error:
+        return f"{prediction.path}: ERROR {prediction.error}"
+    tops = zip(prediction.labels, prediction.probabilities, strict=True)
+    return f"{prediction.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in tops)
+
+
+# ----------------------------------------------------------------------------------------------- parity
+@dataclass
+class ParityResult:
+    """A bundle's parity over one or more of its precisions: one report, each comparison named."""
+
+    bundle: Any  # runtime.bundle.Bundle
+    precisions: list[str]
+    report: Any  # runtime.parity.ParityReport
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+    def default_report_dir(self) -> Path:
+        """``BUNDLE.parity`` next to the bundle."""
+        return self.bundle.path.parent / f"{self.bundle.path.name}.parity"
+
+
+def parity(
+    bundle_dir: str | Path,
+    precision: str = "fp32",
+    *,
+    backend: str = "onnxruntime",
+    provider: str | None = "auto",
+    threads: int | None = None,
+    run: str | Path | None = None,
+    images: Sequence[str] | None = None,
+    tolerance: dict[str, float | None] | None = None,
+) -> ParityResult:
+    """Check a bundle's ``precision`` model ("all": every variant) against its stored PyTorch reference.
+
+    With ``run`` (needs torch) the adapted model is also rebuilt live from the run directory, and
+    compared on ``images`` too. ``tolerance`` overrides the precision's defaults
+    (``max_abs_logit``, ``min_cosine``, ``min_top1``; None keeps a default).
+    """
+    from ringfold.runtime.backends import open_model
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.parity import bundle_parity, tolerance_for
+
+    bundle = load_bundle(bundle_dir)
+    precisions = list(bundle.variants) if precision == "all" else [precision]
+    report = None
+    for name in precisions:
+        limits = tolerance_for(name, tolerance or {})
+        model = open_model(bundle, name, backend, provider, threads)
+        part = bundle_parity(bundle, model, name, limits)
+        if run:
+            from ringfold.exporter.torch_parity import add_torch_parity
+
+            add_torch_parity(part, bundle, model, run, list(images or []), name, limits, live_check=report is None)
+        if report is None:
+            report = part
+        else:
+            report.comparisons += part.comparisons  # preprocessing: the same images, checked once
+    return ParityResult(bundle, precisions, report)
+
+
+# ------------------------------------------------------------------------------------------------ bench
+def bench(
+    bundle_dir: str | Path,
+    precision: str | Sequence[str] = "all",
+    provider: str | Sequence[str] = "cpu",
+    batch_sizes: Sequence[int] = (1, 2, 4, 8),
+    *,
+    runs: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+    base: str | Path | None = None,
+):
+    """Latency and throughput of a bundle's variants per provider and batch size; returns (bundle, report).
+
+    ``precision``: "all" or the variants (a list or a comma list); ``provider``: "all" (every one ONNX
+    Runtime offers here) or a list / comma list of cpu, cuda, trt; ``base``: the adapter-free model to
+    compare with (default: the bundle's, when it was exported with one).
+    """
+    from ringfold.runtime.bench import run_bench
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.onnx_backend import available_provider_names
+
+    bundle = load_bundle(bundle_dir)
+    precisions = _names(precision, list(bundle.variants))
+    for name in precisions:
+        bundle.model_path(name)  # one-line error for a variant the bundle does not have
+    providers = _names(provider, available_provider_names())
+    base_path = Path(base) if base else bundle.base_model_path()
+    report = run_bench(bundle, precisions, providers, list(batch_sizes), runs, warmup, threads, base_path)
+    return bundle, report
+
+
+def _names(value: str | Sequence[str], every: list[str]) -> list[str]:
+    if isinstance(value, str):
+        return list(every) if value == "all" else value.split(",")
+    return list(value)
