@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REMOVED_FROM_ONNX = {"ImageScaler", "ParametricSoftplus", "ScaledTanh"}
 #: ops of opsets 23/24 (onnx 1.18/1.19), unknown to the older onnx releases ringfold supports (1.16 on)
 NEWER_THAN_ONNX_1_16 = {"Attention", "RMSNormalization", "RotaryEmbedding", "TensorScatter"}
+#: element types of onnx 1.18 (TensorRT 10's FP4 Q/DQ), unknown to older onnx releases
+TYPES_NEWER_THAN_ONNX_1_16 = {"FLOAT4E2M1"}
 
 
 def _docs() -> dict[str, dict]:
@@ -57,10 +59,13 @@ def test_every_op_in_a_table_is_a_real_onnx_op(target):
 @pytest.mark.parametrize("target", ["trt-8.6", "trt-10"])
 def test_element_types_are_tensorproto_names_and_ranges_are_sane(target):
     doc = _docs()[f"{target}.json"]
+    known = set(TensorProto.DataType.keys())
     for key in ("io_types", "cast_types", "qdq_data_types"):
         assert doc[key], key
-        for name in doc[key]:
-            TensorProto.DataType.Value(name)  # raises for a name onnx does not have
+        unknown = set(doc[key]) - known
+        assert unknown <= TYPES_NEWER_THAN_ONNX_1_16, (key, sorted(unknown))
+        if "FLOAT4E2M1" in known:
+            assert unknown == set(), (key, sorted(unknown))
     lo, hi = doc["opset"]
     assert 1 <= lo <= hi <= onnx.defs.onnx_opset_version() + 10
     assert isinstance(doc["ir_max"], int) and isinstance(doc["int64"], bool)
