@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ringfold.errors import GateFailed, RingfoldError
+from ringfold.errors import FieldError, GateFailed, RingfoldError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,102 +47,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------------------------- params
-def _adapter_overrides(args: argparse.Namespace) -> dict:
-    overrides = {}
-    for key in ("rank", "layers", "sites", "scale", "dropout", "fine_ranks", "coarse_ranks", "combinator"):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
-    if getattr(args, "towers", None):
-        overrides["towers"] = tuple(args.towers.split(","))
-    for item in getattr(args, "adapter_opt", None) or []:
-        if "=" not in item:
-            raise RingfoldError(f"--adapter-opt {item!r}: use KEY=VALUE, e.g. --adapter-opt mlp_lambda_init=xavier")
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
-def _add_adapter_args(p: argparse.ArgumentParser) -> None:
-    from ringfold import cli_types as T
-
-    g = p.add_argument_group("adapter")
-    g.add_argument("--method", default="arc", help="adapter method: arc | adaring | mma (params: also 'all')")
-    g.add_argument("--rank", type=T.positive_int, help="bottleneck r (defaults: ARC 50, MMA 32)")
-    g.add_argument("--layers", help="blocks to adapt: all | last:K | a-b | i,j,k (default last:8)")
-    g.add_argument("--sites", choices=["both", "attn", "mlp"], help="adapter sites (default both)")
-    g.add_argument("--towers", help="comma list of visual,text (default both)")
-    g.add_argument("--scale", type=T.finite_float, help="adapter output scale s (defaults: 1.0; MMA 1e-3)")
-    g.add_argument("--dropout", type=T.dropout_rate, help="bottleneck dropout in [0, 1), training only")
-    g.add_argument("--fine-ranks", help="AdaRing fine ring ranks R0,R1,R2 (default 2,4,2)")
-    g.add_argument("--coarse-ranks", help="AdaRing coarse ring ranks R0,R1,R2 (default 1,2,2)")
-    g.add_argument("--combinator", choices=["static", "gated"], help="AdaRing combinator (static folds)")
-    g.add_argument("--adapter-opt", action="append", metavar="KEY=VALUE", help="any other method option")
-
-
 def cmd_params(args: argparse.Namespace) -> int:
-    from ringfold.trainer.adapters import get, names
-    from ringfold.trainer.params import format_table, parameter_rows
+    from ringfold.options import adapter_overrides
+    from ringfold.trainer.adapters import names
+    from ringfold.trainer.params import format_tables, parameter_tables, tables_to_json
 
-    methods = names() if args.method == "all" else [args.method]
-    totals, dumps = {}, {}
-    for name in methods:
-        overrides = _adapter_overrides(args) if args.method != "all" else {}
-        config = get(name).config_cls.from_dict({"method": name, **overrides})
-        rows = parameter_rows(args.model, config)
-        totals[name] = sum(r.total for r in rows)
-        dumps[name] = [{**r.__dict__, "total": r.total} for r in rows]
-        if not args.json:
-            print(format_table(rows, f"{args.model} · {name} · layers={config.layers} sites={config.sites}") + "\n")
+    every = args.method == "all"
+    tables = parameter_tables(args.model, names() if every else [args.method], {} if every else adapter_overrides(args))
     if args.json:
-        print(json.dumps(dumps if args.method == "all" else dumps[methods[0]], indent=2))
-    elif len(methods) > 1:
-        ref = totals.get("mma")
-        print("summary (each method at its defaults):")
-        for name, total in totals.items():
-            share = f"  {100 * total / ref:.1f}% of MMA" if ref else ""
-            print(f"  {name:<8} {total:>10,} ({total / 1e6:.3f}M){share}")
+        dumps = tables_to_json(tables)
+        print(json.dumps(dumps if every else dumps[args.method], indent=2))
+    else:
+        print(format_tables(args.model, tables))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- train
-def _train_config(args: argparse.Namespace):
-    from ringfold.trainer.train import TrainConfig
-
-    return TrainConfig(
-        model=args.model,
-        pretrained=args.pretrained,
-        random_init=args.random_init,
-        init_seed=args.init_seed,
-        method=args.method,
-        adapter=_adapter_overrides(args),
-        data=args.data,
-        image_root=args.image_root,
-        shots=args.shots,
-        classes=args.classes,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        warmup_epochs=args.warmup_epochs,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        templates=args.templates,
-        augment=not args.no_augment,
-        on_bad_image=args.on_bad_image,
-        workers=args.workers,
-        max_eval=args.max_eval,
-        progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every,
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    from ringfold.options import train_config_from_args
     from ringfold.trainer.train import resume, train
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -156,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             missing.append("--pretrained TAG|FILE or --random-init")
         if missing:
             raise RingfoldError(f"train needs {', '.join(missing)} (or --resume RUN/ to continue a run)")
-        record = train(_train_config(args), args.out)
+        record = train(train_config_from_args(args), args.out)
     if "RANK" in os.environ and os.environ["RANK"] != "0":
         return 0
     print(record.summary(args.out))
@@ -463,6 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ringfold import __version__
     from ringfold import cli_types as T
+    from ringfold.options import add_adapter_options, add_config_options
 
     parser = _Parser(prog="ringfold", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ringfold {__version__}")
@@ -471,45 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="trainable parameter table for a model config and adapter method")
     p.add_argument("--model", default="ViT-B-16")
     p.add_argument("--json", action="store_true")
-    _add_adapter_args(p)
+    add_adapter_options(p, allow_all=True)
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("train", help="fit adapters on a frozen open_clip model")
-    p.add_argument("--model", default="ViT-B-16", help="open_clip model config name")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--pretrained", help="open_clip pretrained tag (e.g. openai) or a checkpoint file")
-    src.add_argument("--random-init", action="store_true", help="random weights (tests/demos; said in every report)")
-    p.add_argument("--init-seed", type=T.seed, default=0, help="seed of --random-init weights")
-    _add_adapter_args(p)
-    p.add_argument("--data", help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
-    p.add_argument("--image-root", help="folder the CoOp split paths are relative to")
-    p.add_argument("--shots", type=T.non_negative_int, default=16, help="images per class (0 = all)")
-    p.add_argument("--classes", choices=["all", "base", "new"], default="all", help="CoOp base-to-novel subset")
-    p.add_argument(
-        "--epochs", type=T.non_negative_int, default=10, help="training epochs (0: keep the identity adapters)"
-    )
-    p.add_argument("--batch-size", type=T.positive_int, default=32)
-    p.add_argument("--lr", type=T.positive_float, default=2e-3)
-    p.add_argument("--weight-decay", type=T.non_negative_float, default=1e-4)
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--warmup-epochs", type=T.non_negative_float, default=1.0)
-    p.add_argument("--seed", type=T.seed, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help="CUDA autocast dtype")
-    p.add_argument("--templates", help="prompt template ('a photo of a {}.'), or a .txt/.json file of them")
-    p.add_argument("--no-augment", action="store_true", help="train on the eval transform (no random crops)")
-    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
-    p.add_argument("--workers", type=T.non_negative_int, default=0, help="DataLoader worker processes")
-    p.add_argument("--max-eval", type=T.positive_int, help="evaluate on at most this many images per epoch")
+    add_config_options(p)  # one option per TrainConfig field (trainer/config.py)
+    add_adapter_options(p)
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint (other flags ignored)")
     p.add_argument(
-        "--checkpoint-every", type=T.non_negative_int, default=0, help="also checkpoint every N steps (0: epoch ends)"
-    )
-    p.add_argument(
         "--nproc", type=T.positive_int, help="data-parallel processes: relaunches under torchrun (gloo/NCCL)"
     )
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="fold adapters, bake the head, write an ONNX deploy bundle")
@@ -714,6 +609,19 @@ def _needed_extra(args: argparse.Namespace) -> str | None:
     return _COMMAND_EXTRA.get(args.command)
 
 
+def _flag_of(parser: argparse.ArgumentParser, command: str, field: str) -> str | None:
+    """The option of ``command`` that sets config field ``field`` (options are named by their dest)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices[command]
+            for option in sub._actions:
+                if option.dest == field and option.option_strings:
+                    return option.option_strings[0]
+            if any(option.dest == "adapter_opt" for option in sub._actions):
+                return f"--adapter-opt {field}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ringfold.extras import install_hint, optional_module, require
 
@@ -732,6 +640,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # not an optional dependency: a real bug, keep the traceback
         print(f"ringfold {args.command}: error: {install_hint(args.command, module)}", file=sys.stderr)
         return 2
+    except FieldError as exc:  # the library names the field; the user typed a flag
+        flag = _flag_of(parser, args.command, exc.field)
+        print(f"ringfold {args.command}: error: {f'{flag}: {exc.problem}' if flag else exc}", file=sys.stderr)
+        return exc.exit_code
     except RingfoldError as exc:
         print(f"ringfold {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

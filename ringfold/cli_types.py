@@ -1,4 +1,4 @@
-"""argparse ``type=`` callables for the ``ringfold`` command's numeric and list options.
+"""Value kinds of ringfold's settings: argparse ``type=`` callables for the options, bounds for the library.
 
 Every value is checked when the command line is parsed, before any model or bundle is loaded:
 a bad value raises :class:`argparse.ArgumentTypeError`, which argparse turns into one line on
@@ -6,6 +6,8 @@ stderr (``ringfold train: error: argument --lr: ...``) and exit code 2. Nothing 
 silently: ``--epochs 2.5`` is an error, not 2, and ``nan``/``inf`` are never accepted.
 
 The messages say the value given and what is allowed; argparse prefixes the option name.
+The same :class:`Number` kinds bound the config fields (``trainer/config.py``): a value read from a
+file or built in Python is checked against the bounds the command line enforces.
 This module imports only the standard library, so the torch-free runtime install can use it.
 """
 
@@ -57,90 +59,156 @@ def _as_float(text: str, what: str, allowed: str) -> float:
     return value
 
 
-def _bounded_int(text: str, what: str, allowed: str, low: int, high: int | None = None) -> int:
-    value = _as_int(text, what, allowed)
-    if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not {what} ({allowed})")
-    return value
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def positive_int(text: str) -> int:
-    """A count that must be at least 1 (``--top-k``, ``--runs``, ``--batch-size``, ``--rank`` ...).
+class Number:
+    """A kind of number: ``kind(text)`` parses a command-line value, ``kind.problem(value)`` checks a stored one.
 
-    Zero of these would make an empty batch, an empty benchmark or a zero-width adapter.
+    One table of bounds for the CLI (``type=`` of an option: a bad value is an ArgumentTypeError that
+    argparse prints in one line) and for the library (a config field read from a file or built in
+    Python: ``problem`` says what is wrong in field terms, "must be >= 0, got -1", or None).
     """
-    return _bounded_int(text, "a positive integer", "give 1 or more", 1)
+
+    def __init__(
+        self,
+        name: str,
+        cast: type,
+        what: str,
+        allowed: str,
+        low: float | None = None,
+        high: float | None = None,
+        *,
+        low_open: bool = False,
+        high_open: bool = False,
+        doc: str = "",
+    ) -> None:
+        self.__name__ = name  # argparse names a type by it
+        self.__doc__ = doc
+        self.cast, self.what, self.allowed = cast, what, allowed
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def __repr__(self) -> str:
+        return f"<value kind {self.__name__}: {self.bounds or 'any finite number'}>"
+
+    @property
+    def bounds(self) -> str:
+        """'>= 1', '> 0', '>= 0 and < 1', or '' when any finite value is fine."""
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {_number(self.high)}")
+        return " and ".join(parts)
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with a stored value (its type already checked), or None."""
+        if self.cast is float and not math.isfinite(value):  # type: ignore[arg-type]
+            return f"must be a finite number, got {value}"
+        low, high = self.low, self.high
+        too_low = low is not None and (value < low or (self.low_open and value == low))  # type: ignore[operator]
+        too_high = high is not None and (value > high or (self.high_open and value == high))  # type: ignore[operator]
+        return f"must be {self.bounds}, got {value}" if too_low or too_high else None
+
+    def __call__(self, text: str):
+        """argparse ``type=``: the value of ``text``, or an ArgumentTypeError saying the value and what is allowed."""
+        if self.cast is int:
+            value = _as_int(text, self.what, self.allowed)
+        else:
+            value = _as_float(text, self.what, self.allowed)
+        if self.problem(value):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not {self.what} ({self.allowed})")
+        return value
 
 
-def non_negative_int(text: str) -> int:
-    """A count where 0 is meaningful (``--warmup 0``: no warm-up; ``--shots 0``: all images)."""
-    return _bounded_int(text, "a non-negative integer", "give 0 or more", 0)
-
-
-def seed(text: str) -> int:
-    """A random seed: 0 .. 2**32-1, the range Python, NumPy and torch generators all accept."""
-    return _bounded_int(text, "a valid seed", f"give an integer from 0 to {MAX_SEED}", 0, MAX_SEED)
-
-
-def opset(text: str) -> int:
-    """An ONNX opset the exporter can write (see :data:`MIN_OPSET` and :data:`MAX_OPSET`)."""
-    return _bounded_int(
-        text,
-        "a supported ONNX opset",
-        f"give {MIN_OPSET} to {MAX_OPSET}; 17 suits Jetson TensorRT",
-        MIN_OPSET,
-        MAX_OPSET,
-    )
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (``--scale`` may be negative or zero, but not nan/inf)."""
-    return _as_float(text, "a finite number", "give a number such as 1.0 or 1e-3")
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (``--lr``): zero would train nothing, a negative one would ascend."""
-    allowed = "give a finite number above 0, e.g. 2e-3"
-    value = _as_float(text, "a positive number", allowed)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a positive number ({allowed})")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number of 0 or more (``--weight-decay``, ``--warmup-epochs``, ``--max-abs-logit``)."""
-    allowed = "give a finite number, 0 or more"
-    value = _as_float(text, "a non-negative number", allowed)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a non-negative number ({allowed})")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A fraction from 0 to 1 inclusive (``--min-top1``: top-1 agreement)."""
-    allowed = "give a number from 0 to 1"
-    value = _as_float(text, "a fraction", allowed)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a fraction ({allowed})")
-    return value
-
-
-def dropout_rate(text: str) -> float:
-    """A dropout probability in [0, 1): at 1 every bottleneck activation is dropped and nothing is learned."""
-    allowed = "give a number from 0 up to, not including, 1"
-    value = _as_float(text, "a dropout probability", allowed)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a dropout probability ({allowed})")
-    return value
-
-
-def cosine(text: str) -> float:
-    """A cosine similarity bound, -1 to 1 inclusive (``--min-cosine``); outside it no pair could pass or fail."""
-    allowed = "give a number from -1 to 1"
-    value = _as_float(text, "a cosine similarity", allowed)
-    if not -1 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a cosine similarity ({allowed})")
-    return value
+positive_int = Number(
+    "positive_int",
+    int,
+    "a positive integer",
+    "give 1 or more",
+    1,
+    doc="A count that must be at least 1 (``--top-k``, ``--runs``, ``--batch-size``, ``--rank`` ...): "
+    "zero of these would make an empty batch, an empty benchmark or a zero-width adapter.",
+)
+non_negative_int = Number(
+    "non_negative_int",
+    int,
+    "a non-negative integer",
+    "give 0 or more",
+    0,
+    doc="A count where 0 is meaningful (``--warmup 0``: no warm-up; ``--shots 0``: all images).",
+)
+seed = Number(
+    "seed",
+    int,
+    "a valid seed",
+    f"give an integer from 0 to {MAX_SEED}",
+    0,
+    MAX_SEED,
+    doc="A random seed: 0 .. 2**32-1, the range Python, NumPy and torch generators all accept.",
+)
+opset = Number(
+    "opset",
+    int,
+    "a supported ONNX opset",
+    f"give {MIN_OPSET} to {MAX_OPSET}; 17 suits Jetson TensorRT",
+    MIN_OPSET,
+    MAX_OPSET,
+    doc="An ONNX opset the exporter can write (see :data:`MIN_OPSET` and :data:`MAX_OPSET`).",
+)
+finite_float = Number(
+    "finite_float",
+    float,
+    "a finite number",
+    "give a number such as 1.0 or 1e-3",
+    doc="Any finite number (``--scale`` may be negative or zero, but not nan/inf).",
+)
+positive_float = Number(
+    "positive_float",
+    float,
+    "a positive number",
+    "give a finite number above 0, e.g. 2e-3",
+    0,
+    low_open=True,
+    doc="A finite number above 0 (``--lr``): zero would train nothing, a negative one would ascend.",
+)
+non_negative_float = Number(
+    "non_negative_float",
+    float,
+    "a non-negative number",
+    "give a finite number, 0 or more",
+    0,
+    doc="A finite number of 0 or more (``--weight-decay``, ``--warmup-epochs``, ``--max-abs-logit``).",
+)
+unit_interval = Number(
+    "unit_interval",
+    float,
+    "a fraction",
+    "give a number from 0 to 1",
+    0,
+    1,
+    doc="A fraction from 0 to 1 inclusive (``--min-top1``: top-1 agreement).",
+)
+dropout_rate = Number(
+    "dropout_rate",
+    float,
+    "a dropout probability",
+    "give a number from 0 up to, not including, 1",
+    0,
+    1,
+    high_open=True,
+    doc="A dropout probability in [0, 1): at 1 every bottleneck activation is dropped and nothing is learned.",
+)
+cosine = Number(
+    "cosine",
+    float,
+    "a cosine similarity",
+    "give a number from -1 to 1",
+    -1,
+    1,
+    doc="A cosine similarity bound, -1 to 1 inclusive (``--min-cosine``); outside it no pair could pass or fail.",
+)
 
 
 def _int_entries(text: str, allowed: str, max_entries: int) -> list[int]:
@@ -188,3 +256,20 @@ def batch_profile(text: str) -> tuple[int, int, int]:
     if not low <= opt <= high:
         raise argparse.ArgumentTypeError(f"{_shown(text)} is not ordered min <= opt <= max ({allowed})")
     return low, opt, high
+
+
+def ring_ranks(text: str) -> tuple[int, int, int]:
+    """AdaRing tensor-ring ranks ``R0,R1,R2`` (``--fine-ranks``, ``--ranks``): three positive integers."""
+    allowed = "give three positive integers R0,R1,R2, e.g. 2,4,2"
+    values = _int_entries(text, allowed, 3)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} has {len(values)} entries, not 3 ({allowed})")
+    return values[0], values[1], values[2]
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """A comma list of names (``--towers visual,text``); which names are allowed is the config's to say."""
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} has an empty entry (give names separated by commas)")
+    return names

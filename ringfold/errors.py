@@ -14,6 +14,19 @@ class RingfoldError(Exception):
     exit_code = 2
 
 
+class FieldError(RingfoldError):
+    """A setting with a bad value, named by its FIELD (``lr``, ``rank``): the library speaks of fields.
+
+    A file reader turns it into ``FILE: field NAME PROBLEM; FIX``; the CLI names the flag that sets
+    the field instead (``--lr``), because that is what the user typed.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class ImageError(RingfoldError):
     """An image file that cannot be decoded into an RGB picture."""
 

@@ -100,7 +100,7 @@ def test_exporter_never_imports_the_cli():
 
 def test_nothing_but_the_entry_point_imports_the_cli():
     found = {}
-    for path in _sources("ringfold", "trainer", "exporter", "runtime", "benchmarks"):
+    for path in _sources("ringfold", "trainer", "exporter", "runtime", "examples", "benchmarks"):
         rel = path.relative_to(ROOT)
         name = _module_name(path)[0] if rel.parts[0] in PACKAGES else str(rel)
         hits = _hits(_imports(path), "ringfold.cli")

@@ -142,16 +142,19 @@ def test_train_config_that_is_not_a_mapping(tiny_run, tmp_path, capsys):
 
 
 def test_train_config_round_trips_what_the_trainer_and_cli_write(tiny_run, tmp_path):
-    from dataclasses import asdict
-
-    from ringfold.trainer.train import load_train_config
+    from ringfold.trainer.config import load_train_config
 
     cfg = load_train_config(tiny_run / "train_config.json")
-    assert asdict(cfg) == json.loads((tiny_run / "train_config.json").read_text())
-    # the CLI stores AdaRing's --fine-ranks as given ("2,4,2"): the method config parses it, so it must pass
-    d = {**asdict(cfg), "method": "adaring", "adapter": {"fine_ranks": "2,4,2", "towers": ["visual"]}}
+    assert cfg.to_dict() == json.loads((tiny_run / "train_config.json").read_text())
+    # the adapter config is stored resolved: every setting, the method's defaults filled in
+    assert cfg.to_dict()["adapter"] == {**cfg.adapter.to_dict(), "rank": 8, "layers": "all"}
+    assert set(cfg.to_dict()["adapter"]) == {"method", "towers", "layers", "sites", "scale", "rank", "dropout"} | {
+        "mlp_lambda_init"
+    }
+    # earlier ringfold stored only the overrides, AdaRing's --fine-ranks as typed ("2,4,2"): such a file must load
+    d = {**cfg.to_dict(), "method": "adaring", "adapter": {"fine_ranks": "2,4,2", "towers": ["visual"]}}
     (tmp_path / "train_config.json").write_text(json.dumps(d))
-    assert load_train_config(tmp_path / "train_config.json").adapter["fine_ranks"] == "2,4,2"
+    assert load_train_config(tmp_path / "train_config.json").adapter.fine_ranks == (2, 4, 2)
 
 
 # ------------------------------------------------------------------------------------ checkpoint.safetensors

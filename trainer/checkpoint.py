@@ -29,7 +29,6 @@ from ringfold.runtime.fields import describe_type, is_number, json_type, matches
 from ringfold.trainer.run import check_adapter_tensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "train_config.json"
 #: the trainer never writes a non-finite checkpoint (save_checkpoint refuses), so a bad one was damaged or altered
 CHECKPOINT_DAMAGED = "the checkpoint is damaged or was modified — delete it and re-run `ringfold train`"
 

@@ -20,7 +20,8 @@ import torch
 from ringfold.atomic import write_json, write_text
 from ringfold.errors import RingfoldError
 from ringfold.trainer.adapters import inject
-from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing, ring_ranks
+from ringfold.trainer.adapters.adaring import TensorRing
+from ringfold.trainer.config import AdaRingConfig, ring_ranks
 from ringfold.trainer.run import RunRecord, load_adapted_model, save_run
 
 
@@ -77,7 +78,7 @@ def compress_run(
 
     The ranks are three positive integers each, as a sequence or as the command line's "R0,R1,R2".
     """
-    fine_ranks, coarse_ranks = ring_ranks(fine_ranks), ring_ranks(coarse_ranks)
+    fine_ranks, coarse_ranks = ring_ranks(fine_ranks, "ranks"), ring_ranks(coarse_ranks, "coarse_ranks")
     out = Path(out)
     if out.exists():
         raise RingfoldError(f"{out}: already exists; choose another --out")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError
 
 
 def pick_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise RingfoldError(f"--device {spec}: no CUDA device is visible; use --device cpu")
+        raise FieldError("device", f"is {spec!r}, but no CUDA device is visible; use cpu")
     return torch.device(spec)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 from ringfold.trainer import data as data_mod
 from ringfold.trainer.device import pick_device
 from ringfold.trainer.models import RANDOM_WEIGHTS, openclip_transform
@@ -143,9 +143,9 @@ def evaluate_run(
             f"{run_dir}: no such run directory (no {RUN_FILE}); pass a directory written by `ringfold train`"
         )
     if batch_size < 1:
-        raise RingfoldError(f"--batch-size {batch_size}: use a positive batch size")
+        raise FieldError("batch_size", f"must be >= 1, got {batch_size}")
     if split not in data_mod.SPLIT_NAMES:
-        raise RingfoldError(f"--split {split!r} is unknown: use one of {', '.join(data_mod.SPLIT_NAMES)}")
+        raise FieldError("split", f"must be one of {', '.join(data_mod.SPLIT_NAMES)}, got {split!r}")
     record = read_run(run_dir)  # one-line error for a missing/damaged run.json before anything heavy
     if data is None:
         if not record.data.path:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import open_clip
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdapterConfig, build_site_adapter, resolve_layers
+from ringfold.trainer.adapters.base import build_site_adapter, resolve_layers
+from ringfold.trainer.config import AdapterConfig, config_from_dict
 from ringfold.trainer.models import register_builtin_configs
 
 
@@ -92,3 +93,34 @@ def format_table(rows: list[ParamRow], title: str) -> str:
         )
     lines.append(f"{'total':<8} {'':<7} {'':<5} {'':>6} {'':>10} {'':>10} {sum(r.total for r in rows):>10,}")
     return "\n".join(lines)
+
+
+def parameter_tables(
+    model_name: str, methods: list[str], overrides: dict | None = None
+) -> dict[str, tuple[AdapterConfig, list[ParamRow]]]:
+    """Each method's config (its defaults, with ``overrides``) and its parameter rows on ``model_name``."""
+    tables = {}
+    for name in methods:
+        config = config_from_dict({**(overrides or {}), "method": name})
+        tables[name] = (config, parameter_rows(model_name, config))
+    return tables
+
+
+def format_tables(model_name: str, tables: dict[str, tuple[AdapterConfig, list[ParamRow]]]) -> str:
+    """Each method's table and, for more than one method, a summary with each method's share of MMA's count."""
+    parts = [
+        format_table(rows, f"{model_name} · {name} · layers={config.layers} sites={config.sites}") + "\n"
+        for name, (config, rows) in tables.items()
+    ]
+    if len(tables) > 1:
+        totals = {name: sum(r.total for r in rows) for name, (_, rows) in tables.items()}
+        ref = totals.get("mma")
+        parts.append("summary (each method at its defaults):")
+        for name, total in totals.items():
+            share = f"  {100 * total / ref:.1f}% of MMA" if ref else ""
+            parts.append(f"  {name:<8} {total:>10,} ({total / 1e6:.3f}M){share}")
+    return "\n".join(parts)
+
+
+def tables_to_json(tables: dict[str, tuple[AdapterConfig, list[ParamRow]]]) -> dict[str, list[dict]]:
+    return {name: [{**r.__dict__, "total": r.total} for r in rows] for name, (_, rows) in tables.items()}

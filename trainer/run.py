@@ -34,8 +34,8 @@ from ringfold.runtime.fields import (
 from ringfold.runtime.limits import limits
 from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer import data as data_mod
-from ringfold.trainer.adapters import AdapterSet, get, inject
-from ringfold.trainer.adapters.base import AdapterConfig
+from ringfold.trainer.adapters import AdapterSet, inject
+from ringfold.trainer.config import AdapterConfig, config_from_dict, read_adapter_config
 from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
 
 RUN_FORMAT_VERSION = 1
@@ -211,18 +211,7 @@ def _preprocess_from(pre: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _adapter_from(a: dict[str, Any], path: Path) -> AdapterConfig:
-    method = get_field(a, "method", str, path, RUN_DAMAGED, prefix="adapter.")
-    try:
-        config_cls = get(method).config_cls
-    except RingfoldError as exc:
-        raise field_error(path, "adapter.method", f"is invalid: {exc}", RUN_DAMAGED) from None
-    check_dataclass_fields(
-        config_cls, {k: v for k, v in a.items() if k != "method"}, path, RUN_DAMAGED, prefix="adapter.", required=False
-    )
-    try:
-        return config_cls.from_dict(a)
-    except (RingfoldError, TypeError, ValueError) as exc:
-        raise field_error(path, "adapter", f"is invalid: {exc}", RUN_DAMAGED) from None
+    return read_adapter_config(a, path, RUN_DAMAGED)
 
 
 def _nonempty_strings(d: dict[str, Any], key: str, path: Path) -> list[str]:
@@ -332,11 +321,10 @@ def write_synthetic_run(
     For benchmarks and tests that need a run whose adapters really change the
     output; ``run.json`` says so in its metrics.
     """
-    from ringfold.trainer.adapters import get
     from ringfold.trainer.models import load_clip
 
     loaded = load_clip(model_name, random_init=True, seed=seed)
-    config = get(adapter["method"]).config_cls.from_dict(adapter)
+    config = config_from_dict(adapter)
     aset = inject(loaded.model, config)
     if adapter_std:
         g = torch.Generator().manual_seed(seed)

@@ -7,15 +7,12 @@ fp16 + GradScaler) when present, CPU fp32 otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
 import random
 import time
-import typing
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +21,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from ringfold.atomic import write_json
-from ringfold.errors import RingfoldError
-from ringfold.runtime.fields import (
-    check_choice,
-    check_dataclass_fields,
-    check_type,
-    field_error,
-    read_json,
-    short_repr,
-)
-from ringfold.runtime.limits import limits
+from ringfold.errors import FieldError, RingfoldError
 from ringfold.trainer import data as data_mod
-from ringfold.trainer.adapters import AdapterSet, get, inject
-from ringfold.trainer.checkpoint import CONFIG_FILE, LoopState, load_checkpoint, save_checkpoint
+from ringfold.trainer.adapters import AdapterSet, inject
+from ringfold.trainer.checkpoint import LoopState, load_checkpoint, save_checkpoint
+from ringfold.trainer.config import CONFIG_FILE, TrainConfig, load_train_config
 from ringfold.trainer.device import amp_dtype, pick_device
 from ringfold.trainer.distributed import (
     all_reduce_sum,
@@ -55,37 +44,6 @@ from ringfold.trainer.text import class_embeddings
 log = logging.getLogger("ringfold.train")
 #: testing aid: slow each step down so a test can kill a real run mid-epoch (seconds; unset in normal use)
 _STEP_DELAY = float(os.environ.get("RINGFOLD_STEP_DELAY_S", "0") or 0)
-
-
-@dataclass
-class TrainConfig:
-    model: str = "ViT-B-16"
-    pretrained: str | None = None
-    random_init: bool = False
-    init_seed: int = 0
-    method: str = "arc"
-    adapter: dict[str, Any] = field(default_factory=dict)  # method config overrides (rank, layers, sites, scale…)
-    data: str = ""
-    image_root: str | None = None
-    shots: int = 16
-    classes: str = "all"  # all | base | new (CoOp base-to-novel)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    warmup_epochs: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto | bf16 | fp16 | off
-    templates: str | None = None
-    augment: bool = True
-    on_bad_image: str = "skip"
-    workers: int = 0
-    eval_split: str = "test"
-    max_eval: int | None = None
-    progress: bool = True
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: at epoch ends only)
 
 
 def seed_everything(seed: int) -> None:
@@ -109,7 +67,7 @@ def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    raise RingfoldError(f"--optimizer {cfg.optimizer!r} invalid; use adamw or sgd")
+    raise FieldError("optimizer", f"must be adamw or sgd, got {cfg.optimizer!r}")
 
 
 def _tqdm(iterable, enabled: bool, **kw):
@@ -134,8 +92,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.loaded = load_clip(cfg.model, cfg.pretrained, random_init=cfg.random_init, seed=cfg.init_seed)
         self.model = self.loaded.model
-        method = get(cfg.method)
-        self.adapter_cfg = method.config_cls.from_dict({"method": cfg.method, **cfg.adapter})
+        self.adapter_cfg = cfg.adapter  # resolved once, by TrainConfig
         self.adapters: AdapterSet = inject(self.model, self.adapter_cfg)
         self.model.to(self.device)
         self._load_data()
@@ -243,7 +200,7 @@ class Trainer:
         else:
             if main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                write_json(self.out / CONFIG_FILE, asdict(cfg))
+                write_json(self.out / CONFIG_FILE, cfg.to_dict())
                 log_path.write_text("")
             state = LoopState()
             acc0 = self.evaluate() if main else None
@@ -342,7 +299,7 @@ class Trainer:
 
     def _record(self, history: list[dict[str, Any]]) -> RunRecord:
         cfg = self.cfg
-        train_settings = {k: v for k, v in asdict(cfg).items() if k not in ("adapter", "progress")}
+        train_settings = {k: v for k, v in cfg.to_dict().items() if k not in ("adapter", "progress")}
         train_settings.update(device=str(self.device), amp=str(self.amp) if self.amp else "off")
         metrics = {
             "zero_shot_eval_acc": history[0]["eval_acc"],
@@ -385,63 +342,6 @@ def train(cfg: TrainConfig, out_dir: str | Path) -> RunRecord:
         return trainer.fit()
     finally:
         shutdown(trainer.dist)
-
-
-#: RUN/train_config.json is ``asdict(TrainConfig)`` written by ``fit``; these are the values the CLI can produce
-_CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
-    "classes": ("all", "base", "new"),
-    "optimizer": ("adamw", "sgd"),
-    "amp": ("auto", "bf16", "fp16", "off"),
-    "on_bad_image": ("skip", "fail"),
-    "eval_split": ("test", "val"),
-}
-_CONFIG_MINIMUM: dict[str, int] = {  # init_seed has none: torch.manual_seed takes any int
-    "shots": 0,
-    "epochs": 0,
-    "batch_size": 1,
-    "lr": 0,
-    "weight_decay": 0,
-    "warmup_epochs": 0,
-    "seed": 0,
-    "workers": 0,
-    "max_eval": 0,
-    "checkpoint_every": 0,
-}
-
-
-def load_train_config(path: Path) -> TrainConfig:
-    """Read RUN/train_config.json: every field present, of its annotated type and in range, nothing else."""
-    fix = f"the run directory is damaged — restore {CONFIG_FILE} or start a new run with `ringfold train`"
-    d = read_json(path, fix, limits().max_json_bytes, allow_nan=True)
-    check_dataclass_fields(TrainConfig, d, path, fix)
-    for key, choices in _CONFIG_CHOICES.items():
-        check_choice(d[key], choices, path, key, fix)
-    for key, minimum in _CONFIG_MINIMUM.items():
-        if d[key] is not None and d[key] < minimum:
-            raise field_error(path, key, f"must be >= {minimum}, got {d[key]}", fix)
-    if d["seed"] >= 2**32:
-        raise field_error(path, "seed", f"must be < 2**32, got {d['seed']}", fix)
-    if d["device"] != "auto":
-        try:
-            torch.device(d["device"])
-        except RuntimeError:
-            got = short_repr(d["device"])
-            raise field_error(path, "device", f"must be auto, cpu, cuda or cuda:N, got {got}", fix) from None
-    try:
-        method = get(d["method"])
-    except RingfoldError as exc:
-        raise field_error(path, "method", f"is invalid: {exc}", fix) from None
-    hints = typing.get_type_hints(method.config_cls)
-    for f in dataclasses.fields(method.config_cls):
-        value = d["adapter"].get(f.name)
-        # the CLI stores tuple options as typed ("2,4,2" for --fine-ranks); the method config parses those
-        if f.name in d["adapter"] and not (typing.get_origin(hints[f.name]) is tuple and isinstance(value, str)):
-            check_type(value, hints[f.name], path, f"adapter.{f.name}", fix)
-    try:  # built the way Trainer builds it, so a bad override names this file
-        method.config_cls.from_dict({"method": d["method"], **d["adapter"]})
-    except (RingfoldError, TypeError, ValueError) as exc:
-        raise field_error(path, "adapter", f"is invalid: {exc}", fix) from None
-    return TrainConfig(**d)
 
 
 def resume(run_dir: str | Path) -> RunRecord:

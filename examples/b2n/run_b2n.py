@@ -61,17 +61,17 @@ PREPARE = {"fgvc_aircraft": prepare_fgvc_aircraft, "imagenet": prepare_imagenet}
 
 
 # --------------------------------------------------------------------------------------------- commands
-def train_argv(args: argparse.Namespace, spec: dict, seed: int, run_dir: Path) -> list[str]:
+def train_flags(args: argparse.Namespace, spec: dict, seed: int) -> list[str]:
+    """The `ringfold train` flags of one seed (without --out): printed by --dry-run, parsed into a TrainConfig."""
     weights = ["--random-init"] if args.random_init else ["--pretrained", args.pretrained]
-    argv = ["train", "--model", args.model, *weights, "--method", args.method]
+    argv = ["--model", args.model, *weights, "--method", args.method]
     argv += ["--data", str(args.root / spec["split_json"]), "--image-root", str(args.root / spec["image_root"])]
     argv += ["--classes", "base", "--shots", str(args.shots), "--seed", str(seed), "--templates", spec["template"]]
     if args.epochs is not None:
         argv += ["--epochs", str(args.epochs)]
     if args.device:
         argv += ["--device", args.device]
-    argv += [*args.train_arg, "--out", str(run_dir)]
-    return argv
+    return argv + args.train_arg
 
 
 def evaluate_argv(args: argparse.Namespace, spec: dict, run_dir: Path, result: Path) -> list[str]:
@@ -154,33 +154,44 @@ def main(argv: list[str] | None = None) -> int:
     plan = []
     for seed in args.seeds:
         run_dir, result = work / f"seed{seed}", work / f"seed{seed}.eval.json"
-        plan.append((seed, run_dir, result, train_argv(args, spec, seed, run_dir)))
+        plan.append((seed, run_dir, result, train_flags(args, spec, seed)))
     if args.dry_run:
         if spec.get("prepare"):
             print(f"# {spec['note']}")
-        for _seed, run_dir, result, targv in plan:
-            print(show(targv))
+        for _seed, run_dir, result, flags in plan:
+            print(show(["train", *flags, "--out", str(run_dir)]))
             print(show(evaluate_argv(args, spec, run_dir, result)))
         print(f"# summary: {work / 'summary.json'} and {work / 'summary.md'}")
         return 0
 
+    from ringfold.errors import RingfoldError
+
+    try:
+        return run_plan(args, spec, plan, work)
+    except RingfoldError as exc:  # bad data, flags or runs: one line, like `ringfold` itself
+        print(f"run_b2n: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def run_plan(args: argparse.Namespace, spec: dict, plan: list, work: Path) -> int:
+    """Train each seed that has no run yet, evaluate every seed, write the summary (the library, not the CLI)."""
     from ringfold.atomic import write_json, write_text
-    from ringfold.cli import main as ringfold_main
+    from ringfold.options import train_config_from_argv
     from ringfold.trainer.evaluate import evaluate_run, format_result
+    from ringfold.trainer.train import train
 
     split_json = args.root / spec["split_json"]
     if spec.get("prepare") and (args.prepare or not split_json.is_file()):
         print(f"writing {split_json} ({spec['note']})")
         PREPARE[spec["prepare"]](args.root, split_json)
     per_seed = {}
-    for seed, run_dir, result, targv in plan:
+    for seed, run_dir, result, flags in plan:
         if (run_dir / "run.json").is_file():
             print(f"seed {seed}: {run_dir} already trained, evaluating it")
         else:
-            print(show(targv), flush=True)
-            code = ringfold_main(targv)
-            if code:
-                return code
+            print(show(["train", *flags, "--out", str(run_dir)]), flush=True)
+            record = train(train_config_from_argv(flags), run_dir)
+            print(record.summary(run_dir), flush=True)
         res = evaluate_run(run_dir, split_json, image_root=args.root / spec["image_root"], device=args.device or "auto")
         write_json(result, res)
         print(format_result(res), flush=True)

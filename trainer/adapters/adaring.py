@@ -33,7 +33,6 @@ layers (L·R0·d·R2 numbers), then each layer applies two small einsums.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -41,46 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.adapters.base import SiteAdapter
 from ringfold.trainer.adapters.registry import Method, register
+from ringfold.trainer.config import AdaRingConfig
 
 MODES = ("full", "coarse", "fine")
-
-
-def ring_ranks(value) -> tuple[int, int, int]:
-    """(R0, R1, R2) from a list of three positive integers or the command line's "R0,R1,R2"."""
-    ranks = tuple(int(r) for r in (value.split(",") if isinstance(value, str) else value))
-    if len(ranks) != 3 or min(ranks) < 1:
-        raise RingfoldError(f"ring ranks {value!r} invalid; give three positive integers R0,R1,R2 (e.g. 2,4,2)")
-    return ranks  # type: ignore[return-value]
-
-
-@dataclass
-class AdaRingConfig(AdapterConfig):
-    """Ring ranks are (R0, R1, R2): R0 closes the ring, R1/R2 link the shared cores to the layer core.
-
-    Defaults (fine 2,4,2; coarse 1,2,2; both sites, both towers, last 8
-    blocks) give 61,888 trainable parameters on ViT-B/16 — 9.2 % of MMA's
-    674,560 (the ≤ 10 % target), of which 20,480 are the per-layer biases.
-    """
-
-    method: ClassVar[str] = "adaring"
-    fine_ranks: tuple[int, int, int] = (2, 4, 2)
-    coarse_ranks: tuple[int, int, int] = (1, 2, 2)
-    combinator: str = "static"  # static (foldable) | gated (input-dependent, not foldable)
-    bias: bool = True
-    init_std: float = 0.02  # target std of A_l entries once G_lay ~ N(0, 1)
-    coarse_loss_weight: float = 0.5  # λ_c: CE of the coarse-only model
-    consistency_loss_weight: float = 1.0  # λ_g: 1 − cos(adapted, frozen) features
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.fine_ranks = ring_ranks(self.fine_ranks)
-        self.coarse_ranks = ring_ranks(self.coarse_ranks)
-        if self.combinator not in ("static", "gated"):
-            raise RingfoldError(f"combinator {self.combinator!r} invalid; use static (foldable) or gated")
-        if self.coarse_loss_weight < 0 or self.consistency_loss_weight < 0:
-            raise RingfoldError("AdaRing loss weights must be >= 0")
 
 
 class TensorRing(nn.Module):

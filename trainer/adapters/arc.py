@@ -8,37 +8,14 @@ so it folds into the following linear layer exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.adapters.base import SiteAdapter
 from ringfold.trainer.adapters.registry import Method, register
-
-
-@dataclass
-class ArcConfig(AdapterConfig):
-    """``rank`` is the bottleneck r (50 for ViT-B in the paper).
-
-    ``mlp_lambda_init``: "zero" (identity at step 0, the default) or
-    "xavier" (the other released version of the authors' code; the adapted
-    model then differs from the frozen one at step 0).
-    """
-
-    method: ClassVar[str] = "arc"
-    rank: int = 50
-    dropout: float = 0.0
-    mlp_lambda_init: str = "zero"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rank < 1:
-            raise RingfoldError(f"--rank {self.rank} invalid; ARC needs a bottleneck of at least 1")
-        if self.mlp_lambda_init not in ("zero", "xavier"):
-            raise RingfoldError(f"mlp_lambda_init {self.mlp_lambda_init!r} invalid; use zero or xavier")
+from ringfold.trainer.config import ArcConfig
 
 
 class ArcAdapter(SiteAdapter):

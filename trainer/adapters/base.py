@@ -14,57 +14,17 @@ and per-layer parts together); the wrapper only knows its layer position.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
+from ringfold.trainer.config import TOWERS, AdapterConfig
 
-TOWERS = ("visual", "text")
+#: tower × site kinds an adapter can sit at; the config's ``sites`` picks among them
 SITE_KINDS = ("attn", "mlp")
-_SITES = {"both": SITE_KINDS, "attn": ("attn",), "mlp": ("mlp",)}
-
-
-@dataclass
-class AdapterConfig:
-    """What every method shares: where adapters sit and how strongly they act.
-
-    ``layers``: "all", "last:K" (the last K blocks of each tower), "a-b"
-    (inclusive, 0-based) or "i,j,k".
-    """
-
-    method: ClassVar[str] = "none"
-    towers: tuple[str, ...] = TOWERS
-    layers: str = "last:8"
-    sites: str = "both"
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.towers = tuple(self.towers)
-        bad = [t for t in self.towers if t not in TOWERS]
-        if bad or not self.towers:
-            raise RingfoldError(f"adapter towers {bad or '()'} invalid; use any of {', '.join(TOWERS)}")
-        if self.sites not in _SITES:
-            raise RingfoldError(f"--sites {self.sites!r} invalid; use both, attn or mlp")
-
-    @property
-    def site_kinds(self) -> tuple[str, ...]:
-        return _SITES[self.sites]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["towers"] = list(self.towers)
-        return {"method": self.method, **d}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - {"method"}
-        if unknown:
-            raise RingfoldError(f"adapter config has unknown keys {sorted(unknown)} for method {cls.method!r}")
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def resolve_layers(spec: str, depth: int) -> list[int]:
@@ -80,9 +40,9 @@ def resolve_layers(spec: str, depth: int) -> list[int]:
     elif re.fullmatch(r"\d+(,\d+)*", spec):
         idx = sorted({int(i) for i in spec.split(",")})
     else:
-        raise RingfoldError(f"--layers {spec!r} invalid; use all, last:K, a-b or i,j,k (0-based)")
+        raise FieldError("layers", f"is {spec!r}: use all, last:K, a-b or i,j,k (0-based)")
     if not idx or idx[-1] >= depth:
-        raise RingfoldError(f"--layers {spec!r} out of range for a tower with {depth} blocks (0..{depth - 1})")
+        raise FieldError("layers", f"is {spec!r}, out of range for a tower with {depth} blocks (0..{depth - 1})")
     return idx
 
 

@@ -51,7 +51,6 @@ and Relu ops per adapted layer) and its report says "NOT fully folded".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -59,33 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.adapters.base import SiteAdapter
 from ringfold.trainer.adapters.registry import Method, register
-
-UP_INITS = ("zero", "kaiming")
-
-
-@dataclass
-class MmaConfig(AdapterConfig):
-    """MMA defaults for ViT-B/16: blocks 4–11 (0-based), attention-input site, r = 32, α = 1e-3."""
-
-    method: ClassVar[str] = "mma"
-    layers: str = "4-11"
-    sites: str = "attn"
-    scale: float = 1e-3
-    rank: int = 32
-    shared_relu: bool = True
-    up_init: str = "zero"
-    grad_compensation: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rank < 1:
-            raise RingfoldError(f"--rank {self.rank} invalid; MMA needs a bottleneck of at least 1")
-        if self.up_init not in UP_INITS:
-            raise RingfoldError(f"up_init {self.up_init!r} invalid; use zero (identity at step 0) or kaiming (MMA)")
-        if self.grad_compensation and self.scale == 0:
-            raise RingfoldError("MMA scale 0 switches the adapter off; use a positive --scale (MMA: 1e-3)")
+from ringfold.trainer.config import MmaConfig
 
 
 class _GradScale(torch.autograd.Function):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ringfold.errors import RingfoldError
 from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
+from ringfold.trainer.config import CONFIGS
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ _METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> None:
+    if CONFIGS.get(method.name) is not method.config_cls:
+        raise RuntimeError(f"adapter method {method.name!r}: add its config class to trainer/config.py CONFIGS")
     _METHODS[method.name] = method
 
 
@@ -32,14 +34,8 @@ def get(name: str) -> Method:
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_METHODS)
-
-
-def config_from_dict(d: dict[str, Any]) -> AdapterConfig:
-    if "method" not in d:
-        raise RingfoldError("adapter config has no 'method'; the run directory is incomplete")
-    return get(d["method"]).config_cls.from_dict(d)
+    """The methods there are: those with a config in trainer/config.py (each has its module here)."""
+    return sorted(CONFIGS)
 
 
 def _load_builtin() -> None:
