@@ -59,7 +59,7 @@ def main() -> int:
         with torch.no_grad():
             emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates)
             eager = build_classifier(loaded.model, emb)
-            x = torch.randn(1, 3, *tuple(record.preprocess["size"]))
+            x = torch.randn(1, 3, *record.preprocess.size)
             torch_ms = time_call(lambda: eager(x), args.warmup, args.runs)["p50_ms"]
 
     parity = result.manifest["export"]["variants_vs_torch"]

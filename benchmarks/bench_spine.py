@@ -59,7 +59,7 @@ def main() -> int:
         record, loaded, _ = load_adapted_model(run)
         with torch.no_grad():
             emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates)
-        size = tuple(record.preprocess["size"])
+        size = record.preprocess.size
         x = torch.randn(1, 3, *size)
         unfolded = build_classifier(loaded.model, emb)
         folded_model = copy.deepcopy(loaded.model)

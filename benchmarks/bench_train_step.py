@@ -44,7 +44,7 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
 
     loaded = load_clip(model_name, random_init=True)
     model = loaded.model.to(device)
-    size = tuple(loaded.preprocess_cfg["size"])
+    size = loaded.preprocess.size
     images = torch.randn(batch, 3, *size, device=device)
     labels = torch.arange(batch, device=device) % 10
     classes = [f"class {i}" for i in range(10)]

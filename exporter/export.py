@@ -40,7 +40,6 @@ from ringfold.runtime.bundle import (
 )
 from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
-from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, splits_from_record
@@ -118,11 +117,7 @@ def export_run(
     model = loaded.model
     steps.advance("rebuilt frozen model + adapters")
     class_emb = class_embeddings(model, loaded.tokenizer, record.classnames, record.templates).detach()
-    size = (
-        tuple(record.preprocess["size"])
-        if isinstance(record.preprocess["size"], list)
-        else (record.preprocess["size"],) * 2
-    )
+    size = record.preprocess.size  # (height, width)
     transform = openclip_transform(record.preprocess)
     steps.advance("class embeddings from the adapted text tower")
 
@@ -158,10 +153,10 @@ def export_run(
             },
         )
         writer.write_labels(record.classnames)
-        writer.write_preprocess(PreprocessConfig.from_dict(record.preprocess))
+        writer.write_preprocess(record.preprocess)
         onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
         steps.advance("reference set + ONNX Runtime check")
-        variants, failed = write_variants(tmp, precision, PreprocessConfig.from_dict(record.preprocess))
+        variants, failed = write_variants(tmp, precision, record.preprocess)
         variant_checks = {}
         for name, entry in list(variants.items()):
             try:

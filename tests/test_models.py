@@ -78,3 +78,26 @@ def test_unknown_model_and_both_sources():
         load_clip("ViT-Q-99", random_init=True)
     with pytest.raises(RingfoldError, match="exactly one"):
         load_clip(TINY, "openai", random_init=True)
+
+
+def test_preprocess_is_typed_and_open_clip_transform_is_open_clips_own(tiny_run):
+    """The run record carries the runtime's PreprocessConfig; the reference transform is open_clip's, from it."""
+    import dataclasses
+
+    import numpy as np
+    from open_clip.model import get_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from PIL import Image
+
+    from ringfold.runtime.preprocess import PreprocessConfig
+    from ringfold.trainer.models import openclip_transform
+    from ringfold.trainer.run import read_run
+
+    loaded = load_clip(TINY, random_init=True)
+    assert isinstance(loaded.preprocess, PreprocessConfig) and loaded.preprocess.size == (64, 64)
+    record = read_run(tiny_run)
+    assert record.preprocess == loaded.preprocess
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8))
+    theirs = image_transform_v2(PreprocessCfg(**get_model_preprocess_cfg(loaded.model)), is_train=False)(img)
+    for given in (record.preprocess, dataclasses.asdict(record.preprocess), record.preprocess.to_dict()):
+        assert (openclip_transform(given)(img) == theirs).all()

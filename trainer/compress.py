@@ -173,10 +173,8 @@ def _parity(record: RunRecord, source_model, target_model, tokenizer, count: int
     from ringfold.trainer.models import openclip_transform
     from ringfold.trainer.text import class_embeddings
 
-    size = record.preprocess["size"]
-    size = tuple(size) if isinstance(size, list) else (size, size)
     transform = openclip_transform(record.preprocess)
-    pixels = torch.stack([transform(img) for img in smooth_noise_images(count, size)])
+    pixels = torch.stack([transform(img) for img in smooth_noise_images(count, record.preprocess.size)])
     outputs = []
     for model in (source_model, target_model):
         emb = class_embeddings(model, tokenizer, record.classnames, record.templates)

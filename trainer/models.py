@@ -9,9 +9,11 @@ and refuses to go on if the fingerprint differs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from open_clip.model import get_model_preprocess_cfg, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
 from ringfold.errors import RingfoldError
+from ringfold.runtime.preprocess import PreprocessConfig
 from ringfold.trainer.pretrained import fetch_pretrained
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -62,7 +65,7 @@ class LoadedModel:
     model: torch.nn.Module
     model_name: str
     tokenizer: Any
-    preprocess_cfg: dict[str, Any]
+    preprocess: PreprocessConfig  # open_clip's preprocessing for this model (and pretrained tag)
     source: WeightsSource
     weights_fingerprint: str = field(default="")
 
@@ -152,10 +155,6 @@ def _load_state_dict(model: torch.nn.Module, path: str, model_name: str) -> None
         ) from None
 
 
-def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
-
-
 def load_clip(
     model_name: str,
     pretrained: str | None = None,
@@ -193,12 +192,12 @@ def load_clip(
     model.requires_grad_(False)
     fingerprint = weights_fingerprint(model)
     model.to(device)
-    preprocess_cfg = _jsonable(get_model_preprocess_cfg(model))
+    preprocess = PreprocessConfig.from_dict(get_model_preprocess_cfg(model))
     return LoadedModel(
         model=model,
         model_name=model_name,
         tokenizer=open_clip.get_tokenizer(model_name),
-        preprocess_cfg=preprocess_cfg,
+        preprocess=preprocess,
         source=source,
         weights_fingerprint=fingerprint,
     )
@@ -223,10 +222,12 @@ def reload_clip(model_name: str, source: WeightsSource, fingerprint: str | None,
     return loaded
 
 
-def openclip_transform(preprocess_cfg: dict[str, Any], train: bool = False):
-    """open_clip's own transform for a recorded preprocess config (the reference the runtime must match)."""
-    fields = {k: v for k, v in preprocess_cfg.items() if k in PreprocessCfg.__dataclass_fields__}
-    for key in ("size", "mean", "std"):
-        if isinstance(fields.get(key), list):
-            fields[key] = tuple(fields[key])
-    return image_transform_v2(PreprocessCfg(**fields), is_train=train)
+def openclip_transform(preprocess: PreprocessConfig | Mapping[str, Any], train: bool = False):
+    """open_clip's own transform for a preprocess config (the reference the runtime must match).
+
+    ``preprocess``: the run's typed config, or a dict in open_clip's form (``asdict(PreprocessCfg)``).
+    """
+    if not isinstance(preprocess, PreprocessConfig):
+        preprocess = PreprocessConfig.from_dict(preprocess)
+    cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), dataclasses.asdict(preprocess)))
+    return image_transform_v2(cfg, is_train=train)

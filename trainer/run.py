@@ -100,7 +100,7 @@ class RunRecord:
     model_name: str
     weights: WeightsSource
     weights_fingerprint: str
-    preprocess: dict[str, Any]
+    preprocess: PreprocessConfig
     adapter: AdapterConfig
     classnames: list[str]
     templates: list[str]
@@ -131,7 +131,7 @@ class RunRecord:
                 "weights": self.weights.to_dict(),
                 "weights_description": self.weights.describe(),
                 "weights_fingerprint": self.weights_fingerprint,
-                "preprocess": self.preprocess,
+                "preprocess": self.preprocess.to_dict(),
             },
             "adapter": self.adapter.to_dict(),
             "classnames": self.classnames,
@@ -200,14 +200,13 @@ def _weights_from(w: dict[str, Any], path: Path) -> WeightsSource:
     return WeightsSource.from_dict(w)
 
 
-def _preprocess_from(pre: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Validated by the runtime's own PreprocessConfig; the recorded dict is kept as open_clip wrote it."""
+def _preprocess_from(pre: dict[str, Any], path: Path) -> PreprocessConfig:
+    """Validated and typed by the runtime's own PreprocessConfig: what the bundle will carry."""
     try:
-        PreprocessConfig.from_dict(pre)
+        return PreprocessConfig.from_dict(pre)
     except RingfoldError as exc:
         detail = str(exc).removeprefix("preprocess config: ").split("; ")[0]
         raise field_error(path, "model.preprocess", f"is invalid: {detail}", RUN_DAMAGED) from None
-    return pre
 
 
 def _adapter_from(a: dict[str, Any], path: Path) -> AdapterConfig:
@@ -335,7 +334,7 @@ def write_synthetic_run(
         model_name=model_name,
         weights=loaded.source,
         weights_fingerprint=loaded.weights_fingerprint,
-        preprocess=loaded.preprocess_cfg,
+        preprocess=loaded.preprocess,
         adapter=config,
         classnames=list(classnames),
         templates=list(templates or ["a photo of a {}."]),

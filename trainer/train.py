@@ -115,9 +115,9 @@ class Trainer:
         self.eval_samples = data_mod.scan_images(eval_samples, cfg.on_bad_image) if eval_samples else []
         if not self.train_samples and cfg.epochs > 0:
             raise RingfoldError(f"{cfg.data}: no usable training images after scanning; fix or add images")
-        self.eval_transform = openclip_transform(self.loaded.preprocess_cfg)
+        self.eval_transform = openclip_transform(self.loaded.preprocess)
         self.train_transform = (
-            openclip_transform(self.loaded.preprocess_cfg, train=True) if cfg.augment else self.eval_transform
+            openclip_transform(self.loaded.preprocess, train=True) if cfg.augment else self.eval_transform
         )
 
     def _eval_loader(self) -> DataLoader:
@@ -313,7 +313,7 @@ class Trainer:
             model_name=cfg.model,
             weights=self.loaded.source,
             weights_fingerprint=self.loaded.weights_fingerprint,
-            preprocess=self.loaded.preprocess_cfg,
+            preprocess=self.loaded.preprocess,
             adapter=self.adapter_cfg,
             classnames=list(self.classnames),
             templates=list(self.templates),
