@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from ringfold.commands import installed_trt_version as _installed_trt_version  # tests stand in for TensorRT here
 from ringfold.errors import FieldError, GateFailed, RingfoldError
 
 
@@ -68,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ringfold.trainer.train import resume, train
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(args.nproc)
+        return _launch_torchrun(args.nproc, args.argv)
     if args.resume:
         args.out = args.resume
         record = resume(args.resume)
@@ -85,37 +86,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch_torchrun(nproc: int) -> int:
-    """Re-run this very command under torchrun with N processes (gloo on CPU, NCCL on GPUs)."""
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this very command (``argv``, without --nproc) under torchrun with N processes (gloo/NCCL)."""
     import subprocess
 
-    argv = sys.argv[1:]
-    cleaned, skip = [], False
+    from ringfold.trainer.distributed import torchrun_command
+
+    train_args, skip = [], False
     for i, arg in enumerate(argv):
-        if skip:
+        if skip or (i == 0 and arg == "train") or arg.startswith("--nproc="):
             skip = False
             continue
-        if arg == "--nproc":
-            skip = True
-            continue
-        if arg.startswith("--nproc="):
-            continue
-        if i == 0 and arg == "train":
-            continue
-        cleaned.append(arg)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "ringfold",
-        "train",
-        *cleaned,
-    ]
-    print("launching: " + " ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd)
+        skip = arg == "--nproc"
+        if not skip:
+            train_args.append(arg)
+    command = torchrun_command(nproc, train_args)
+    print("launching: " + " ".join(command), file=sys.stderr)
+    return subprocess.call(command)
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -227,9 +214,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     """
     import shlex
 
+    from ringfold.commands import trtexec_plan
     from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_build import DEFAULT_TRT_VERSION, BuildOptions, build_engine, register_engine
-    from ringfold.runtime.trt_engine import detect_gpu
+    from ringfold.runtime.trt_build import BuildOptions, build_engine, register_engine
 
     if (args.gpu is None) != (args.sm is None):
         raise RingfoldError("--gpu and --sm go together: the CUDA device name and its compute capability (Orin: 8.7)")
@@ -250,39 +237,23 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
         calib=args.calib,
     )
     if args.print_trtexec:
-        from ringfold.runtime.trt_build import trtexec_recipe
-
-        installed = _installed_trt_version()
-        version = args.trt_version or installed or DEFAULT_TRT_VERSION
-        gpu = (args.gpu, args.sm) if args.gpu else detect_gpu()
-        recipe = trtexec_recipe(bundle, options, version, gpu)
-        print(shlex.join(recipe.argv))
-        notes = [] if args.trt_version or installed else [f"TensorRT {version} assumed, pass --trt-version"]
-        notes += [] if recipe.gpu_known else ["no GPU seen here, registering adds it to the file name"]
-        shown = f" ({'; '.join(notes)})" if notes else ""
+        gpu = (args.gpu, args.sm) if args.gpu else None
+        plan = trtexec_plan(
+            bundle, options, trt_version=args.trt_version, installed_version=_installed_trt_version(), gpu=gpu
+        )
+        print(shlex.join(plan.argv))
+        shown = f" ({'; '.join(plan.notes)})" if plan.notes else ""
         print(
             "ringfold build-engine: trtexec writes no sidecar, so ringfold trusts its engine only once registered "
-            f"on the device{shown}: " + shlex.join(recipe.register_argv),
+            f"on the device{shown}: " + shlex.join(plan.register_argv),
             file=sys.stderr,
         )
         return 0
     if args.register:
-        path = register_engine(bundle, Path(args.register), options)
-        print(f"engine registered as {path}")
+        print(f"engine registered as {register_engine(bundle, Path(args.register), options)}")
         return 0
-    path = build_engine(bundle, options)
-    print(f"engine written to {path}")
+    print(f"engine written to {build_engine(bundle, options)}")
     return 0
-
-
-def _installed_trt_version() -> str | None:
-    """The installed TensorRT's version; None when it is missing or does not import (a stub, a broken install)."""
-    try:
-        import tensorrt
-
-        return str(tensorrt.__version__)
-    except Exception:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------- bench
@@ -309,43 +280,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_lint import (
-        count,
-        format_report,
-        has_blocker,
-        lint_bundle,
-        polygraphy_compare,
-        require_polygraphy,
-        to_json,
-    )
+    from ringfold.commands import check
 
-    if args.polygraphy:
-        require_polygraphy()  # one line naming what is missing, before any work
-    bundle = load_bundle(args.bundle)
-    results = lint_bundle(bundle, args.target, args.precision)
-    failed = [p for p, findings in results.items() if count(findings, "blocker")]
-    compared = {}
-    if args.polygraphy:
-        pixels = bundle.reference().pixel_values
-        name = bundle.manifest.input.name
-        for precision in results:
-            if precision in failed or precision == "int8-dynamic":
-                continue
-            compared[precision] = polygraphy_compare(bundle.model_path(precision), precision, {name: pixels})
-    bad = failed + [f"{p} (polygraphy)" for p, r in compared.items() if not r.passed]
-    if args.json:
-        extra = {"polygraphy": {p: r.to_dict() for p, r in compared.items()}, "passed": not bad} if compared else None
-        print(to_json(bundle, args.target, results, extra))
-    else:
-        print(format_report(bundle, args.target, results))
-        for result in compared.values():
-            print(result.summary())
-    if has_blocker(results) or bad:
-        note = " (int8-dynamic is for ONNX Runtime on CPU only)" if "int8-dynamic" in bad else ""
-        raise GateFailed(
-            f"TensorRT check FAILED for {bundle.path} against {args.target}: {', '.join(bad)}; see the fix column{note}"
-        )
+    result = check(args.bundle, args.target, args.precision, polygraphy=args.polygraphy)
+    print(result.to_json() if args.json else result.to_text())
+    if not result.passed:
+        raise GateFailed(result.failure_line())
     return 0
 
 
@@ -592,23 +532,6 @@ def os_error_line(exc: OSError) -> str:
     return " ".join(f"{where}: {reason}".split())
 
 
-#: commands that need more than the runtime-only install, and the extra that brings it
-_COMMAND_EXTRA = {
-    "params": "train",
-    "train": "train",
-    "evaluate": "train",
-    "compress": "train",
-    "export": "export",
-    "demo": "export",
-}
-
-
-def _needed_extra(args: argparse.Namespace) -> str | None:
-    if args.command == "parity" and getattr(args, "run", None):
-        return "train"  # the live PyTorch comparison
-    return _COMMAND_EXTRA.get(args.command)
-
-
 def _flag_of(parser: argparse.ArgumentParser, command: str, field: str) -> str | None:
     """The option of ``command`` that sets config field ``field`` (options are named by their dest)."""
     for action in parser._actions:
@@ -623,14 +546,15 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, field: str) -> str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ringfold.extras import install_hint, optional_module, require
+    from ringfold.extras import install_hint, needed_extra, optional_module, require
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _install_sigterm()
     try:
-        extra = _needed_extra(args)
+        extra = needed_extra(args.command, live_parity=bool(getattr(args, "run", None)))
         if extra:
             require(args.command, extra)  # one line naming the extra, before any work
         return int(args.func(args) or 0)

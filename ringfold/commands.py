@@ -118,3 +118,112 @@ def _names(value: str | Sequence[str], every: list[str]) -> list[str]:
     if isinstance(value, str):
         return list(every) if value == "all" else value.split(",")
     return list(value)
+
+
+# ------------------------------------------------------------------------------------------------ check
+@dataclass
+class CheckResult:
+    """``ringfold check``: the TensorRT-parser lint of each variant and, with Polygraphy, its engine vs ONNX Runtime."""
+
+    bundle: Any
+    target: str
+    findings: dict[str, list]  # precision -> trt_lint Finding rows
+    compared: dict[str, Any]  # precision -> trt_lint PolygraphyResult
+
+    @property
+    def failed(self) -> list[str]:
+        """What fails: variants with a blocker, and '<precision> (polygraphy)' for an engine that disagrees."""
+        from ringfold.runtime.trt_lint import count
+
+        blocked = [p for p, findings in self.findings.items() if count(findings, "blocker")]
+        return blocked + [f"{p} (polygraphy)" for p, r in self.compared.items() if not r.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_text(self) -> str:
+        from ringfold.runtime.trt_lint import format_report
+
+        return "\n".join([format_report(self.bundle, self.target, self.findings), *self._summaries()])
+
+    def to_json(self) -> str:
+        from ringfold.runtime.trt_lint import to_json
+
+        compared = {p: r.to_dict() for p, r in self.compared.items()}
+        extra = {"polygraphy": compared, "passed": self.passed} if self.compared else None
+        return to_json(self.bundle, self.target, self.findings, extra)
+
+    def failure_line(self) -> str:
+        failed = self.failed
+        note = " (int8-dynamic is for ONNX Runtime on CPU only)" if "int8-dynamic" in failed else ""
+        return (
+            f"TensorRT check FAILED for {self.bundle.path} against {self.target}: {', '.join(failed)}; "
+            f"see the fix column{note}"
+        )
+
+    def _summaries(self) -> list[str]:
+        return [result.summary() for result in self.compared.values()]
+
+
+def check(
+    bundle_dir: str | Path, target: str = "trt-10", precisions: Sequence[str] = ("all",), *, polygraphy: bool = False
+) -> CheckResult:
+    """Lint each variant against ``target``'s ONNX parser; with ``polygraphy`` (TensorRT + CUDA) also build each
+    variant that passes (int8-dynamic excepted: ONNX Runtime only) and compare it with ONNX Runtime."""
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.trt_lint import count, lint_bundle, polygraphy_compare, require_polygraphy
+
+    if polygraphy:
+        require_polygraphy()  # one line naming what is missing, before any work
+    bundle = load_bundle(bundle_dir)
+    findings = lint_bundle(bundle, target, list(precisions))
+    compared = {}
+    if polygraphy:
+        feed = {bundle.manifest.input.name: bundle.reference().pixel_values}
+        for precision, rows in findings.items():
+            if count(rows, "blocker") or precision == "int8-dynamic":
+                continue
+            compared[precision] = polygraphy_compare(bundle.model_path(precision), precision, feed)
+    return CheckResult(bundle, target, findings, compared)
+
+
+# ----------------------------------------------------------------------------------------- build-engine
+@dataclass
+class TrtexecPlan:
+    """``build-engine --print-trtexec``: the trtexec line, the line that registers its engine, and what was assumed."""
+
+    argv: list[str]
+    register_argv: list[str]
+    notes: list[str]
+
+
+def installed_trt_version() -> str | None:
+    """The installed TensorRT's version; None when it is missing or does not import (a stub, a broken install)."""
+    try:
+        import tensorrt
+
+        return str(tensorrt.__version__)
+    except Exception:
+        return None
+
+
+def trtexec_plan(
+    bundle,
+    options,
+    *,
+    trt_version: str | None = None,
+    installed_version: str | None = None,
+    gpu: tuple[str, str] | None = None,
+) -> TrtexecPlan:
+    """The trtexec command that builds what ``build_engine(bundle, options)`` builds (``bundle``: a loaded
+    Bundle), for ``trt_version`` (default: ``installed_version``, else 10.3) and ``gpu`` (name, compute
+    capability; default: this machine's, if any)."""
+    from ringfold.runtime.trt_build import DEFAULT_TRT_VERSION, trtexec_recipe
+    from ringfold.runtime.trt_engine import detect_gpu
+
+    version = trt_version or installed_version or DEFAULT_TRT_VERSION
+    recipe = trtexec_recipe(bundle, options, version, gpu if gpu else detect_gpu())
+    notes = [] if trt_version or installed_version else [f"TensorRT {version} assumed, pass --trt-version"]
+    notes += [] if recipe.gpu_known else ["no GPU seen here, registering adds it to the file name"]
+    return TrtexecPlan(list(recipe.argv), list(recipe.register_argv), notes)

@@ -37,6 +37,23 @@ MODULE_EXTRA: dict[str, str] = {
 
 RUNTIME_COMMANDS = "classify, parity (stored reference), bench, check and build-engine"
 
+#: commands that need more than the runtime-only install, and the extra that brings it
+COMMAND_EXTRA: dict[str, str] = {
+    "params": "train",
+    "train": "train",
+    "evaluate": "train",
+    "compress": "train",
+    "export": "export",
+    "demo": "export",
+}
+
+
+def needed_extra(command: str, live_parity: bool = False) -> str | None:
+    """The extra ``ringfold COMMAND`` needs beyond the runtime; ``parity --run`` rebuilds the PyTorch model."""
+    if command == "parity" and live_parity:
+        return "train"
+    return COMMAND_EXTRA.get(command)
+
 
 def missing_module(modules: tuple[str, ...]) -> str | None:
     """The first of ``modules`` that cannot be imported here, without importing any of them."""

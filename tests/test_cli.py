@@ -84,3 +84,17 @@ def test_params_adaring_default_breakdown(capsys):
     assert main(["params", "--model", "ViT-B-16", "--method", "adaring"]) == 0
     out = capsys.readouterr().out
     assert "61,888" in out and "combinator 16" in out and "fine 9,280" in out and "coarse 3,104" in out
+
+
+def test_train_nproc_relaunches_itself_as_python_m_ringfold_train_under_torchrun(monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["train", "--nproc", "2", "--data", "D", "--nproc=2", "--random-init", "--out", "O", "--quiet"]
+    assert main(argv) == 0
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert calls == [[*runner, "-m", "ringfold", "train", "--data", "D", "--random-init", "--out", "O", "--quiet"]]
+    assert "launching: " in capsys.readouterr().err

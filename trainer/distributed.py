@@ -72,3 +72,15 @@ def all_reduce_sum(values: list[float], info: DistInfo, device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
+    """The command that runs ``ringfold train TRAIN_ARGS`` in ``nproc`` processes under torchrun.
+
+    Each process is ``python -m ringfold train ...`` with torchrun's WORLD_SIZE/RANK set, which
+    :func:`init_distributed` reads; ``torchrun --nproc_per_node=N -m ringfold train ...`` is the same.
+    """
+    import sys
+
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [*runner, "-m", "ringfold", "train", *train_args]
