@@ -19,16 +19,6 @@ import torch
 import ringfold
 from ringfold.atomic import atomic_directory, write_text
 from ringfold.errors import RingfoldError
-from ringfold.exporter import reference as ref_mod
-from ringfold.exporter.fold import FoldReport, fold_adapters, unfold_is_clean
-from ringfold.exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
-from ringfold.exporter.precision import (
-    PrecisionRequest,
-    failure_reason,
-    run_variant,
-    variant_report,
-    write_variants,
-)
 from ringfold.runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -44,6 +34,17 @@ from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, splits_from_record
 from ringfold.trainer.text import class_embeddings
+
+from . import reference as ref_mod
+from .fold import FoldReport, fold_adapters, unfold_is_clean
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
+from .precision import (
+    PrecisionRequest,
+    failure_reason,
+    run_variant,
+    variant_report,
+    write_variants,
+)
 
 MODEL_FILE = "model.onnx"
 BASE_MODEL_FILE = "base_model.onnx"

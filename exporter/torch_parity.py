@@ -9,8 +9,6 @@ import numpy as np
 import torch
 
 from ringfold.errors import RingfoldError
-from ringfold.exporter.fold import fold_adapters
-from ringfold.exporter.reference import folder_labels
 from ringfold.runtime.bundle import Bundle
 from ringfold.runtime.images import list_images, load_image
 from ringfold.runtime.parity import ParityReport, PreprocessCheck, Tolerance, compare
@@ -19,6 +17,9 @@ from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import load_adapted_model
 from ringfold.trainer.text import class_embeddings
+
+from .fold import fold_adapters
+from .reference import folder_labels
 
 
 def add_torch_parity(

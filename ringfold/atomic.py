@@ -131,7 +131,7 @@ class _DirectoryLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                from ringfold.errors import RingfoldError
+                from .errors import RingfoldError
 
                 raise RingfoldError(
                     f"{target}: another ringfold process is writing it right now; wait for it or choose another --out"
@@ -181,7 +181,7 @@ def atomic_directory(
     The final move never replaces a directory that appeared meanwhile, and one writer per
     target holds a lock, so two concurrent writers cannot both win.
     """
-    from ringfold.errors import RingfoldError
+    from .errors import RingfoldError
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ringfold.commands import installed_trt_version as _installed_trt_version  # tests stand in for TensorRT here
-from ringfold.errors import FieldError, GateFailed, RingfoldError
+from .commands import installed_trt_version as _installed_trt_version  # tests stand in for TensorRT here
+from .errors import FieldError, GateFailed, RingfoldError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,9 +49,10 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------------------------- params
 def cmd_params(args: argparse.Namespace) -> int:
-    from ringfold.options import adapter_overrides
     from ringfold.trainer.adapters import names
     from ringfold.trainer.params import format_tables, parameter_tables, tables_to_json
+
+    from .options import adapter_overrides
 
     every = args.method == "all"
     tables = parameter_tables(args.model, names() if every else [args.method], {} if every else adapter_overrides(args))
@@ -65,8 +66,9 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from ringfold.options import train_config_from_args
     from ringfold.trainer.train import resume, train
+
+    from .options import train_config_from_args
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.nproc, args.argv)
@@ -134,10 +136,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- classify
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ringfold.commands import prediction_line
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.classify import iter_predictions
+
+    from .commands import prediction_line
 
     bundle = load_bundle(args.bundle)
     model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
@@ -155,7 +158,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parity
 def cmd_parity(args: argparse.Namespace) -> int:
-    from ringfold.commands import parity
+    from .commands import parity
 
     if args.images and not args.run:
         raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
@@ -214,9 +217,10 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     """
     import shlex
 
-    from ringfold.commands import trtexec_plan
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.trt_build import BuildOptions, build_engine, register_engine
+
+    from .commands import trtexec_plan
 
     if (args.gpu is None) != (args.sm is None):
         raise RingfoldError("--gpu and --sm go together: the CUDA device name and its compute capability (Orin: 8.7)")
@@ -258,8 +262,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ringfold.commands import bench
     from ringfold.runtime.bench import write_bench
+
+    from .commands import bench
 
     bundle, report = bench(
         args.bundle,
@@ -280,7 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    from ringfold.commands import check
+    from .commands import check
 
     result = check(args.bundle, args.target, args.precision, polygraphy=args.polygraphy)
     print(result.to_json() if args.json else result.to_text())
@@ -291,8 +296,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ringfold.atomic import write_json
     from ringfold.trainer.evaluate import evaluate_run, format_result
+
+    from .atomic import write_json
 
     result = evaluate_run(
         args.run,
@@ -316,16 +322,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ringfold.demo import run_demo
+    from .demo import run_demo
 
     return run_demo(Path(args.out), epochs=args.epochs, overwrite=True, quiet=args.quiet)
 
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from ringfold import __version__
-    from ringfold import cli_types as T
-    from ringfold.options import add_adapter_options, add_config_options
+    from . import __version__
+    from . import cli_types as T
+    from .options import add_adapter_options, add_config_options
 
     parser = _Parser(prog="ringfold", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ringfold {__version__}")
@@ -546,7 +552,7 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, field: str) -> str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ringfold.extras import install_hint, needed_extra, optional_module, require
+    from .extras import install_hint, needed_extra, optional_module, require
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()

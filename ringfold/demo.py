@@ -32,8 +32,8 @@ def prepare_demo_folder(out: Path, overwrite: bool = True) -> None:
     A folder with anything else in it and no demo marker is refused: the demo never deletes what it
     did not write, whatever ``--out`` a user types.
     """
-    from ringfold.atomic import write_json
-    from ringfold.errors import RingfoldError
+    from .atomic import write_json
+    from .errors import RingfoldError
 
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise RingfoldError(f"{out}: not a folder; pass another --out for the demo")
@@ -57,13 +57,14 @@ def prepare_demo_folder(out: Path, overwrite: bool = True) -> None:
 
 def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = False) -> int:
     """The whole pipeline through the library; 0 when the parity gate passes, 1 when it fails."""
-    from ringfold.commands import parity, prediction_line
-    from ringfold.demo_data import make_demo_dataset
     from ringfold.exporter.export import export_run
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.classify import iter_predictions
     from ringfold.trainer.train import TrainConfig, train
+
+    from .commands import parity, prediction_line
+    from .demo_data import make_demo_dataset
 
     prepare_demo_folder(out, overwrite)
     data, run, bundle_dir = out / "data", out / "run", out / "bundle"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ringfold.errors import RingfoldError
+from .errors import RingfoldError
 
 #: the import names behind each extra in pyproject.toml (what must import for its commands to run)
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {

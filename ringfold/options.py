@@ -18,8 +18,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ringfold.errors import RingfoldError
 from ringfold.trainer.config import CONFIGS, TrainConfig, field_metadata
+
+from .errors import RingfoldError
 
 
 def _shown_default(value: Any) -> str:

@@ -107,3 +107,36 @@ def test_nothing_but_the_entry_point_imports_the_cli():
         if hits and name not in CLI_IMPORTERS:
             found[name] = hits
     assert found == {}
+
+
+#: files whose owner has not made their own-package imports relative yet (another change in flight)
+_NOT_YET_RELATIVE = {"exporter/precision.py"}
+
+
+def _own_package(name: str) -> str:
+    """ringfold.trainer for anything under trainer/, likewise exporter and runtime; ringfold for ringfold/."""
+    for package in ("ringfold.trainer", "ringfold.exporter", "ringfold.runtime"):
+        if name == package or name.startswith(package + "."):
+            return package
+    return "ringfold"
+
+
+def test_imports_within_a_package_are_relative():
+    """``from .run import RunRecord`` inside trainer/; ``from ringfold.runtime.bundle import ...`` across packages."""
+    found = {}
+    for path in _sources("ringfold", "trainer", "exporter"):
+        rel = str(path.relative_to(ROOT))
+        if rel in _NOT_YET_RELATIVE:
+            continue
+        own = _own_package(_module_name(path)[0])
+        absolute = []
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if any(_own_package(m) == own and m.startswith("ringfold.") for m in modules if m != "ringfold"):
+                    absolute.append(node.module)
+                elif node.module == "ringfold" and own == "ringfold":
+                    absolute.append(node.module)
+        if absolute:
+            found[rel] = absolute
+    assert found == {}

@@ -26,7 +26,8 @@ from safetensors.torch import save_file
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
 from ringfold.runtime.fields import describe_type, is_number, json_type, matches_type, one_line, short_repr
-from ringfold.trainer.run import check_adapter_tensors
+
+from .run import check_adapter_tensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: the trainer never writes a non-finite checkpoint (save_checkpoint refuses), so a bad one was damaged or altered

@@ -19,10 +19,11 @@ import torch
 
 from ringfold.atomic import write_json, write_text
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters import inject
-from ringfold.trainer.adapters.adaring import TensorRing
-from ringfold.trainer.config import AdaRingConfig, ring_ranks
-from ringfold.trainer.run import RunRecord, load_adapted_model, save_run
+
+from .adapters import inject
+from .adapters.adaring import TensorRing
+from .config import AdaRingConfig, ring_ranks
+from .run import RunRecord, load_adapted_model, save_run
 
 
 def tr_decompose(tensor: np.ndarray, ranks: tuple[int, int, int], n_iter: int = 100, restarts: int = 3, seed: int = 0):
@@ -96,7 +97,7 @@ def compress_run(
         fine_ranks=fine_ranks,
         coarse_ranks=coarse_ranks,
     )
-    from ringfold.trainer.models import reload_clip
+    from .models import reload_clip
 
     target_loaded = reload_clip(record.model_name, record.weights, record.weights_fingerprint)
     target = inject(target_loaded.model, cfg)
@@ -169,9 +170,10 @@ def _parity(record: RunRecord, source_model, target_model, tokenizer, count: int
     """Compressed vs source model on a deterministic reference set (synthetic images, open_clip transform)."""
     from ringfold.demo_data import smooth_noise_images
     from ringfold.runtime.parity import compare
-    from ringfold.trainer.head import build_classifier, classifier_outputs
-    from ringfold.trainer.models import openclip_transform
-    from ringfold.trainer.text import class_embeddings
+
+    from .head import build_classifier, classifier_outputs
+    from .models import openclip_transform
+    from .text import class_embeddings
 
     transform = openclip_transform(record.preprocess)
     pixels = torch.stack([transform(img) for img in smooth_noise_images(count, record.preprocess.size)])

@@ -25,11 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.trainer import data as data_mod
-from ringfold.trainer.device import pick_device
-from ringfold.trainer.models import RANDOM_WEIGHTS, openclip_transform
-from ringfold.trainer.run import RUN_FILE, load_adapted_model, read_run, splits_from_record
-from ringfold.trainer.text import class_embeddings, clip_logits
+
+from . import data as data_mod
+from .device import pick_device
+from .models import RANDOM_WEIGHTS, openclip_transform
+from .run import RUN_FILE, load_adapted_model, read_run, splits_from_record
+from .text import class_embeddings, clip_logits
 
 EVAL_FORMAT = "ringfold-evaluate"
 EVAL_FORMAT_VERSION = 1

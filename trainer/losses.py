@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ringfold.trainer.adapters import AdapterSet
+from .adapters import AdapterSet
 
 
 @dataclass

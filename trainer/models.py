@@ -25,7 +25,8 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 
 from ringfold.errors import RingfoldError
 from ringfold.runtime.preprocess import PreprocessConfig
-from ringfold.trainer.pretrained import fetch_pretrained
+
+from .pretrained import fetch_pretrained
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_MODEL = "ringfold-tiny-vit"

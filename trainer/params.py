@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import open_clip
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import build_site_adapter, resolve_layers
-from ringfold.trainer.config import AdapterConfig, config_from_dict
-from ringfold.trainer.models import register_builtin_configs
+
+from .adapters.base import build_site_adapter, resolve_layers
+from .config import AdapterConfig, config_from_dict
+from .models import register_builtin_configs
 
 
 @dataclass

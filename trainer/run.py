@@ -33,10 +33,11 @@ from ringfold.runtime.fields import (
 )
 from ringfold.runtime.limits import limits
 from ringfold.runtime.preprocess import PreprocessConfig
-from ringfold.trainer import data as data_mod
-from ringfold.trainer.adapters import AdapterSet, inject
-from ringfold.trainer.config import AdapterConfig, config_from_dict, read_adapter_config
-from ringfold.trainer.models import LoadedModel, WeightsSource, reload_clip
+
+from . import data as data_mod
+from .adapters import AdapterSet, inject
+from .config import AdapterConfig, config_from_dict, read_adapter_config
+from .models import LoadedModel, WeightsSource, reload_clip
 
 RUN_FORMAT_VERSION = 1
 ADAPTERS_FILE = "adapters.safetensors"
@@ -320,7 +321,7 @@ def write_synthetic_run(
     For benchmarks and tests that need a run whose adapters really change the
     output; ``run.json`` says so in its metrics.
     """
-    from ringfold.trainer.models import load_clip
+    from .models import load_clip
 
     loaded = load_clip(model_name, random_init=True, seed=seed)
     config = config_from_dict(adapter)

@@ -22,12 +22,13 @@ from torch.utils.data import DataLoader
 
 from ringfold.atomic import write_json
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.trainer import data as data_mod
-from ringfold.trainer.adapters import AdapterSet, inject
-from ringfold.trainer.checkpoint import LoopState, load_checkpoint, save_checkpoint
-from ringfold.trainer.config import CONFIG_FILE, TrainConfig, load_train_config
-from ringfold.trainer.device import amp_dtype, pick_device
-from ringfold.trainer.distributed import (
+
+from . import data as data_mod
+from .adapters import AdapterSet, inject
+from .checkpoint import LoopState, load_checkpoint, save_checkpoint
+from .config import CONFIG_FILE, TrainConfig, load_train_config
+from .device import amp_dtype, pick_device
+from .distributed import (
     all_reduce_sum,
     barrier,
     epoch_batches,
@@ -35,11 +36,11 @@ from ringfold.trainer.distributed import (
     local_share,
     shutdown,
 )
-from ringfold.trainer.evaluate import count_correct
-from ringfold.trainer.losses import LossWeights, compute_loss
-from ringfold.trainer.models import load_clip, openclip_transform
-from ringfold.trainer.run import RunData, RunRecord, save_run
-from ringfold.trainer.text import class_embeddings
+from .evaluate import count_correct
+from .losses import LossWeights, compute_loss
+from .models import load_clip, openclip_transform
+from .run import RunData, RunRecord, save_run
+from .text import class_embeddings
 
 log = logging.getLogger("ringfold.train")
 #: testing aid: slow each step down so a test can kill a real run mid-epoch (seconds; unset in normal use)
@@ -330,7 +331,7 @@ class Trainer:
         )
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
-        from ringfold.trainer.plots import plot_training_curves
+        from .plots import plot_training_curves
 
         title = f"{self.cfg.model} ({self.loaded.source.describe()}) · {self.cfg.method}"
         plot_training_curves(history, self.out / "curves.png", title)

@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import SiteAdapter
-from ringfold.trainer.adapters.registry import Method, register
-from ringfold.trainer.config import AdaRingConfig
+
+from ..config import AdaRingConfig
+from .base import SiteAdapter
+from .registry import Method, register
 
 MODES = ("full", "coarse", "fine")
 

@@ -13,9 +13,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ringfold.trainer.adapters.base import SiteAdapter
-from ringfold.trainer.adapters.registry import Method, register
-from ringfold.trainer.config import ArcConfig
+from ..config import ArcConfig
+from .base import SiteAdapter
+from .registry import Method, register
 
 
 class ArcAdapter(SiteAdapter):

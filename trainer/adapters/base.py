@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.trainer.config import TOWERS, AdapterConfig
+
+from ..config import TOWERS, AdapterConfig
 
 #: tower × site kinds an adapter can sit at; the config's ``sites`` picks among them
 SITE_KINDS = ("attn", "mlp")
@@ -176,7 +177,7 @@ def build_site_adapter(
     config: AdapterConfig, dim: int, num_layers: int, tower: str, site: str, shared: nn.ModuleDict | None = None
 ) -> SiteAdapter:
     """``shared`` holds cross-tower modules; a method creates them on first use and reuses them after."""
-    from ringfold.trainer.adapters import registry
+    from . import registry
 
     shared = nn.ModuleDict() if shared is None else shared
     method = registry.get(config.method)

@@ -58,9 +58,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import SiteAdapter
-from ringfold.trainer.adapters.registry import Method, register
-from ringfold.trainer.config import MmaConfig
+
+from ..config import MmaConfig
+from .base import SiteAdapter
+from .registry import Method, register
 
 
 class _GradScale(torch.autograd.Function):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdapterConfig, SiteAdapter
-from ringfold.trainer.config import CONFIGS
+
+from ..config import CONFIGS
+from .base import AdapterConfig, SiteAdapter
 
 
 @dataclass(frozen=True)
@@ -40,4 +41,4 @@ def names() -> list[str]:
 
 def _load_builtin() -> None:
     # import for the side effect of registration; kept lazy to avoid import cycles
-    from ringfold.trainer.adapters import adaring, arc, mma  # noqa: F401
+    from . import adaring, arc, mma  # noqa: F401
