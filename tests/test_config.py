@@ -152,3 +152,11 @@ def test_the_cli_and_the_config_files_share_one_table_of_bounds():
     assert not hasattr(train_mod, "_CONFIG_MINIMUM") and not hasattr(train_mod, "_CONFIG_CHOICES")
     assert field_metadata(TrainConfig, "lr")["kind"] is T.positive_float
     assert field_metadata(ArcConfig, "rank")["kind"] is T.positive_int
+
+
+def test_a_diverging_run_is_reported_as_a_flag_to_change(demo_data, tmp_path, capsys):
+    argv = ["train", "--model", "ringfold-tiny-vit", "--random-init", "--data", str(demo_data), "--out", str(tmp_path)]
+    argv += ["--lr", "1e30", "--epochs", "1", "--shots", "2", "--batch-size", "4", "--rank", "4", "--no-augment"]
+    assert main([*argv, "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ringfold train: error: --lr: is too high: training diverged") and len(err.splitlines()) == 1

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ringfold.atomic import atomic_path
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.fields import describe_type, is_number, json_type, matches_type, one_line, short_repr
 
 from .run import check_adapter_tensors
@@ -78,9 +78,10 @@ def save_checkpoint(run_dir: Path, adapters, optimizer, scheduler, state: LoopSt
                 scalars.setdefault(str(idx), {})[name] = value
     for key, value in tensors.items():  # never persist a diverged state: resuming it could only fail again
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise RingfoldError(
-                f"training diverged: {key} holds NaN/Inf at step {state.step} (epoch {state.epoch}); the last good "
-                "checkpoint was kept — lower --lr and train again"
+            raise FieldError(
+                "lr",
+                f"is too high: training diverged ({key} holds NaN/Inf at step {state.step}, epoch {state.epoch}); "
+                "the last good checkpoint was kept — lower it and train again",
             )
     rng_tensors, rng_meta = _rng_tensors()
     tensors.update(rng_tensors)

@@ -250,7 +250,7 @@ class Trainer:
                     if _STEP_DELAY:
                         time.sleep(_STEP_DELAY)
                 if not all(torch.isfinite(p).all() for p in params):
-                    raise RingfoldError(f"training diverged (NaN/Inf adapter weights) at epoch {epoch}; lower --lr")
+                    raise FieldError("lr", f"is too high: training diverged (NaN/Inf adapter weights) at epoch {epoch}")
                 keys = sorted(state.sums)
                 totals = dict(
                     zip(keys, all_reduce_sum([state.sums[k] for k in keys], self.dist, self.device), strict=True)
