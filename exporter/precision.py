@@ -30,9 +30,10 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
-from ringfold.exporter.library_log import captured_library_log
 from ringfold.runtime.fields import one_line
 from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
+
+from .library_log import captured_library_log
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 VARIANT_FILES = {
@@ -58,7 +59,7 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """``src`` rewritten to float16 by :mod:`ringfold.exporter.fp16`; the saved file passes the full onnx check."""
     import onnx
 
-    from ringfold.exporter.fp16 import convert_to_fp16
+    from .fp16 import convert_to_fp16
 
     model = onnx.load(str(src))
     blocked_nodes = final_normalisation_nodes(model)  # the L2-normalisation and the head, by name

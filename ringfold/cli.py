@@ -416,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workspace", type=T.positive_int, default=1024, help="builder workspace pool in MiB")
     p.add_argument("--timing-cache", help="timing cache file, read and updated (speeds up rebuilds)")
-    p.add_argument("--fp32-layers", action="store_true", help="keep LayerNorm/Softmax/reductions in fp32")
+    p.add_argument(
+        "--fp32-layers",
+        action="store_true",
+        help="pin the fp16 export's fp32 set (LayerNorm, Softmax, reductions, Pow/Sqrt, final norm + head) to fp32",
+    )
     p.add_argument(
         "--strongly-typed",
         action="store_true",
