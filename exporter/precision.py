@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ringfold.atomic import atomic_path
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.fields import one_line
 from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
 
@@ -123,7 +123,7 @@ def _calibrate_method(name: str):
         "percentile": CalibrationMethod.Percentile,
     }
     if name not in methods:
-        raise RingfoldError(f"--calib-method {name!r} invalid; use {', '.join(CALIBRATION_METHODS)}")
+        raise FieldError("calib_method", f"{name!r} is not a calibration method; use {', '.join(CALIBRATION_METHODS)}")
     return methods[name]
 
 
@@ -198,9 +198,9 @@ class PrecisionRequest:
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
-            raise RingfoldError(f"--precision {bad[0]!r} invalid; use any of {', '.join(PRECISIONS)}")
+            raise FieldError("precision", f"{bad[0]!r} is not a precision; use any of {', '.join(PRECISIONS)}")
         if "int8" in self.precisions and not self.calib:
-            raise RingfoldError("--precision int8 needs calibration images: pass --calib DIR (a few hundred images)")
+            raise FieldError("calib", "is needed for int8: a folder of calibration images (a few hundred)")
         if "int8" in self.precisions:
             _calibrate_method(self.calib_method)  # one-line error for a bad --calib-method, before any work
 

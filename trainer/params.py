@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import open_clip
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError
 
 from .adapters.base import build_site_adapter, resolve_layers
 from .config import AdapterConfig, config_from_dict
@@ -33,10 +33,10 @@ def tower_shapes(model_name: str) -> dict[str, tuple[int, int]]:
     register_builtin_configs()
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
-        raise RingfoldError(f"--model {model_name!r} is not an open_clip model config")
+        raise FieldError("model", f"{model_name!r} is not an open_clip model config")
     vision, text = cfg["vision_cfg"], cfg["text_cfg"]
     if "timm_model_name" in vision or "hf_model_name" in text:
-        raise RingfoldError(f"--model {model_name!r}: ringfold counts open_clip ViT + transformer-text configs only")
+        raise FieldError("model", f"{model_name!r}: ringfold counts open_clip ViT + transformer-text configs only")
     return {"visual": (vision["width"], vision["layers"]), "text": (text["width"], text["layers"])}
 
 
