@@ -101,3 +101,21 @@ def test_preprocess_is_typed_and_open_clip_transform_is_open_clips_own(tiny_run)
     theirs = image_transform_v2(PreprocessCfg(**get_model_preprocess_cfg(loaded.model)), is_train=False)(img)
     for given in (record.preprocess, dataclasses.asdict(record.preprocess), record.preprocess.to_dict()):
         assert (openclip_transform(given)(img) == theirs).all()
+
+
+def test_model_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
+    """The library speaks of fields (model, pretrained); the CLI maps them to the flags the user typed."""
+    from ringfold.cli import main
+    from ringfold.errors import FieldError
+
+    with pytest.raises(FieldError) as err:
+        load_clip("ViT-Q-99", random_init=True)
+    assert err.value.field == "model" and str(err.value).startswith("field model 'ViT-Q-99' is not")
+    with pytest.raises(FieldError) as err:
+        load_clip(TINY, str(tmp_path / "missing.safetensors"))
+    assert err.value.field == "pretrained" and "checkpoint file not found" in str(err.value)
+    argv = ["train", "--model", TINY, "--pretrained", "no-such-tag", "--data", str(tmp_path)]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("ringfold train: error: --pretrained: 'no-such-tag' is neither a file nor an open_clip tag")
+    assert not (tmp_path / "r").exists()

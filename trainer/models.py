@@ -23,7 +23,7 @@ import torch
 from open_clip.model import get_model_preprocess_cfg, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.preprocess import PreprocessConfig
 
 from .pretrained import fetch_pretrained
@@ -118,11 +118,12 @@ def _resolve_pretrained(model_name: str, pretrained: str, cache_dir: str | None)
         path = fetch_pretrained(model_name, pretrained, cfg, cache_dir)
         return path, WeightsSource(kind="tag", value=pretrained, sha256=_sha256(path))
     if any(sep in pretrained for sep in ("/", "\\", ".")):
-        raise RingfoldError(f"{pretrained}: checkpoint file not found; check the path passed to --pretrained")
+        raise FieldError("pretrained", f"{pretrained}: checkpoint file not found; check the path")
     tags = open_clip.list_pretrained_tags_by_model(model_name)
-    raise RingfoldError(
-        f"--pretrained {pretrained!r} is neither a file nor an open_clip tag for {model_name}; "
-        f"known tags: {', '.join(tags) or 'none'}"
+    raise FieldError(
+        "pretrained",
+        f"{pretrained!r} is neither a file nor an open_clip tag for {model_name}; "
+        f"known tags: {', '.join(tags) or 'none'}",
     )
 
 
@@ -168,9 +169,10 @@ def load_clip(
     """Create the frozen CLIP model: pretrained tag, local checkpoint, or explicit random init."""
     register_builtin_configs()
     if open_clip.get_model_config(model_name) is None:
-        raise RingfoldError(
-            f'--model {model_name!r} is not an open_clip model config; see `python -c "import open_clip; '
-            'print(open_clip.list_models())"`'
+        raise FieldError(
+            "model",
+            f'{model_name!r} is not an open_clip model config; see `python -c "import open_clip; '
+            'print(open_clip.list_models())"`',
         )
     if random_init == bool(pretrained):
         raise RingfoldError("pass exactly one of --pretrained TAG|FILE or --random-init")

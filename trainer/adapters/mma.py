@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 
 from ..config import MmaConfig
 from .base import SiteAdapter
@@ -111,11 +111,11 @@ class MmaAdapter(SiteAdapter):
         have = (len(middle), middle[0].in_features) if isinstance(middle, nn.ModuleList) and len(middle) else None
         if have != (num_layers, r):
             found = f"{have[0]} layers at rank {have[1]}" if have else "an unexpected layout"
-            raise RingfoldError(
+            raise FieldError(
+                "layers",
+                f"must select the same number of blocks in both towers (e.g. last:8), or adapt one tower only: "
                 f"MMA shares one r×r projection per adapted layer between the towers, but the {tower} tower has "
-                f"{num_layers} adapted layers at rank {r} and the shared projection has "
-                f"{found}; pick --layers that select the "
-                "same number of blocks in both towers (e.g. last:8), or adapt one tower only"
+                f"{num_layers} adapted layers at rank {r} and the shared projection has {found}",
             )
         # held by reference, not registered here: AdapterSet.shared owns it (one copy in every state dict)
         self.__dict__["middle"] = middle
