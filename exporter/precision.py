@@ -106,7 +106,7 @@ def calibration_images(calib: str | Path, limit: int | None = None) -> tuple[lis
     if limit:
         paths = paths[:limit]
     if not paths:
-        raise RingfoldError(f"{calib}: no images for int8 calibration; pass --calib DIR with a few hundred images")
+        raise FieldError("calib", f"{calib} has no images for int8 calibration; give a folder of a few hundred")
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p.name.encode())

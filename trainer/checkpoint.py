@@ -342,7 +342,7 @@ def load_checkpoint(run_dir: Path, adapters, optimizer, scheduler) -> LoopState:
     """Restore adapters, optimizer, scheduler and RNGs; every key and tensor is checked before anything is set."""
     path = run_dir / CHECKPOINT_FILE
     if not path.is_file():
-        raise RingfoldError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
+        raise FieldError("resume", f"{run_dir} has no {CHECKPOINT_FILE} to resume from; start the run afresh")
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get("ringfold_checkpoint")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ringfold.errors import ImageError, RingfoldError
+from ringfold.errors import FieldError, ImageError, RingfoldError
 from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -349,9 +349,7 @@ def from_coop_split(split_json: str | Path, image_root: str | Path) -> LabelledS
         raise RingfoldError(f"{split_json}: class name(s) {_name_some(dupes)} used by several labels: rename them")
     _check_class_count(classnames, split_json)
     if not image_root.is_dir():
-        raise RingfoldError(
-            f"image root {image_root} for {split_json} does not exist: point --image-root at the image folder"
-        )
+        raise FieldError("image_root", f"{image_root} (for {split_json}) does not exist; point it at the image folder")
     _check_files_exist((image_root / p for name in SPLIT_NAMES for p, _, _ in entries[name]), split_json, image_root)
     splits = {name: _sorted_samples(Sample(image_root / p, lab) for p, lab, _ in entries[name]) for name in SPLIT_NAMES}
     return LabelledSplits(

@@ -150,7 +150,7 @@ def evaluate_run(
     record = read_run(run_dir)  # one-line error for a missing/damaged run.json before anything heavy
     if data is None:
         if not record.data.path:
-            raise RingfoldError(f"{run_dir / RUN_FILE} records no dataset path: pass --data DATA")
+            raise FieldError("data", f"is needed: {run_dir / RUN_FILE} records no dataset path")
         data = record.data.path
         if image_root is None:
             image_root = record.data.image_root

@@ -350,7 +350,7 @@ def resume(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise RingfoldError(f"{run_dir}: no {CONFIG_FILE}; --resume needs a run directory written by `ringfold train`")
+        raise FieldError("resume", f"{run_dir} has no {CONFIG_FILE}: give a run directory written by `ringfold train`")
     cfg = load_train_config(config_path)
     trainer = Trainer(cfg, run_dir)
     try:
