@@ -58,6 +58,8 @@ def add_torch_parity(
                 ref.logits,
                 ref.embedding,
                 None,
+                images=list(ref.images),
+                subject="live PyTorch",
             )
         )
     if not images:
@@ -92,5 +94,6 @@ def add_torch_parity(
                 ref_emb,
                 labels,
                 tolerance,
+                images=[str(p) for p in paths],
             )
         )

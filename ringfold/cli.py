@@ -177,9 +177,14 @@ def cmd_parity(args: argparse.Namespace) -> int:
     written = _write_report(result.report.write, out, "--report")
     print(result.report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
+    warning = result.report.sample_warning()
+    if warning:
+        print(warning, file=sys.stderr)
+    passed = result.pass_line()
+    if passed:
+        print(passed)
     if not result.passed:
-        precisions = ", ".join(result.precisions)
-        raise GateFailed(f"parity gate FAILED for {result.bundle.path} ({precisions}); see {out / 'parity.md'}")
+        raise GateFailed(f"{result.failure_line()}; see {out / 'parity.md'}")
     return 0
 
 

@@ -42,6 +42,33 @@ class ParityResult:
         """``BUNDLE.parity`` next to the bundle."""
         return self.bundle.path.parent / f"{self.bundle.path.name}.parity"
 
+    @property
+    def failing(self) -> dict[str, list[str]]:
+        """Only what failed: gate ("int8", "preprocessing", ...) → short reasons ("1 flip beyond margin")."""
+        return {name: reasons for name, reasons in self.report.gates().items() if reasons}
+
+    @property
+    def passing(self) -> list[str]:
+        return [name for name, reasons in self.report.gates().items() if not reasons]
+
+    def failure_line(self) -> str:
+        """``parity gate FAILED for BUNDLE: int8 (1 flip beyond margin)``: failing gates only."""
+        parts = [f"{name} ({'; '.join(reasons)})" for name, reasons in self.failing.items()]
+        return f"parity gate FAILED for {self.bundle.path}: {', '.join(parts)}"
+
+    def pass_line(self) -> str | None:
+        """``parity gate passed for BUNDLE: fp32, int8 (1 near-tie)``; None when nothing passed."""
+        passing = self.passing
+        if not passing:
+            return None
+        ties: dict[str, set[str]] = {}
+        for c in self.report.comparisons:
+            ties.setdefault(c.gate_name, set()).update(f["image"] for f in c.near_ties)
+        parts = [
+            f"{n} ({len(ties[n])} near-tie{'s' if len(ties[n]) != 1 else ''})" if ties.get(n) else n for n in passing
+        ]
+        return f"parity gate passed for {self.bundle.path}: {', '.join(parts)}"
+
 
 def parity(
     bundle_dir: str | Path,
