@@ -263,7 +263,7 @@ class ParityReport:
             comps = [c for c in self.comparisons if c.gate_name == gate and c.n]
             if not comps or comps[0].tolerance.min_top1 >= 1.0 or not all(c.top1_passed for c in comps):
                 continue
-            best = max(comps, key=lambda c: c.n)
+            best = max(comps, key=lambda c: (c.n, "--images" in c.name))  # the largest sample says most
             lower = clopper_pearson_lower(best.n - len(best.flips_beyond_margin), best.n)
             if lower < best.tolerance.min_top1:
                 short.append((best, lower))

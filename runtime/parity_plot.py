@@ -20,6 +20,8 @@ _MAX_LABELS = 3  # outliers named per panel; the rest are counted in the corner
 def _short(c: Comparison) -> str:
     """A comparison's name as a legend entry: which images, which PyTorch side."""
     name = c.name
+    if c.subject:
+        return f"{c.subject} vs stored reference"
     side = "folded" if "folded" in name and "unfolded" not in name else "unfolded"
     if "--images" in name:
         return f"--images, vs {side}"
@@ -44,7 +46,7 @@ def _title(gate: str, comps: list[Comparison]) -> str:
     return f"{gate} — {verdict}\n" + " · ".join(detail)
 
 
-def _panel(ax, gate: str, comps: list[Comparison]) -> None:
+def _panel(ax, gate: str, comps: list[Comparison], colours: dict[str, str]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     tol = comps[0].tolerance
@@ -60,7 +62,9 @@ def _panel(ax, gate: str, comps: list[Comparison]) -> None:
         order = np.argsort(diffs, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(1, len(order) + 1)
-        ax.plot(np.arange(1, len(diffs) + 1), diffs[order], marker=".", markersize=4, linewidth=1, label=_short(c))
+        label = _short(c)
+        x = np.arange(1, len(diffs) + 1)
+        ax.plot(x, diffs[order], marker=".", markersize=4, linewidth=1, color=colours[label], label=label)
         top = max(top, float(diffs.max()))
         for kind, flips in (("near-tie flip", c.near_ties), ("flip beyond margin", c.flips_beyond_margin)):
             for f in flips:
@@ -116,7 +120,6 @@ def _panel(ax, gate: str, comps: list[Comparison]) -> None:
     ax.set_ylabel("max |Δlogit| per image")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.set_title(_title(gate, comps), fontsize=9, color="black" if all(c.passed for c in comps) else "tab:red")
-    ax.legend(fontsize=6, loc="upper left")
 
 
 def parity_figure(report: ParityReport):
@@ -127,11 +130,26 @@ def parity_figure(report: ParityReport):
     for c in report.comparisons:
         if c.abs_logit_diffs:
             groups.setdefault(c.gate_name, []).append(c)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.0), squeeze=False)
-    for ax, (gate, comps) in zip(axes[0], groups.items(), strict=True):
-        _panel(ax, gate, comps)
+    labels = list(dict.fromkeys(_short(c) for comps in groups.values() for c in comps))
+    palette = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    colours = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows + 0.6), squeeze=False)
+    flat = list(axes.flat)
+    for ax, (gate, comps) in zip(flat, groups.items(), strict=False):
+        _panel(ax, gate, comps, colours)
+    for ax in flat[len(groups) :]:
+        fig.delaxes(ax)
+    # one legend for every panel: the same comparison has the same colour everywhere
+    handles: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), fontsize=7)
+    legend_rows = -(-len(handles) // 4)
     fig.suptitle(f"parity: {report.model}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * legend_rows / rows, 1, 1))
     return fig
 
 

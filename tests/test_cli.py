@@ -72,7 +72,11 @@ def test_parity_gate_fails_with_exit_1_when_tolerance_is_unachievable(tiny_bundl
         ["parity", str(tiny_bundle), "--max-abs-logit", "1e-12", "--report", str(tmp_path / "r"), "--provider", "cpu"]
     )
     assert code == 1
-    assert "FAILED" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out
+    # the summary names what failed and why, and the pass line what passed (preprocessing is not a tolerance here)
+    assert f"parity gate FAILED for {tiny_bundle}: fp32 (max |Δlogit|" in captured.err
+    assert f"parity gate passed for {tiny_bundle}: preprocessing" in captured.out
 
 
 def test_parity_images_without_run_is_refused(tiny_bundle, capsys):

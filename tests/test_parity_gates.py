@@ -200,9 +200,10 @@ def test_plot_has_one_panel_per_precision_with_axes_from_zero(tmp_path):
         assert titles[1].startswith("fp16") and "PASS" in titles[1]
         assert titles[2].startswith("int8") and "FAIL" in titles[2] and "1 near-tie" in titles[2]
         for ax in axes:
-            assert ax.get_ylim()[0] == 0.0
-            legend = ax.get_legend()
-            assert legend is None or len(legend.get_texts()) <= 8
+            assert ax.get_ylim()[0] == 0.0 and ax.get_legend() is None
+        (legend,) = fig.legends  # one legend for the figure: comparisons and flip markers, not images
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert "near-tie flip" in texts and "flip beyond margin" in texts and len(texts) <= 8
     finally:
         import matplotlib.pyplot as plt
 

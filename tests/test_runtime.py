@@ -64,6 +64,7 @@ def test_compare_metrics_and_gate():
     acc = compare("acc", "fp16", logits, emb, logits, emb, labels)
     assert acc.accuracy_backend == 0.9 and acc.labelled == 10
     assert tolerance_for("fp16").max_abs_logit is None
+    assert noisy.near_ties == [] and noisy.flips_beyond_margin == []  # no flip: Δ is the same on every class
     assert tolerance_for("fp32", {"max_abs_logit": 0.5}).max_abs_logit == 0.5
 
 
