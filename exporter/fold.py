@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.trainer.adapters.base import AdaptedNorm, adapted_norms, site_linear
+from ringfold.trainer.adapters.base import AdaptedNorm, adapted_blocks, adapted_norms, site_linear
 
 
 @dataclass
@@ -55,15 +55,18 @@ def folded_linear(
 
 @torch.no_grad()
 def fold_adapters(model: nn.Module) -> FoldReport:
-    """Fold every foldable adapter in place and unwrap its LayerNorm; leave the rest in the graph."""
+    """Fold every foldable adapter in place and unwrap its LayerNorm; leave the rest in the graph.
+
+    Block-output branches (MMA, DESIGN §6) act after the block's MLP, not at a linear's input: they never
+    fold and are always counted as kept."""
     report = FoldReport()
     if hasattr(model, "adapters"):
         model.adapters.requires_grad_(False)  # inference from here on; kept branches are traced as constants
     tokens = _visual_tokens(model)
-    for tower, site, block, wrapper in adapted_norms(model):
+    for tower, site, block, wrapper in adapted_norms(model) + adapted_blocks(model):
         adapter = wrapper.adapter
         attr = "ln_1" if site == "attn" else "ln_2"
-        if not adapter.foldable:
+        if not adapter.foldable or not isinstance(wrapper, AdaptedNorm):
             adapter.prepare_export()
             report.kept_sites += 1
             if tower == "visual":
@@ -94,5 +97,5 @@ def _visual_tokens(model: nn.Module) -> int:
 
 
 def unfold_is_clean(model: nn.Module) -> bool:
-    """True when no adapter wrapper is left anywhere in ``model``."""
-    return not any(isinstance(m, AdaptedNorm) for m in model.modules())
+    """True when no adapter wrapper (LayerNorm wrapper or block-output branch) is left anywhere in ``model``."""
+    return not any(isinstance(m, AdaptedNorm) for m in model.modules()) and not adapted_blocks(model)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ringfold.errors import RingfoldError
-from ringfold.exporter.fold import fold_adapters
+from ringfold.exporter.fold import fold_adapters, unfold_is_clean
 from ringfold.trainer.adapters import inject
 from ringfold.trainer.adapters.mma import MmaAdapter, MmaConfig, mma_parameter_count
 from ringfold.trainer.models import load_clip
@@ -37,12 +37,48 @@ def test_vit_b16_default_parameter_count_is_mmas_0_675m():
     from ringfold.trainer.params import parameter_rows
 
     cfg = MmaConfig()
-    assert (cfg.layers, cfg.sites, cfg.rank, cfg.scale, cfg.towers) == ("4-11", "attn", 32, 1e-3, ("visual", "text"))
+    assert (cfg.layers, cfg.sites, cfg.rank, cfg.scale, cfg.towers) == (
+        "last:2/3",
+        "attn",
+        32,
+        1e-3,
+        ("visual", "text"),
+    )
     rows = parameter_rows("ViT-B-16", cfg)
-    # 8·[(768·32+32)+(32·768+768) + (512·32+32)+(32·512+512) + (32·32+32)]
-    assert sum(r.total for r in rows) == 674_560
-    assert [r.total for r in rows if r.site == "cross"] == [8 * (32 * 32 + 32)]
+    assert [r.layers for r in rows] == [8, 8, 8]  # blocks 4..11 of 12 in each tower
+    # by hand, r = 32, 8 layers: visual down 768·32+32 = 24,608, up 32·768+768 = 25,344 → 8·49,952 = 399,616;
+    # text down 512·32+32 = 16,416, up 32·512+512 = 16,896 → 8·33,312 = 266,496; shared middle 8·(32·32+32) = 8,448
+    assert [(r.tower, r.total) for r in rows] == [("visual", 399_616), ("text", 266_496), ("both", 8_448)]
+    assert sum(r.total for r in rows) == 399_616 + 266_496 + 8_448 == 674_560
     assert mma_parameter_count({"visual": 768, "text": 512}, 32, 8) == 674_560
+
+
+def test_tiny_default_layers_follow_depth_and_params_all_methods_work():
+    """Default layers are blocks ⌊d/3⌋..d−1, so the 4-block tiny model gets 1..3 instead of an error."""
+    from ringfold.trainer.adapters.base import resolve_layers
+    from ringfold.trainer.params import format_tables, parameter_rows, parameter_tables
+
+    assert [resolve_layers(MmaConfig().layers, d) for d in (12, 4, 24, 6)] == [
+        list(range(4, 12)),
+        [1, 2, 3],
+        list(range(8, 24)),
+        [2, 3, 4, 5],
+    ]
+    for bad in ("last:0/3", "last:4/3", "last:1/0"):
+        with pytest.raises(RingfoldError, match="layers"):
+            resolve_layers(bad, 12)
+    rows = parameter_rows(TINY, MmaConfig())
+    assert rows[0].parts == {"down": 3 * (128 * 32 + 32), "up": 3 * (32 * 128 + 128)}
+    # by hand, d = 128 both towers, r = 32, 3 layers: down 128·32+32 = 4,128, up 32·128+128 = 4,224
+    # → 3·8,352 = 25,056 per tower; shared middle 3·(32·32+32) = 3,168
+    assert [(r.tower, r.layers, r.total) for r in rows] == [
+        ("visual", 3, 25_056),
+        ("text", 3, 25_056),
+        ("both", 3, 3_168),
+    ]
+    assert sum(r.total for r in rows) == 53_280 == mma_parameter_count({"visual": 128, "text": 128}, 32, 3)
+    tables = parameter_tables(TINY, ["adaring", "arc", "mma"])  # what `ringfold params --method all` builds
+    assert "mma          53,280" in format_tables(TINY, tables)
 
 
 def test_config_round_trip_and_bad_values():
@@ -54,6 +90,9 @@ def test_config_round_trip_and_bad_values():
         MmaConfig(rank=0)
     with pytest.raises(RingfoldError, match="up_init"):
         MmaConfig(up_init="ones")
+    for sites in ("mlp", "both"):  # the branch reads ln_1 and lands on the block output: no other site kind
+        with pytest.raises(RingfoldError, match="sites"):
+            MmaConfig(sites=sites)
 
 
 def test_identity_at_init_shared_projection_once_and_not_foldable():
@@ -141,18 +180,19 @@ def test_fold_keeps_mma_in_the_graph_and_outputs_unchanged():
     loaded = load_clip(TINY, random_init=True)
     images = torch.randn(2, 3, 64, 64)
     base = _logits(loaded.model, loaded.tokenizer, images)
-    aset = inject(loaded.model, MmaConfig(rank=8, layers="all", sites="both", scale=1.0))
+    aset = inject(loaded.model, MmaConfig(rank=8, layers="all", scale=1.0))
     _randomise(aset)
     before = _logits(loaded.model, loaded.tokenizer, images)
     assert (before - base).abs().max() > 1e-2, "random adapters must change the output"
     report = fold_adapters(loaded.model)
-    assert report.kept_sites == 2 * 2 * 4 and report.folded_sites == 0 and not report.fully_folded
+    assert report.kept_sites == 2 * 4 and report.folded_sites == 0 and not report.fully_folded
+    assert not unfold_is_clean(loaded.model)
     assert report.kept_methods == ["MmaAdapter"]
     assert torch.equal(_logits(loaded.model, loaded.tokenizer, images), before)
     assert not any(p.requires_grad for p in aset.parameters())
     # image tower only (the text tower is not in the deployed graph): 17 tokens (4×4 patches + class),
-    # 4 blocks × 2 sites, d = 128, r = 8
-    assert report.extra_macs_per_image == 4 * 2 * 17 * (128 * 8 + 8 * 8 + 8 * 128)
+    # 4 blocks, d = 128, r = 8
+    assert report.extra_macs_per_image == 4 * 17 * (128 * 8 + 8 * 8 + 8 * 128)
 
 
 def test_export_round_trip_keeps_branch_and_matches_pytorch(demo_data, tmp_path, tiny_bundle):

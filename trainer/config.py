@@ -194,11 +194,12 @@ UP_INITS = ("zero", "kaiming")
 
 @dataclass
 class MmaConfig(AdapterConfig):
-    """MMA (``trainer/adapters/mma.py``) defaults for ViT-B/16: blocks 4–11 (0-based), attention-input
-    site, r = 32, α = 1e-3."""
+    """MMA (``trainer/adapters/mma.py``, DESIGN §6) defaults: the branch reads ``ln_1`` and lands on the block
+    output (site kind "attn" only); blocks ⌊d/3⌋..d−1 of a d-block tower (``last:2/3``: 4–11 on ViT-B/16's 12,
+    MMA's 1-based 5–12); r = 32, α = 1e-3."""
 
     method: ClassVar[str] = "mma"
-    layers: str = "4-11"
+    layers: str = "last:2/3"
     sites: str = "attn"
     scale: float = 1e-3
     rank: int = setting(32, "--rank", T.positive_int, help="bottleneck r")
@@ -208,6 +209,10 @@ class MmaConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.sites != "attn":
+            raise FieldError(
+                "sites", f"is {self.sites!r}: MMA's branch reads ln_1 and is added to the block output; use attn"
+            )
         if self.grad_compensation and self.scale == 0:
             raise FieldError("scale", "is 0, which switches the MMA adapter off; use a positive scale (MMA: 1e-3)")
 

@@ -65,14 +65,16 @@ def parameter_rows(model_name: str, config: AdapterConfig) -> list[ParamRow]:
     return rows
 
 
-#: parameter-name prefixes shown under a friendlier name in the breakdown
+#: parameter-name prefixes shown under a friendlier name in the breakdown ("D": ARC's shared projection only)
 _PART_ALIASES = {"mix": "combinator", "gate": "combinator", "rescale": "λ", "down": "D"}
 
 
 def _parts(module) -> dict[str, int]:
     parts: dict[str, int] = {}
+    shared = set(getattr(module, "shared_parameters", ()))
     for name, p in module.named_parameters():
-        key = _PART_ALIASES.get(name.split(".")[0], name.split(".")[0])
+        prefix = name.split(".")[0]
+        key = prefix if prefix == "down" and prefix not in shared else _PART_ALIASES.get(prefix, prefix)
         parts[key] = parts.get(key, 0) + p.numel()
     return parts
 

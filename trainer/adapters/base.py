@@ -9,6 +9,11 @@ It is injected by wrapping the LayerNorm, so the frozen open_clip block code
 runs untouched and removing the wrapper restores the exact base module. One
 ``SiteAdapter`` holds the parameters of one tower × site kind (shared parts
 and per-layer parts together); the wrapper only knows its layer position.
+
+A method whose branch lands on the block *output* (MMA, DESIGN §6:
+``block(x) + s·delta(ln_1 x)``) sets ``placement = "block"``: its branch is a
+forward hook on the block (:class:`BlockBranch`), again leaving the open_clip
+module tree, its parameter names and its code unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ def resolve_layers(spec: str, depth: int) -> list[int]:
     spec = str(spec).strip().lower()
     if spec == "all":
         return list(range(depth))
+    if m := re.fullmatch(r"last:(\d+)/(\d+)", spec):
+        # the last ceil(depth·p/q) blocks: "last:2/3" is blocks depth//3 .. depth-1 (4..11 of 12, 1..3 of 4)
+        p, q = int(m.group(1)), int(m.group(2))
+        if q == 0 or p == 0 or p > q:
+            raise FieldError("layers", f"is {spec!r}: last:p/q needs 0 < p <= q")
+        k = -(-depth * p // q)
+        return list(range(depth - k, depth))
     if m := re.fullmatch(r"last:(\d+)", spec):
         k = min(int(m.group(1)), depth)
         return list(range(depth - k, depth))
@@ -41,7 +53,7 @@ def resolve_layers(spec: str, depth: int) -> list[int]:
     elif re.fullmatch(r"\d+(,\d+)*", spec):
         idx = sorted({int(i) for i in spec.split(",")})
     else:
-        raise FieldError("layers", f"is {spec!r}: use all, last:K, a-b or i,j,k (0-based)")
+        raise FieldError("layers", f"is {spec!r}: use all, last:K, last:p/q, a-b or i,j,k (0-based)")
     if not idx or idx[-1] >= depth:
         raise FieldError("layers", f"is {spec!r}, out of range for a tower with {depth} blocks (0..{depth - 1})")
     return idx
@@ -58,6 +70,9 @@ class SiteAdapter(nn.Module):
     foldable: ClassVar[bool] = True
     #: names of parameters shared by all layers (for the parameter table)
     shared_parameters: ClassVar[tuple[str, ...]] = ()
+    #: "site": ``y + s·delta(y)`` replaces the LayerNorm output (``AdaptedNorm``); "block": the block's output
+    #: gets ``+ s·delta(ln_1(x))`` (``BlockBranch``, site kind "attn" only)
+    placement: ClassVar[str] = "site"
 
     def __init__(self, dim: int, num_layers: int) -> None:
         super().__init__()
@@ -110,6 +125,32 @@ class AdaptedNorm(nn.Module):
         return y + self.scale * self.adapter.delta(y, self.layer)
 
 
+class BlockBranch:
+    """A block-output branch: ``block(x) + s·delta(ln_1(x))`` with ``x`` the block's input (DESIGN §6).
+
+    Installed as a forward hook on the open_clip block, so the block's code, its submodules and their
+    parameter names stay exactly as they were; ``remove()`` restores the plain block. ``ln_1`` is the
+    block's own (frozen) LayerNorm, evaluated a second time for the branch, as in MMA's code.
+    """
+
+    def __init__(self, block: nn.Module, adapter: SiteAdapter, layer: int, scale: float) -> None:
+        self.block = block
+        self.adapter = adapter
+        self.layer = layer
+        self.scale = scale
+        self.enabled = True
+        self.handle = block.register_forward_hook(self, with_kwargs=True)
+
+    def __call__(self, block: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        x = args[0] if args else kwargs["q_x"]
+        return out + self.scale * self.adapter.delta(block.ln_1(x), self.layer)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
 def tower_blocks(model: nn.Module, tower: str) -> nn.ModuleList:
     """The residual blocks of an open_clip CLIP / CustomTextCLIP tower."""
     if tower == "visual":
@@ -146,6 +187,8 @@ class AdapterSet(nn.Module):
         self.shared = nn.ModuleDict()
         self.placements: dict[str, Placement] = {}
         self._wrappers: list[AdaptedNorm] = []
+        #: (tower, site, block, branch) of every block-output branch (``placement = "block"``)
+        self._branches: list[tuple[str, str, nn.Module, BlockBranch]] = []
         self._hooks: list[Any] = []
 
     def remove_hooks(self) -> None:
@@ -164,6 +207,8 @@ class AdapterSet(nn.Module):
     def set_enabled(self, enabled: bool) -> None:
         for wrapper in self._wrappers:
             wrapper.enabled = enabled
+        for *_, branch in self._branches:
+            branch.enabled = enabled
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -207,6 +252,13 @@ def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:
             aset.placements[placement.key] = placement
             for pos, block_index in enumerate(idx):
                 block = blocks[block_index]
+                if adapter.placement == "block":
+                    if site != "attn":
+                        raise RingfoldError(f"a block-output branch reads ln_1 (site attn), not site {site!r}")
+                    if any(isinstance(h, BlockBranch) for h in block._forward_hooks.values()):
+                        raise RingfoldError("model already has adapters injected; build a fresh model")
+                    aset._branches.append((tower, site, block, BlockBranch(block, adapter, pos, config.scale)))
+                    continue
                 norm = getattr(block, _NORM_ATTR[site])
                 if isinstance(norm, AdaptedNorm):
                     raise RingfoldError("model already has adapters injected; build a fresh model")
@@ -243,6 +295,12 @@ def adapted_norms(model: nn.Module) -> list[tuple[str, str, nn.Module, AdaptedNo
                 if isinstance(norm, AdaptedNorm):
                     found.append((tower, site, block, norm))
     return found
+
+
+def adapted_blocks(model: nn.Module) -> list[tuple[str, str, nn.Module, BlockBranch]]:
+    """(tower, site, block, branch) for every block-output branch installed on ``model``."""
+    aset = getattr(model, "adapters", None)
+    return list(aset._branches) if isinstance(aset, AdapterSet) else []
 
 
 def site_linear(block: nn.Module, site: str) -> tuple[nn.Parameter, nn.Parameter | None]:

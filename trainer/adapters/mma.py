@@ -8,21 +8,27 @@ bias); the result is scaled by a small factor (MMA's α, here the adapter
 
     delta_l(y) = up_l( relu( shared_l( relu( down_l(y) ) ) ) )      y = ln_1(x)
 
-Defaults follow MMA for ViT-B/16: blocks 4–11 (0-based; MMA's config says
-``ADAPTER_START: 5, ADAPTER_END: 12`` over 1-based block indices — 8 blocks),
-r = 32, scale 1e-3, both towers. Trainable parameters on ViT-B/16:
+Where the branch sits: as in the authors' code (ZjjConan/Multi-Modal-Adapter,
+``clip/model.py``, ``ModifiedResidualAttentionBlock.forward``), the branch reads
+the block's ``ln_1`` output and its result is added to the *block output*,
+after the MLP:
+
+    x' = x + attn(ln_1 x)
+    out = x' + mlp(ln_2 x') + s·delta_l(ln_1 x)
+
+It is a forward hook on the open_clip block (``BlockBranch``, DESIGN §6), so
+the frozen block is untouched. (Until issue 12 ringfold added the branch to the
+attention input, ``attn(y + s·delta(y))``, which differs per block by about the
+branch's whole effect.) The site kind is therefore always "attn" (= "reads
+ln_1"); ``sites="mlp"`` / ``"both"`` are refused.
+
+Defaults follow MMA for ViT-B/16: r = 32, scale 1e-3, both towers, layers
+``last:2/3`` = blocks ⌊d/3⌋ … d−1 of a d-block tower, i.e. 4–11 (0-based) on 12
+blocks — MMA's config says ``ADAPTER_START: 5, ADAPTER_END: 12`` over 1-based
+block indices, 8 blocks — and 1–3 on the 4-block test model. Trainable
+parameters on ViT-B/16:
 8·[(768·32+32)+(32·768+768) + (512·32+32)+(32·512+512) + (32·32+32)] =
 674,560, MMA's "0.675M".
-
-Where the branch sits (differs from MMA). MMA reads the branch input from the
-block's ``ln_1`` output, exactly like ringfold's "attn" site, but adds the
-branch output to the *block output*: ``x = x + attn(ln_1 x) + mlp(ln_2 ·) +
-s·delta(ln_1 x)``. ringfold adds it to the attention input instead,
-``attn(y + s·delta(y))`` with ``y = ln_1(x)``, to reuse the adapter-site
-machinery of every other method (DESIGN §2). Same parameters and FLOPs; the
-branch's effect passes through attention rather than straight into the
-residual stream. ``sites="mlp"`` / ``"both"`` are accepted (one shared
-projection per site kind).
 
 Differences from the authors' released code, all configurable:
 
@@ -43,9 +49,11 @@ Differences from the authors' released code, all configurable:
   branch's gradients 1000× (fatal with SGD, and near AdamW's ε). Forward
   values are identical either way; the exported graph does not contain it.
 
-The branch is non-linear (ReLU), so it does not fold: ``dense()`` raises, the
-exporter keeps the visual-tower branches in the ONNX graph (extra MatMul, Add
-and Relu ops per adapted layer) and its report says "NOT fully folded".
+The branch is non-linear (ReLU) and lands after the MLP rather than at a
+linear's input, so it does not fold: ``dense()`` raises, the exporter keeps
+the visual-tower branches in the ONNX graph (a second ``ln_1`` evaluation and
+extra MatMul, Add and Relu ops per adapted block) and its report says "NOT
+fully folded".
 ``extra_macs`` gives the exporter the extra work per image for the manifest.
 """
 
@@ -89,6 +97,7 @@ class MmaAdapter(SiteAdapter):
     tower and reused by the second, so it is one object, trained by both towers and saved once."""
 
     foldable: ClassVar[bool] = False
+    placement: ClassVar[str] = "block"  # block(x) + s·delta(ln_1 x), as in MMA's code
     shared_parameters: ClassVar[tuple[str, ...]] = ()  # shared across towers, not across layers: see ``shared``
 
     def __init__(
@@ -134,7 +143,9 @@ class MmaAdapter(SiteAdapter):
         s = self.grad_scale
         if s is None or not torch.is_grad_enabled() or torch.jit.is_tracing():
             return self._branch(y, layer)
-        # the wrapper multiplies by s: parameters see gradients as if s were 1; the residual stream sees s
+        # the branch hook multiplies by s: parameters see gradients as if s were 1; the residual stream sees s
+        # (MMA's gradient_scale_layer(x, s) before ln_1 and (…, 1/s) after; ln_1's backward is linear, so
+        # scaling its output's gradient instead of its input's is the same)
         return _GradScale.apply(self._branch(_GradScale.apply(y, s), layer), 1.0 / s)
 
     def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
