@@ -213,3 +213,14 @@ def test_plot_has_one_panel_per_precision_with_axes_from_zero(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(tmp_path / "parity.png").shape[1] > 3 * 200
+
+
+def test_without_matplotlib_the_report_is_written_without_the_plot(tmp_path, monkeypatch):
+    import sys
+
+    logits, emb = _outputs(8)
+    report = _report(compare("int8 vs ref", "int8", logits, emb, logits, emb))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError (a Jetson)
+    written = report.write(tmp_path)
+    assert written == [tmp_path / "parity.json", tmp_path / "parity.md"]
+    assert not (tmp_path / "parity.png").exists()
