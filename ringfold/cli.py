@@ -198,9 +198,17 @@ def _write_report(write, out: Path, flag: str) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------- compress
 def cmd_compress(args: argparse.Namespace) -> int:
-    from ringfold.trainer.compress import compress_run, format_report
+    from ringfold.trainer.compress import compress_run, format_report, stderr_log
 
-    report = compress_run(args.run, args.out, args.ranks, args.coarse_ranks, n_iter=args.iterations)
+    report = compress_run(
+        args.run,
+        args.out,
+        args.ranks,
+        args.coarse_ranks,
+        n_iter=args.iterations,
+        max_error=args.max_error,
+        log=None if args.quiet else stderr_log,
+    )
     print(format_report(report))
     print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")
     return 0
@@ -467,9 +475,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="decompose a run's dense adapters into AdaRing tensor-ring cores")
     p.add_argument("run", help="a foldable run (ARC or static AdaRing)")
-    p.add_argument("--ranks", required=True, help="fine ring ranks R0,R1,R2")
+    p.add_argument(
+        "--ranks",
+        required=True,
+        type=T.ring_ranks_or_auto,
+        help="fine ring ranks R0,R1,R2, or auto: fit a few ranks, write rank_sweep.{json,png} into --out and keep "
+        "the smallest within --max-error",
+    )
     p.add_argument("--coarse-ranks", default="1,1,1", help="coarse ring ranks for the residual (default 1,1,1)")
-    p.add_argument("--iterations", type=T.positive_int, default=100, help="ALS iterations per restart")
+    p.add_argument(
+        "--max-error",
+        type=T.unit_interval,
+        default=0.2,
+        help="--ranks auto keeps the smallest ranks whose worst site relative error is at most this (default 0.2)",
+    )
+    p.add_argument("--iterations", type=T.positive_int, default=100, help="most ALS sweeps per ring fit")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--out", required=True, help="AdaRing run directory to write")
     p.set_defaults(func=cmd_compress)
 

@@ -33,14 +33,14 @@ from .adapters import inject
 from .adapters.adaring import TensorRing
 from .config import AdaRingConfig, ring_ranks
 from .run import RunRecord, load_adapted_model, save_run
-from .tensor_ring import fit_tensor_ring, ring_parameters, tr_to_tensor
+from .tensor_ring import Prepared, fit_tensor_ring, ring_parameters, tr_to_tensor
 
 #: fine ranks tried by ``--ranks auto``, smallest first
 SWEEP_RANKS: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (2, 2, 2), (2, 4, 2), (4, 4, 4), (4, 8, 4), (8, 8, 8))
 #: a site whose relative error is above this gets a warning
 HIGH_ERROR = 0.5
 #: ALS sweeps each start runs before the best one goes on alone
-PROBE_SWEEPS = 8
+PROBE_SWEEPS = 6
 
 Log = Callable[[str], None]
 
@@ -53,7 +53,7 @@ def tr_decompose(
     tensor: np.ndarray,
     ranks: tuple[int, int, int],
     n_iter: int = 100,
-    restarts: int = 3,
+    restarts: int = 6,
     seed: int = 0,
     tol: float = 1e-5,
     time_budget: float | None = 20.0,
@@ -69,9 +69,9 @@ def tr_decompose(
     t0 = time.perf_counter()
     starts: list[str | int] = ["svd", *(seed + k for k in range(max(restarts, 1) - 1))]
     probe = min(PROBE_SWEEPS, n_iter) if len(starts) > 1 else n_iter
-    fits = []
+    target, fits = Prepared(tensor), []
     for start in starts:
-        fits.append(fit_tensor_ring(tensor, ranks, max_sweeps=probe, tol=tol, init=start))
+        fits.append(fit_tensor_ring(target, ranks, max_sweeps=probe, tol=tol, init=start, measure=False))
         if fits[-1].error < 1e-9:
             break
     index = min(range(len(fits)), key=lambda i: fits[i].error)
@@ -89,8 +89,10 @@ def tr_decompose(
                 log(f"{label}sweep {probe + sweep}: rel. error {error:.4f}")
 
         best = fit_tensor_ring(
-            tensor, ranks, max_sweeps=n_iter - probe, tol=tol, init=best.cores, time_budget=budget, progress=show
+            target, ranks, max_sweeps=n_iter - probe, tol=tol, init=best.cores, time_budget=budget, progress=show
         )
+    else:
+        best.error = target.error(best.cores)
     if log:
         start = name if name == "svd" else f"seed {name}"
         log(f"{label}rel. error {best.error:.4f} ({start} start, {best.stopped}, {time.perf_counter() - t0:.1f} s)")
