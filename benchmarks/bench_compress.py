@@ -8,7 +8,8 @@ at the given fine ranks plus the coarse ring on the residual (the library's
 and relative errors. ``--old-iters N`` also times N iterations of the former
 solver (tensorly ``tensor_ring_als``, float64, random start) on the largest
 site and extrapolates to its settings (100 iterations × 3 restarts, fine +
-coarse, every site). ``--sweep`` adds the ``--ranks auto`` sweep. Prints JSON
+coarse, every site). ``--sweep`` adds the ``--ranks auto`` sweep (and its
+plot, compress_sweep_cpu.png). Prints JSON
 and a table; writes them and a PNG to --out.
 
     python benchmarks/bench_compress.py [--ranks 2,4,2] [--coarse-ranks 1,1,1] [--old-iters 3] [--sweep]
@@ -54,7 +55,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from ringfold.trainer.compress import fit_site, format_sweep, rank_sweep, stderr_log
+    from ringfold.trainer.compress import fit_site, format_sweep, plot_sweep, rank_sweep, stderr_log
     from ringfold.trainer.config import ring_ranks
 
     fine, coarse = ring_ranks(args.ranks), ring_ranks(args.coarse_ranks)
@@ -127,7 +128,17 @@ def main() -> int:
         bars["former tensorly ALS (extrapolated)"] = old["extrapolated_seconds"]
     if args.sweep:
         lines += ["", format_sweep(results["sweep"]).rstrip(), f"(sweep: {results['sweep']['seconds_total']:.1f} s)"]
-    emit(Path(args.out), "compress_cpu", results, "\n".join(lines), bars, results["case"], "seconds")
+    emit(
+        Path(args.out),
+        "compress_cpu",
+        results,
+        "\n".join(lines),
+        bars,
+        "compress fit, ViT-B/32-sized ARC stacks",
+        "seconds",
+    )
+    if args.sweep:
+        plot_sweep(results["sweep"], Path(args.out) / "compress_sweep_cpu.png", f"{results['case']}: --ranks auto")
     return 0
 
 

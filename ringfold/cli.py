@@ -478,7 +478,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ranks",
         required=True,
-        type=T.ring_ranks_or_auto,
         help="fine ring ranks R0,R1,R2, or auto: fit a few ranks, write rank_sweep.{json,png} into --out and keep "
         "the smallest within --max-error",
     )

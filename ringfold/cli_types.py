@@ -267,13 +267,6 @@ def ring_ranks(text: str) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
-def ring_ranks_or_auto(text: str) -> tuple[int, int, int] | str:
-    """``--ranks`` of ``ringfold compress``: ``R0,R1,R2`` or ``auto`` (a sweep over a few ring ranks)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    return ring_ranks(text)
-
-
 def name_list(text: str) -> tuple[str, ...]:
     """A comma list of names (``--towers visual,text``); which names are allowed is the config's to say."""
     names = tuple(part.strip() for part in text.split(","))

@@ -142,9 +142,11 @@ def test_compress_ranks_auto_sweeps_plots_and_keeps_the_smallest_good_ranks(tmp_
     from ringfold.cli import build_parser
 
     assert build_parser().parse_args(["compress", "r", "--ranks", "auto", "--out", "o"]).ranks == "auto"
-    assert build_parser().parse_args(["compress", "r", "--ranks", "2,4,2", "--out", "o"]).ranks == (2, 4, 2)
+    assert build_parser().parse_args(["compress", "r", "--ranks", "2,4,2", "--out", "o"]).ranks == "2,4,2"
     src = _arc_run(tmp_path)
     out = tmp_path / "ring"
+    assert main(["compress", str(src), "--ranks", "2,4", "--out", str(out)]) == 2
+    assert "--ranks: must be three positive integers R0,R1,R2 (e.g. 2,4,2) or auto" in capsys.readouterr().err
     assert main(["compress", str(src), "--ranks", "auto", "--max-error", "0.05", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     sweep = json.loads((out / "rank_sweep.json").read_text())

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ringfold.atomic import atomic_directory, atomic_path, write_json, write_text
-from ringfold.errors import RingfoldError
+from ringfold.errors import FieldError, RingfoldError
 
 from .adapters import inject
 from .adapters.adaring import TensorRing
@@ -301,7 +301,10 @@ def compress_run(
     whole or not at all.
     """
     auto = isinstance(fine_ranks, str) and fine_ranks.strip().lower() == "auto"
-    fine_ranks = None if auto else ring_ranks(fine_ranks, "ranks")
+    try:
+        fine_ranks = None if auto else ring_ranks(fine_ranks, "ranks")
+    except FieldError as exc:
+        raise FieldError("ranks", exc.problem.replace(" (e.g. 2,4,2)", " (e.g. 2,4,2) or auto")) from None
     coarse_ranks = ring_ranks(coarse_ranks, "coarse_ranks")
     out = Path(out)
     if out.exists():
