@@ -157,6 +157,7 @@ def test_compress_ranks_auto_sweeps_plots_and_keeps_the_smallest_good_ranks(tmp_
     assert report["fine_ranks"] == sweep["chosen"] and report["ranks_chosen_by"] == "sweep"
     chosen = next(p for p in sweep["points"] if p["fine_ranks"] == sweep["chosen"])
     assert chosen["parameters"] == report["adaring_parameters"]  # the sweep counts what the run holds
+    assert sweep["source_parameters"] == report["source_parameters"]
     assert "| fine ranks | AdaRing params |" in captured.out and "chosen" in captured.out
     assert json.loads((out / "run.json").read_text())["adapter"]["fine_ranks"] == sweep["chosen"]
 

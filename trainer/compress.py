@@ -166,6 +166,7 @@ def rank_sweep(
     n_iter: int = 100,
     bias: bool = True,
     log: Log | None = None,
+    source_parameters: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, SiteFit]]:
     """Fit every candidate fine ranks on every site; return the sweep record and the chosen candidate's fits.
 
@@ -214,11 +215,12 @@ def rank_sweep(
         "points": points,
         "chosen": points[pick]["fine_ranks"],
         "warning": warning,
+        "source_parameters": source_parameters,
     }
     return record, fits[pick]
 
 
-def format_sweep(sweep: dict[str, Any]) -> str:
+def format_sweep(sweep: dict[str, Any], with_warning: bool = True) -> str:
     chosen = sweep["chosen"]
     lines = [
         f"Rank sweep (coarse {_r(sweep['coarse_ranks'])}; pick: fewest parameters with worst site error "
@@ -233,7 +235,9 @@ def format_sweep(sweep: dict[str, Any]) -> str:
             f"| {_r(p['fine_ranks'])} | {p['parameters']:,} | {p['max_error']:.4f} | {p['overall_error']:.4f} | "
             f"{p['seconds']:.1f} | {mark} |"
         )
-    if sweep.get("warning"):
+    if sweep.get("source_parameters"):
+        lines += ["", f"(the source run has {sweep['source_parameters']:,} parameters)"]
+    if with_warning and sweep.get("warning"):
         lines += ["", f"warning: {sweep['warning']}"]
     return "\n".join(lines) + "\n"
 
@@ -263,6 +267,8 @@ def plot_sweep(sweep: dict[str, Any], path: Path, title: str) -> None:
     ax.axhline(
         sweep["max_error"], color="grey", linewidth=0.8, linestyle=":", label=f"--max-error {sweep['max_error']:g}"
     )
+    if sweep.get("source_parameters"):
+        ax.axvline(sweep["source_parameters"], color="tab:red", linewidth=0.8, linestyle=":", label="source run")
     ax.set_xscale("log")
     ax.set_ylim(0, max(1.0, max(p["max_error"] for p in pts) * 1.05))
     ax.set_xlabel("AdaRing parameters (fine ranks R0,R1,R2; coarse fixed)")
@@ -326,10 +332,12 @@ def compress_run(
     if auto:
         if log:
             log(f"compress: sweeping fine ranks {', '.join(_r(r) for r in SWEEP_RANKS)} on {len(tensors)} sites")
-        sweep, fits = rank_sweep(tensors, coarse_ranks, SWEEP_RANKS, max_error, n_iter, log=log)
+        sweep, fits = rank_sweep(
+            tensors, coarse_ranks, SWEEP_RANKS, max_error, n_iter, log=log, source_parameters=source.num_parameters()
+        )
         fine_ranks = tuple(sweep["chosen"])
         if log:
-            log(format_sweep(sweep).rstrip())
+            log(format_sweep(sweep, with_warning=False).rstrip())
     else:
         fits = {}
         for n, (key, tensor) in enumerate(tensors.items(), 1):
