@@ -175,3 +175,12 @@ def test_compress_leaves_no_half_written_out(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         compress.compress_run(src, tmp_path / "ring", (2, 2, 2), log=None)
     assert not (tmp_path / "ring").exists() and not list(tmp_path.glob(".ring.*"))
+
+
+def test_a_zero_adapter_stack_compresses_to_zero_rings():
+    """An ARC run whose λ never left zero has 𝒜 = 0: zero cores, error 0, no division by zero."""
+    from ringfold.trainer.compress import fit_site
+
+    fit = fit_site(np.zeros((10, 3, 10)), (2, 4, 2), (1, 1, 1))
+    assert fit.fine_error == fit.final_error == 0.0
+    assert not any(np.any(c) for c in [*fit.fine, *fit.coarse])
