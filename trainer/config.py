@@ -66,7 +66,7 @@ def setting(
 
 
 def field_metadata(cls: type, name: str) -> Mapping[str, Any]:
-    """A field's metadata; a subclass that only changes a default (``layers: str = "4-11"``) inherits its base's."""
+    """A field's metadata; a subclass that only changes a default (``layers: str = "last:2/3"``) inherits its base's."""
     for klass in cls.__mro__:
         for f in dataclasses.fields(klass) if dataclasses.is_dataclass(klass) else ():
             if f.name == name and f.metadata:
@@ -107,13 +107,15 @@ SITES = ("both", "attn", "mlp")
 class AdapterConfig:
     """What every method shares: where adapters sit and how strongly they act.
 
-    ``layers``: "all", "last:K" (the last K blocks of each tower), "a-b" (inclusive, 0-based) or
-    "i,j,k"; checked against the tower's depth when the adapters are injected.
+    ``layers``: "all", "last:K" (the last K blocks of each tower), "last:p/q" (the last ⌈d·p/q⌉ of
+    d blocks), "a-b" (inclusive, 0-based) or "i,j,k"; checked against the tower's depth when the adapters are injected.
     """
 
     method: ClassVar[str] = "none"
     towers: tuple[str, ...] = setting(TOWERS, "--towers", T.name_list, help="towers to adapt, a comma list")
-    layers: str = setting("last:8", "--layers", help="blocks to adapt: all | last:K | a-b | i,j,k")
+    layers: str = setting(
+        "last:8", "--layers", help="blocks to adapt: all | last:K | last:p/q (last ⌈d·p/q⌉ of d) | a-b | i,j,k"
+    )
     sites: str = setting("both", "--sites", choices=SITES, help="adapter sites")
     scale: float = setting(1.0, "--scale", T.finite_float, help="adapter output scale s")
 
