@@ -52,6 +52,10 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
     def class_emb():
         return class_embeddings(model, loaded.tokenizer, classes, ["a photo of a {}."], device)
 
+    def sync():  # CUDA runs asynchronously: without this the clock reads launch times, not run times
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+
     contract_s = [0.0]
     if adapter is None:
 
@@ -75,8 +79,10 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
             original = adapter_module.begin_step
 
             def timed(original=original):
+                sync()
                 t0 = time.perf_counter()
                 original()
+                sync()
                 contract_s[0] += time.perf_counter() - t0
 
             adapter_module.begin_step = timed
@@ -90,10 +96,12 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
             opt.step()
 
     step()  # warm-up
+    sync()
     contract_s[0] = 0.0
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     total = time.perf_counter() - t0
     return {
         "step_ms": 1000 * total / steps,
