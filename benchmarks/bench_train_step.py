@@ -67,7 +67,7 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
 
         params = 0
     else:
-        cfg = get(adapter["method"]).config_cls.from_dict(adapter)
+        cfg = get(adapter["method"]).config_cls(**{k: v for k, v in adapter.items() if k != "method"})
         aset = inject(model, cfg)
         aset.to(device)
         weights = LossWeights.from_config(cfg)
