@@ -26,8 +26,12 @@ G_out, which are non-zero, so G_lay moves at the first step; once it is
 non-zero the shared cores get gradients too (tested after one step).
 
 The training forward never builds a d × d matrix: once per forward pass
-(``begin_step``) it contracts ``H[l] = G_in ×₁ G_lay[:, l, :]`` for all
-layers (L·R0·d·R2 numbers), then each layer applies two small einsums.
+(``begin_step``) it contracts, for all layers at once, each ring's input
+factor ``U_l = G_in ×₁ G_lay[:, l, :]`` reshaped to d × (R0·R2) and its output
+factor ``V = G_out`` reshaped to (R0·R2) × d. With the static combinator the
+two rings are stacked into one factor pair per layer, ``[U_l^fine | U_l^coarse]``
+and ``[α_l·V^fine ; β_l·V^coarse]``, so each adapted layer costs two plain
+matmuls (plus the bias, fused into the second) for both rings together.
 """
 
 from __future__ import annotations
@@ -64,6 +68,13 @@ class TensorRing(nn.Module):
         """H[l, a, i, c] = Σ_b G_in[a, i, b] G_lay[b, l, c] — what every layer needs, contracted once."""
         return torch.einsum("aib,blc->laic", self.g_in, self.g_lay)
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, V): U[l] (d × R0·R2) and V (R0·R2 × d) with y·A_l = (y·U[l])·V, index (a, c) → a·R2 + c."""
+        r0, dim, r2 = self.g_out.shape[2], self.g_in.shape[1], self.g_out.shape[0]
+        u = torch.einsum("aib,blc->liac", self.g_in, self.g_lay).reshape(self.g_lay.shape[1], dim, r0 * r2)
+        v = self.g_out.permute(2, 0, 1).reshape(r0 * r2, dim)
+        return u, v
+
     @staticmethod
     def apply(y: torch.Tensor, h_l: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
         """y·A_l for row vectors y (..., d) without forming A_l."""
@@ -93,7 +104,8 @@ class AdaRingAdapter(SiteAdapter):
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
         self.mode = "full"
-        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
+        # begin_step's cache: {"fine": (U, V), "coarse": (U, V), "full": (U_cat, V_cat scaled by α/β) when static}
+        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._dense: tuple[torch.Tensor, torch.Tensor] | None = None  # export: dense per-layer matrices
 
     @property
@@ -104,7 +116,25 @@ class AdaRingAdapter(SiteAdapter):
     def begin_step(self) -> None:
         if self._dense is not None:  # exported: nothing to contract
             return
-        self._factors = (self.fine.layer_factors(), self.coarse.layer_factors())
+        coarse = self.coarse.factors()
+        if self.mode == "coarse":  # the coarse-only pass needs nothing else
+            self._factors = {"coarse": coarse}
+            return
+        fine = self.fine.factors()
+        self._factors = {"fine": fine, "coarse": coarse}
+        if not self.gated:  # static: one stacked factor pair per layer, α_l/β_l folded into V
+            w = F.softmax(self.mix, dim=-1)  # (L, 2)
+            u = torch.cat((fine[0], coarse[0]), dim=2)
+            v = torch.cat((w[:, 0, None, None] * fine[1], w[:, 1, None, None] * coarse[1]), dim=1)
+            self._factors["full"] = (u, v)
+
+    @staticmethod
+    def _lowrank(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """(y·u)·v + bias as two matmuls on the flattened tokens, the bias fused into the second."""
+        t = y.reshape(-1, y.shape[-1]) @ u.to(y.dtype)
+        v = v.to(y.dtype)
+        out = t @ v if bias is None else torch.addmm(bias.to(y.dtype), t, v)
+        return out.reshape(y.shape)
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
@@ -120,23 +150,26 @@ class AdaRingAdapter(SiteAdapter):
         return F.softmax(logits, dim=-1)
 
     def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
-        w = self.weights(y, layer)
-        alpha, beta = w[..., 0:1], w[..., 1:2]
-        bias = self.bias[layer].to(y.dtype) if self.bias is not None else 0.0
+        bias = self.bias[layer] if self.bias is not None else None
         if self._dense is not None:  # exported graph: dense matrices, no ring contraction on device
+            w = self.weights(y, layer)
+            alpha, beta = w[..., 0:1], w[..., 1:2]
             fine_out = y @ self._dense[0][layer].to(y.dtype)
             coarse_out = y @ self._dense[1][layer].to(y.dtype)
-        else:
-            if self._factors is None:
-                self.begin_step()
-            h_fine, h_coarse = self._factors
-            coarse_out = TensorRing.apply(y, h_coarse[layer], self.coarse.g_out)
-            if self.mode == "coarse":
-                return coarse_out + bias
-            fine_out = TensorRing.apply(y, h_fine[layer], self.fine.g_out)
-            if self.mode == "fine":
-                return fine_out + bias
-        return alpha * fine_out + beta * coarse_out + bias
+            return alpha * fine_out + beta * coarse_out + (bias.to(y.dtype) if bias is not None else 0.0)
+        key = "gated" if self.mode == "full" and self.gated else self.mode
+        needs = ("fine", "coarse") if key == "gated" else (key,)
+        if self._factors is None or any(k not in self._factors for k in needs):
+            self.begin_step()
+        if key != "gated":
+            u, v = self._factors[key]  # V is per layer ((L, K, d)) once α_l/β_l are folded in
+            return self._lowrank(y, u[layer], v[layer] if v.dim() == 3 else v, bias)
+        # gated full mode: per-image (α, β) on the two rings' outputs
+        w = self.weights(y, layer)
+        alpha, beta = w[..., 0:1], w[..., 1:2]
+        (u_f, v_f), (u_c, v_c) = self._factors["fine"], self._factors["coarse"]
+        out = alpha * self._lowrank(y, u_f[layer], v_f, None) + beta * self._lowrank(y, u_c[layer], v_c, None)
+        return out + bias.to(y.dtype) if bias is not None else out
 
     # -- export ----------------------------------------------------------------------------------------
     def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
