@@ -137,3 +137,18 @@ def test_full_training_step_equals_the_pre_change_forward(combinator, monkeypatc
         assert g.abs().sum() > 0, name
         # fp32 backward through the whole tower in another summation order: a few ulps of the largest entry
         assert _rel(g, old_grads[name]) <= 1e-5, name
+
+
+def test_inference_mode_pass_contracts_lazily_and_stays_exact():
+    """The frozen reference pass (inference mode, adapters off) contracts nothing; an enabled one contracts once."""
+    _, aset = _adapters()
+    adapter = next(iter(aset.adapters.values()))
+    y = torch.randn(2, 5, adapter.dim)
+    adapter.begin_step()
+    with torch.inference_mode():
+        adapter.begin_step()
+        assert adapter._factors is None
+        got = adapter.delta(y, 1)
+        assert adapter._factors is not None
+    a, b = adapter.dense(1)
+    assert _rel(got, (y @ a + b).detach()) <= 1e-6

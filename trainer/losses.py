@@ -73,12 +73,15 @@ def compute_loss(
         total = total + weights.coarse * coarse_ce
         terms["coarse_ce"] = float(coarse_ce.detach())
     if weights.consistency > 0:
-        with torch.no_grad():
+        # inference mode: no autograd bookkeeping at all for the frozen pass; the clone turns the inference
+        # tensor into an ordinary constant the consistency term may save for its backward
+        with torch.inference_mode():
             adapters.set_enabled(False)
             try:
                 frozen_image = model.encode_image(images, normalize=True)
             finally:
                 adapters.set_enabled(True)
+        frozen_image = frozen_image.clone()
         consistency = _cos_distance(image_feat, frozen_image)
         if text_adapted and frozen_class_emb is not None:
             consistency = 0.5 * (consistency + _cos_distance(class_emb, frozen_class_emb))

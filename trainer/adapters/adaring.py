@@ -116,6 +116,13 @@ class AdaRingAdapter(SiteAdapter):
     def begin_step(self) -> None:
         if self._dense is not None:  # exported: nothing to contract
             return
+        if torch.is_inference_mode_enabled():  # e.g. the frozen reference pass, adapters off: contract lazily
+            self._factors = None
+            return
+        self._contract()
+
+    def _contract(self) -> None:
+        """Fill the factor cache for the current mode (``begin_step``, or lazily from ``delta``)."""
         coarse = self.coarse.factors()
         if self.mode == "coarse":  # the coarse-only pass needs nothing else
             self._factors = {"coarse": coarse}
@@ -160,7 +167,7 @@ class AdaRingAdapter(SiteAdapter):
         key = "gated" if self.mode == "full" and self.gated else self.mode
         needs = ("fine", "coarse") if key == "gated" else (key,)
         if self._factors is None or any(k not in self._factors for k in needs):
-            self.begin_step()
+            self._contract()
         if key != "gated":
             u, v = self._factors[key]  # V is per layer ((L, K, d)) once α_l/β_l are folded in
             return self._lowrank(y, u[layer], v[layer] if v.dim() == 3 else v, bias)
