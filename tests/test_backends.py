@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime import trt_backend
 from ringfold.runtime.backends import DEFAULT_BATCH, Backend, open_model, run_batched
 from ringfold.runtime.onnx_backend import OnnxModel
+from tests.trt_stand_ins import stand_in_trt_model
 
 
 class StandIn(Backend):
@@ -130,13 +130,7 @@ class _Runner:
 
 
 def _trt_model(lo, hi):
-    model = trt_backend.TensorRTModel.__new__(trt_backend.TensorRTModel)
-    model.path = Path("engines/model.engine")
-    model.min_batch, model.max_batch = lo, hi
-    model.input_name, model._input_dtype, model._sample_shape = "image", np.dtype("float32"), (3, 2, 2)
-    model.output_names = ["logits", "embedding"]
-    model._runner = _Runner()
-    return model
+    return stand_in_trt_model(lo, hi, _Runner())
 
 
 def test_tensorrt_model_splits_by_its_profile_max():

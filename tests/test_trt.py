@@ -14,20 +14,7 @@ import pytest
 from ringfold.cli import main
 from ringfold.errors import RingfoldError
 from ringfold.runtime.trt_engine import EngineKey, check_engine, find_engine, record_engine
-
-
-class FakeEnv:
-    def __init__(self, version="10.3.0", device="Orin", cc="8.7"):
-        self.version, self.device, self.cc = version, device, cc
-
-    def trt_version(self):
-        return self.version
-
-    def device_name(self):
-        return self.device
-
-    def compute_capability(self):
-        return self.cc
+from tests.trt_stand_ins import FakeEnv
 
 
 def _engine(tmp_path, env, precision="fp16", sha="a" * 64):

@@ -47,6 +47,7 @@ from ringfold.runtime.trt_build import (  # noqa: E402
     trtexec_argv,
 )
 from ringfold.runtime.trt_engine import find_engine, parse_nvidia_smi, read_sidecar, sidecar  # noqa: E402
+from tests import trt_stand_ins  # noqa: E402
 
 SHAS = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64}
 LN = "/visual/transformer/resblocks.0/ln_1/LayerNormalization"
@@ -69,18 +70,11 @@ class FakeBundle:
         return SHAS[kind]
 
 
-class FakeEnv:
+class FakeEnv(trt_stand_ins.FakeEnv):
+    """These tests default to TensorRT 8.6 (JetPack 6.0)."""
+
     def __init__(self, version="8.6.2", device="Orin", cc="8.7"):
-        self.version, self.device, self.cc = version, device, cc
-
-    def trt_version(self):
-        return self.version
-
-    def device_name(self):
-        return self.device
-
-    def compute_capability(self):
-        return self.cc
+        super().__init__(version, device, cc)
 
 
 @pytest.fixture(scope="module")
@@ -450,13 +444,7 @@ class _ReusingRunner:
 
 
 def _model(lo=2, hi=4):
-    model = trt_backend.TensorRTModel.__new__(trt_backend.TensorRTModel)
-    model.path = Path("engines/model.engine")
-    model.min_batch, model.max_batch = lo, hi
-    model.input_name, model._input_dtype, model._sample_shape = "image", np.dtype("float32"), (3, 64, 64)
-    model.output_names = ["logits", "embedding"]
-    model._runner = _ReusingRunner()
-    return model
+    return trt_stand_ins.stand_in_trt_model(lo, hi, _ReusingRunner(), sample_shape=(3, 64, 64))
 
 
 def test_runner_refuses_a_batch_outside_the_profile_with_the_rebuild_command():

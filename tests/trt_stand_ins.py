@@ -1,0 +1,36 @@
+"""Stand-ins for the TensorRT side, shared by the TensorRT tests that run without TensorRT or a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ringfold.runtime import trt_backend
+
+
+class FakeEnv:
+    """What ``LiveTrtEnvironment`` reports (TensorRT version, GPU name, compute capability), chosen by the test."""
+
+    def __init__(self, version: str = "10.3.0", device: str = "Orin", cc: str = "8.7") -> None:
+        self.version, self.device, self.cc = version, device, cc
+
+    def trt_version(self) -> str:
+        return self.version
+
+    def device_name(self) -> str:
+        return self.device
+
+    def compute_capability(self) -> str:
+        return self.cc
+
+
+def stand_in_trt_model(lo: int, hi: int, runner, sample_shape: tuple[int, ...] = (3, 2, 2)):
+    """A ``TensorRTModel`` with batch profile ``lo..hi`` whose Polygraphy runner is ``runner`` (no engine loaded)."""
+    model = trt_backend.TensorRTModel.__new__(trt_backend.TensorRTModel)
+    model.path = Path("engines/model.engine")
+    model.min_batch, model.max_batch = lo, hi
+    model.input_name, model._input_dtype, model._sample_shape = "image", np.dtype("float32"), sample_shape
+    model.output_names = ["logits", "embedding"]
+    model._runner = runner
+    return model
