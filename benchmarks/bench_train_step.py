@@ -24,6 +24,8 @@ METHODS = {
     "none": None,
     "arc": {"method": "arc", "rank": 50, "layers": "last:8"},
     "adaring": {"method": "adaring", "layers": "last:8"},
+    # --no-augment: the frozen features come from the trainer's per-sample cache after the first epoch
+    "adaring (cached frozen)": {"method": "adaring", "layers": "last:8", "frozen_cached": True},
     "adaring (CE only)": {
         "method": "adaring",
         "layers": "last:8",
@@ -34,11 +36,12 @@ METHODS = {
 }
 
 
-def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device: str) -> dict:
+def setup(model_name: str, adapter: dict | None, batch: int, device: str):
+    """One method's model and step function, ready to time; returns (step, sync, contract_s, params)."""
     import torch
 
     from ringfold.trainer.adapters import get, inject
-    from ringfold.trainer.losses import LossWeights, compute_loss
+    from ringfold.trainer.losses import LossWeights, compute_loss, frozen_image_features
     from ringfold.trainer.models import load_clip
     from ringfold.trainer.text import class_embeddings
 
@@ -67,7 +70,8 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
 
         params = 0
     else:
-        cfg = get(adapter["method"]).config_cls(**{k: v for k, v in adapter.items() if k != "method"})
+        options = {k: v for k, v in adapter.items() if k not in ("method", "frozen_cached")}
+        cfg = get(adapter["method"]).config_cls(**options)
         aset = inject(model, cfg)
         aset.to(device)
         weights = LossWeights.from_config(cfg)
@@ -89,26 +93,53 @@ def bench(model_name: str, adapter: dict | None, batch: int, steps: int, device:
         opt = torch.optim.AdamW(aset.parameters(), lr=1e-3)
         params = aset.num_parameters()
 
+        frozen_image = frozen_image_features(model, aset, images) if adapter.get("frozen_cached") else None
+
         def step():
-            out = compute_loss(model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen)
+            out = compute_loss(
+                model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen, frozen_image=frozen_image
+            )
             opt.zero_grad()
             out.total.backward()
             opt.step()
 
     step()  # warm-up
     sync()
-    contract_s[0] = 0.0
-    t0 = time.perf_counter()
+    return step, sync, contract_s, params
+
+
+def bench_model(model_name: str, methods: list[str], batch: int, steps: int, device: str) -> dict:
+    """Time every method's step in interleaved rounds and keep each one's median round.
+
+    Interleaving makes the ratios between methods robust to a machine whose load drifts during the run
+    (one method timed entirely in a busy minute would otherwise look slower than it is).
+    """
+    import statistics
+
+    ready = {name: setup(model_name, METHODS[name], batch, device) for name in methods}
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    contract: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(steps):
-        step()
-    sync()
-    total = time.perf_counter() - t0
-    return {
-        "step_ms": 1000 * total / steps,
-        "contract_ms": 1000 * contract_s[0] / steps,
-        "contract_share": contract_s[0] / total,
-        "trainable_parameters": params,
-    }
+        for name, (step, sync, contract_s, _params) in ready.items():
+            contract_s[0] = 0.0
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+            contract[name].append(contract_s[0])
+    out = {}
+    for name, (*_, params) in ready.items():
+        step_s = statistics.median(times[name])
+        contract_s = statistics.median(contract[name])
+        out[name] = {
+            "step_ms": 1000 * step_s,
+            "step_ms_all": [round(1000 * t, 2) for t in times[name]],
+            "contract_ms": 1000 * contract_s,
+            "contract_share": contract_s / step_s,
+            "trainable_parameters": params,
+        }
+    return out
 
 
 def main() -> int:
@@ -116,7 +147,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["ringfold-tiny-vit", "ViT-B-16"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds; each method's median round is kept")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -134,16 +165,17 @@ def main() -> int:
     lines = [
         f"training step, batch {args.batch}, {args.device} (random weights)",
         "",
-        "| model | method | trainable params | step ms | core contraction ms | share |",
-        "|---|---|---|---|---|---|",
+        "| model | method | trainable params | step ms | × ARC step | core contraction ms | share |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model in args.models:
-        results["models"][model] = {}
-        for name in args.methods:
-            r = bench(model, METHODS[name], args.batch, args.steps, args.device)
-            results["models"][model][name] = r
+        results["models"][model] = bench_model(model, args.methods, args.batch, args.steps, args.device)
+        arc_ms = results["models"][model].get("arc", {}).get("step_ms")
+        for name, r in results["models"][model].items():
+            r["vs_arc"] = r["step_ms"] / arc_ms if arc_ms else None
+            ratio = f"{r['vs_arc']:.2f}" if arc_ms else "–"
             lines.append(
-                f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | "
+                f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | {ratio} | "
                 f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |"
             )
             print(lines[-1], flush=True)

@@ -7,6 +7,10 @@
 consistency term averages over image features and, when the text tower is
 adapted, class embeddings; the frozen ones come from the same model with its
 adapters switched off.
+
+When a step makes more than one pass, the blocks in front of the first
+adapted one are computed once and replayed (``frozen_prefix``): exact, and a
+third of each extra pass with the default ``--layers last:8`` on 12 blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import AdapterSet
+from .frozen_prefix import shared_prefixes
 
 
 @dataclass
@@ -53,8 +58,38 @@ def compute_loss(
     weights: LossWeights,
     frozen_class_emb: torch.Tensor | None = None,
     text_adapted: bool = True,
+    frozen_image: torch.Tensor | None = None,
 ) -> LossOutput:
-    """One step's loss; ``class_emb_fn`` recomputes class embeddings with whatever adapters are active."""
+    """One step's loss; ``class_emb_fn`` recomputes class embeddings with whatever adapters are active.
+
+    ``frozen_image``: the frozen model's normalised features of ``images`` when the caller has them
+    (the trainer caches them when the input is not augmented); computed here otherwise.
+    """
+    passes = 1 + (weights.coarse > 0) + (weights.consistency > 0 and frozen_image is None)
+    if passes == 1:
+        return _loss(
+            model, adapters, images, labels, class_emb_fn, weights, frozen_class_emb, text_adapted, frozen_image
+        )
+    with shared_prefixes(adapters.prefixes):
+        return _loss(
+            model, adapters, images, labels, class_emb_fn, weights, frozen_class_emb, text_adapted, frozen_image
+        )
+
+
+def frozen_image_features(model: torch.nn.Module, adapters: AdapterSet, images: torch.Tensor) -> torch.Tensor:
+    """The frozen model's normalised image features (adapters off, no autograd), as an ordinary tensor."""
+    # inference mode: no autograd bookkeeping at all for the frozen pass; the clone turns the inference
+    # tensor into an ordinary constant the consistency term may save for its backward
+    with torch.inference_mode():
+        adapters.set_enabled(False)
+        try:
+            frozen = model.encode_image(images, normalize=True)
+        finally:
+            adapters.set_enabled(True)
+    return frozen.clone()
+
+
+def _loss(model, adapters, images, labels, class_emb_fn, weights, frozen_class_emb, text_adapted, frozen_image):
     scale = model.logit_scale.exp()
     class_emb = class_emb_fn() if text_adapted else frozen_class_emb
     image_feat = model.encode_image(images, normalize=True)
@@ -73,15 +108,8 @@ def compute_loss(
         total = total + weights.coarse * coarse_ce
         terms["coarse_ce"] = float(coarse_ce.detach())
     if weights.consistency > 0:
-        # inference mode: no autograd bookkeeping at all for the frozen pass; the clone turns the inference
-        # tensor into an ordinary constant the consistency term may save for its backward
-        with torch.inference_mode():
-            adapters.set_enabled(False)
-            try:
-                frozen_image = model.encode_image(images, normalize=True)
-            finally:
-                adapters.set_enabled(True)
-        frozen_image = frozen_image.clone()
+        if frozen_image is None:
+            frozen_image = frozen_image_features(model, adapters, images)
         consistency = _cos_distance(image_feat, frozen_image)
         if text_adapted and frozen_class_emb is not None:
             consistency = 0.5 * (consistency + _cos_distance(class_emb, frozen_class_emb))

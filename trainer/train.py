@@ -37,7 +37,8 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import count_correct
-from .losses import LossWeights, compute_loss
+from .frozen_features import FrozenFeatureCache
+from .losses import LossWeights, compute_loss, frozen_image_features
 from .models import load_clip, openclip_transform
 from .run import RunData, RunRecord, save_run
 from .text import class_embeddings
@@ -159,7 +160,7 @@ class Trainer:
                 super().__init__()
                 self.adapters = trainer.adapters
 
-            def forward(self, images, labels, loss_scale: float):
+            def forward(self, images, labels, loss_scale: float, frozen_image=None):
                 out = compute_loss(
                     trainer.model,
                     trainer.adapters,
@@ -169,6 +170,7 @@ class Trainer:
                     weights,
                     frozen_class_emb=frozen_text_emb,
                     text_adapted=trainer.text_adapted,
+                    frozen_image=frozen_image,
                 )
                 return out.total * loss_scale, out
 
@@ -214,6 +216,8 @@ class Trainer:
             need_frozen = not self.text_adapted or weights.consistency > 0
             frozen_text_emb = self._class_emb_frozen() if need_frozen else None
             step_module = self._train_step_module(weights, frozen_text_emb)
+            # without augmentation a sample's frozen features never change: pay their forward pass once
+            frozen_cache = FrozenFeatureCache() if weights.consistency > 0 and not cfg.augment else None
             dataset = data_mod.ImageDataset(self.train_samples, self.train_transform)
             bar = _tqdm(range(total), cfg.progress and main, desc="train", unit="step", initial=state.step)
             for epoch in range(state.epoch, cfg.epochs + 1):
@@ -229,7 +233,8 @@ class Trainer:
                     global_size = len(batches[first + offset])
                     share = len(labels) * self.dist.world_size / global_size
                     with self._autocast():
-                        loss, out = step_module(images, labels, share)
+                        frozen_image = self._frozen_features(frozen_cache, local[offset], images)
+                        loss, out = step_module(images, labels, share, frozen_image)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -281,6 +286,16 @@ class Trainer:
             self._plot(state.history)
         barrier(self.dist)
         return record
+
+    def _frozen_features(self, cache: FrozenFeatureCache | None, indices, images: torch.Tensor):
+        """The batch's frozen image features from ``cache`` (computed and stored on a miss); None without one."""
+        if cache is None:
+            return None
+        found = cache.lookup(indices)
+        if found is None:
+            found = frozen_image_features(self.model, self.adapters, images)
+            cache.store(indices, found)
+        return found
 
     def _checkpoint(self, optimizer, scheduler, state: LoopState) -> None:
         if self.dist.is_main:

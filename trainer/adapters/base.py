@@ -190,6 +190,8 @@ class AdapterSet(nn.Module):
         #: (tower, site, block, branch) of every block-output branch (``placement = "block"``)
         self._branches: list[tuple[str, str, nn.Module, BlockBranch]] = []
         self._hooks: list[Any] = []
+        #: (tower blocks, index of the first adapted block) per tower: the frozen prefix a step may share
+        self.prefixes: list[tuple[nn.ModuleList, int]] = []
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -245,6 +247,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:
         blocks = tower_blocks(model, tower)
         idx = resolve_layers(config.layers, len(blocks))
         dim = block_width(blocks[0])
+        aset.prefixes.append((blocks, min(idx)))
         for site in config.site_kinds:
             placement = Placement(tower, site, idx)
             adapter = build_site_adapter(config, dim, len(idx), tower, site, aset.shared)
