@@ -94,6 +94,21 @@ def test_fit_is_deterministic_and_reports_progress():
     assert any("starts after" in line for line in lines) and "rel. error" in lines[-1]
 
 
+def test_sweep_progress_is_a_heartbeat_not_a_line_per_sweep(monkeypatch):
+    """--ranks auto ran ~1000 sweeps and printed a line for each; now one line per PROGRESS_EVERY_S."""
+    from ringfold.trainer import compress
+
+    tensor = np.random.default_rng(1).normal(size=(24, 5, 24))  # no exact ring: every sweep runs
+    monkeypatch.setattr(compress, "PROGRESS_EVERY_S", 3600.0)
+    lines = []
+    tr_decompose(tensor, (2, 2, 2), n_iter=60, tol=0.0, time_budget=None, log=lines.append, label="x ")
+    assert len(lines) == 2 and not any(line.startswith("x sweep ") for line in lines)  # start + summary
+    monkeypatch.setattr(compress, "PROGRESS_EVERY_S", 0.0)
+    lines = []
+    tr_decompose(tensor, (2, 2, 2), n_iter=60, tol=0.0, time_budget=None, log=lines.append, label="x ")
+    assert sum(line.startswith("x sweep ") for line in lines) == 60 - compress.PROBE_SWEEPS
+
+
 def test_sweep_picks_the_ranks_of_a_known_ring():
     from ringfold.trainer.compress import SWEEP_RANKS, rank_sweep
 

@@ -41,6 +41,8 @@ SWEEP_RANKS: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (2, 2, 2), (2, 4, 2)
 HIGH_ERROR = 0.5
 #: ALS sweeps each start runs before the best one goes on alone
 PROBE_SWEEPS = 6
+#: at most one progress line per this many seconds of ALS sweeps (a site still ends with its summary line)
+PROGRESS_EVERY_S = 2.0
 
 Log = Callable[[str], None]
 
@@ -84,8 +86,13 @@ def tr_decompose(
     if best.stopped == "max_sweeps" and n_iter > probe:
         budget = None if time_budget is None else max(time_budget - (time.perf_counter() - t0), 0.0)
 
+        last_shown = [time.perf_counter()]
+
         def show(sweep: int, error: float) -> None:
-            if log and sweep > 0:
+            # a heartbeat, not a transcript: one line per PROGRESS_EVERY_S seconds of sweeping
+            now = time.perf_counter()
+            if log and sweep > 0 and now - last_shown[0] >= PROGRESS_EVERY_S:
+                last_shown[0] = now
                 log(f"{label}sweep {probe + sweep}: rel. error {error:.4f}")
 
         best = fit_tensor_ring(
