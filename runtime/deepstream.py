@@ -180,7 +180,7 @@ def deepstream_files(target: DeepStreamTarget) -> dict[str, str]:
 def calibration_cache(scales: Mapping[str, float]) -> str:
     """TensorRT's text calibration cache: the header, then ``tensor: <big-endian float32 scale in hex>`` lines."""
     lines = [CALIBRATION_HEADER]
-    for name, scale in scales.items():
+    for name, scale in sorted(scales.items()):  # sorted: the same cache for the same model and images
         if not name or any(c in name for c in ":\r\n") or not (scale > 0 and scale < float("inf")):
             continue  # a name TensorRT's parser cannot read back, or a scale it must not use
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
