@@ -55,19 +55,18 @@ class PreprocessComparison:
         return [path]
 
     def to_markdown(self) -> str:
-        acc = (
-            f"| accuracy ({self.labelled} labelled) | {self.accuracy_openclip:.1%} | {self.accuracy_other:.1%} |"
-            if self.labelled
-            else "| accuracy | no labels (folder names are not class names) | |"
-        )
+        def pct(x: float | None) -> str:
+            return "—" if x is None else f"{x:.1%}"
+
+        labelled = f"{self.labelled} labelled" if self.labelled else "no labels: folder names are not class names"
         return "\n".join(
             [
-                f"## Preprocessing: open_clip (resize shorter side + centre crop) vs {self.geometry}",
+                f"## Preprocessing: open_clip (resize shorter side + centre crop) vs {self.geometry} (fp32)",
                 "",
-                "| | open_clip | " + self.geometry + " |",
-                "|---|---|---|",
-                f"| top-1 agreement ({self.n} images) | {self.top1_agreement:.1%} | |",
-                acc,
+                f"| images | top-1 agreement | accuracy open_clip | accuracy {self.geometry} |",
+                "|---|---|---|---|",
+                f"| {self.n} ({labelled}) | {pct(self.top1_agreement)} | {pct(self.accuracy_openclip)} | "
+                f"{pct(self.accuracy_other)} |",
                 "",
             ]
         )
