@@ -121,7 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         include_base=args.include_base,
-        raw_input=args.raw_input or (),
+        raw_input=() if args.raw_input is None else (args.raw_input or ["float32"]),  # bare --raw-input: float32
         precision=PrecisionRequest(
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),

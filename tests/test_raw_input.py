@@ -179,3 +179,19 @@ def test_parity_gates_the_raw_models(raw_bundle, tmp_path, monkeypatch):
     onnx.save(model, str(bundle / "model_raw.onnx"))
     tamper.rehash(bundle)
     assert main(["parity", str(bundle), "--report", str(tmp_path / "bad_report")]) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], ()), (["--raw-input"], ["float32"]), (["--raw-input", "uint8"], ["uint8"])],
+)
+def test_export_flag_reaches_the_exporter(monkeypatch, tmp_path, flags, expected):
+    seen = {}
+
+    def fake_export(run, out, **kwargs):
+        seen.update(kwargs)
+        raise RingfoldError("stop here")
+
+    monkeypatch.setattr("ringfold.exporter.export.export_run", fake_export)
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "b"), *flags]) == 2
+    assert tuple(seen["raw_input"]) == tuple(expected)
