@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -187,14 +188,16 @@ def calibration_cache(scales: Mapping[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_calibration_cache(text: str) -> dict[str, float]:
-    """The scales of a cache :func:`calibration_cache` wrote (for tests and checks)."""
+def read_calibration_cache(text: str, source: str = "calibration cache") -> dict[str, float]:
+    """The scales of a text cache like :func:`calibration_cache` writes; one line naming the problem otherwise."""
     lines = text.splitlines()
-    if not lines or not lines[0].startswith("TRT-"):
-        raise RingfoldError("calibration cache: first line must be TensorRT's header (TRT-<version>-<calibrator>)")
+    if not lines or not re.fullmatch(r"TRT-\d+-\w+", lines[0]):
+        raise RingfoldError(f"{source}: first line must be TensorRT's header (TRT-<version>-<calibrator>)")
     out = {}
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         name, _, hexed = line.rpartition(": ")
+        if not name or not re.fullmatch(r"[0-9a-f]{8}", hexed):
+            raise RingfoldError(f"{source}: line {number} is not 'tensor: <8 hex digits>'; re-export the bundle")
         out[name] = struct.unpack(">f", bytes.fromhex(hexed))[0]
     return out
 
@@ -241,6 +244,24 @@ def _ours(path: Path) -> str | None:
     return None if found <= listed else "holds files `ringfold deepstream` did not write"
 
 
+#: a cache lists one line per tensor; ViT-L/14 has a few thousand, far below this
+MAX_CACHE_BYTES = 16 << 20
+
+
+def _read_cache(path: Path) -> str:
+    """The bundle's INT8 cache as text, checked (size, UTF-8, TensorRT's line format) before it is copied."""
+    from ringfold.errors import BundleError
+
+    if path.stat().st_size > MAX_CACHE_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_CACHE_BYTES:,} bytes, not a calibration cache; re-export")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        read_calibration_cache(text, str(path))
+    except (UnicodeDecodeError, RingfoldError) as exc:
+        raise BundleError(f"{path}: not a TensorRT text calibration cache ({str(exc)[:120]}); re-export") from None
+    return text
+
+
 def target_for_bundle(bundle, onnx_file: str, batch_size: int = 1, gpu_id: int = 0) -> DeepStreamTarget:
     """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache."""
     from .raw_input import raw_model_spec
@@ -249,7 +270,7 @@ def target_for_bundle(bundle, onnx_file: str, batch_size: int = 1, gpu_id: int =
     calibration = None
     cache_rel = f"{FOLDER}/{CALIBRATION}"
     if cache_rel in bundle.manifest.deepstream_files:
-        calibration = bundle.file(cache_rel).read_text(encoding="utf-8")
+        calibration = _read_cache(bundle.file(cache_rel))
     return DeepStreamTarget(
         onnx_file=onnx_file,
         labels=bundle.labels,

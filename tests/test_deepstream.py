@@ -286,3 +286,14 @@ def test_parity_compares_the_two_preprocessings(raw_bundle, demo_data, tmp_path,
     assert 0 <= result["top1_agreement"] <= 1 and 0 <= result["accuracy_openclip"] <= 1
     assert len(result["disagreements"]) == round((1 - result["top1_agreement"]) * n)
     assert "top-1 agreement" in capsys.readouterr().out
+
+
+def test_deepstream_command_refuses_a_damaged_cache(raw_bundle, tmp_path, capsys):
+    from tests import bundle_tamper as tamper
+
+    bundle = tamper.copy_bundle(raw_bundle, tmp_path / "b")
+    (bundle / "deepstream" / "calibration_int8.cache").write_bytes(b"TRT-8601-EntropyCalibration2\nx: \xff\xfe\n")
+    tamper.rehash(bundle)  # hashes match: the content check must hold on its own
+    assert main(["deepstream", str(bundle), "--out", str(tmp_path / "ds")]) == 2
+    one_line_error(capsys, "calibration_int8.cache", "not a TensorRT text calibration cache")
+    assert not (tmp_path / "ds").exists()
