@@ -87,7 +87,11 @@ def raw_input_section(cfg: PreprocessConfig, files: Mapping[str, str], source: s
             "mean": list(cfg.mean),
             "std": list(cfg.std),
         },
-        "client_preprocessing": {"preprocess": preprocess_file, "recipe": client_recipe(cfg)},
+        "client_preprocessing": {
+            "preprocess": preprocess_file,
+            "recipe": client_recipe(cfg),
+            "resize": {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std")},
+        },
         "outputs": "as the normalised model: logits [batch, num_classes], embedding [batch, embed_dim]",
     }
 
