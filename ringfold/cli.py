@@ -221,8 +221,17 @@ def cmd_deepstream(args: argparse.Namespace) -> int:
     from ringfold.runtime.deepstream import write_for_bundle
 
     bundle = load_bundle(args.bundle)
-    written = write_for_bundle(bundle, Path(args.out), args.batch_size, args.gpu_id, overwrite=args.overwrite)
+    trt_version = args.trt_version or _installed_trt_version()  # the INT8 cache's header names the target's TensorRT
+    written = write_for_bundle(
+        bundle, Path(args.out), args.batch_size, args.gpu_id, overwrite=args.overwrite, trt_version=trt_version
+    )
     print(f"DeepStream files for {bundle.path} written to {args.out}: {', '.join(p.name for p in written)}")
+    if any(p.name == "calibration_int8.cache" for p in written) and not trt_version:
+        print(
+            "ringfold deepstream: note: no TensorRT here, so the INT8 cache keeps the header of TensorRT 8.6.1; "
+            "pass --trt-version (e.g. 10.3) for the device's TensorRT",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -468,15 +477,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_parity)
 
+    from ringfold.runtime.trt_engine import compute_capability_arg, gpu_name_arg, trt_version_arg
+
     p = sub.add_parser("deepstream", help="write DeepStream nvinfer + deepstream-app configs for a bundle (torch-free)")
     p.add_argument("bundle", help="a bundle exported with --raw-input")
     p.add_argument("--out", required=True, help="folder to write (onnx-file points at the bundle's raw model)")
     p.add_argument("--batch-size", type=T.positive_int, default=1, help="nvinfer and streammux batch size")
     p.add_argument("--gpu-id", type=T.non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier `ringfold deepstream` wrote")
+    p.add_argument(
+        "--trt-version",
+        type=trt_version_arg,
+        help="the device's TensorRT, for the INT8 cache header (default: the installed one, else 8.6.1 as exported)",
+    )
     p.set_defaults(func=cmd_deepstream)
-
-    from ringfold.runtime.trt_engine import compute_capability_arg, gpu_name_arg, trt_version_arg
 
     p = sub.add_parser("build-engine", help="build a TensorRT engine from a bundle on this GPU (Jetson or desktop)")
     p.add_argument("bundle")

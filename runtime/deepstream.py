@@ -188,6 +188,25 @@ def calibration_cache(scales: Mapping[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration_header(trt_version: str) -> str:
+    """The header line the given TensorRT writes (and expects) for an entropy-2 cache.
+
+    The number is TensorRT's ``NV_TENSORRT_VERSION``: major·1000 + minor·100 + patch up to 8.x
+    (8.6.1 → 8601), major·10000 + minor·100 + patch from 10.0 (10.3.0 → 100300). TensorRT 10 is
+    reported to refuse a cache whose header names another version, so ``ringfold deepstream``
+    rewrites it for the target's TensorRT.
+    """
+    parts = [int(p) for p in trt_version.split(".")[:3]] + [0, 0]
+    major, minor, patch = parts[:3]
+    number = major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+    return f"TRT-{number}-EntropyCalibration2"
+
+
+def with_header(cache: str, header: str) -> str:
+    """``cache`` with its first line replaced by ``header`` (the scales are the same for any version)."""
+    return header + "\n" + cache.split("\n", 1)[1]
+
+
 def read_calibration_cache(text: str, source: str = "calibration cache") -> dict[str, float]:
     """The scales of a text cache like :func:`calibration_cache` writes; one line naming the problem otherwise."""
     lines = text.splitlines()
@@ -262,8 +281,13 @@ def _read_cache(path: Path) -> str:
     return text
 
 
-def target_for_bundle(bundle, onnx_file: str, batch_size: int = 1, gpu_id: int = 0) -> DeepStreamTarget:
-    """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache."""
+def target_for_bundle(
+    bundle, onnx_file: str, batch_size: int = 1, gpu_id: int = 0, trt_version: str | None = None
+) -> DeepStreamTarget:
+    """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache.
+
+    ``trt_version``: the target's TensorRT, whose header the cache gets (None: the bundle's, 8.6.1).
+    """
     from .raw_input import raw_model_spec
 
     raw_model_spec(bundle, "float32")  # one line when the bundle has no raw variant
@@ -271,6 +295,8 @@ def target_for_bundle(bundle, onnx_file: str, batch_size: int = 1, gpu_id: int =
     cache_rel = f"{FOLDER}/{CALIBRATION}"
     if cache_rel in bundle.manifest.deepstream_files:
         calibration = _read_cache(bundle.file(cache_rel))
+        if trt_version:
+            calibration = with_header(calibration, calibration_header(trt_version))
     return DeepStreamTarget(
         onnx_file=onnx_file,
         labels=bundle.labels,
@@ -283,12 +309,19 @@ def target_for_bundle(bundle, onnx_file: str, batch_size: int = 1, gpu_id: int =
     )
 
 
-def write_for_bundle(bundle, out: Path, batch_size: int = 1, gpu_id: int = 0, overwrite: bool = False) -> list[Path]:
+def write_for_bundle(
+    bundle,
+    out: Path,
+    batch_size: int = 1,
+    gpu_id: int = 0,
+    overwrite: bool = False,
+    trt_version: str | None = None,
+) -> list[Path]:
     """``ringfold deepstream``: the folder for ``bundle`` at ``out``, ``onnx-file`` absolute (torch- and onnx-free)."""
     from .raw_input import raw_model_spec
 
     onnx_path = os.path.abspath(bundle.file(raw_model_spec(bundle, "float32").file))
-    files = deepstream_files(target_for_bundle(bundle, onnx_path, batch_size, gpu_id))
+    files = deepstream_files(target_for_bundle(bundle, onnx_path, batch_size, gpu_id, trt_version))
     with atomic_directory(out, overwrite=overwrite, replaceable=_ours) as tmp:
         write_folder(tmp, files)
         write_text(tmp / MARKER, json.dumps({"bundle": str(bundle.path), "files": sorted(files)}, indent=2) + "\n")

@@ -297,3 +297,20 @@ def test_deepstream_command_refuses_a_damaged_cache(raw_bundle, tmp_path, capsys
     assert main(["deepstream", str(bundle), "--out", str(tmp_path / "ds")]) == 2
     one_line_error(capsys, "calibration_int8.cache", "not a TensorRT text calibration cache")
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(("version", "header"), [("8.6.1", "TRT-8601"), ("8.6", "TRT-8600"), ("10.3", "TRT-100300")])
+def test_cache_header_names_the_devices_tensorrt(raw_bundle, tmp_path, capsys, version, header):
+    """NV_TENSORRT_VERSION: major·1000+minor·100+patch up to 8.x, major·10000+minor·100+patch from 10."""
+    out = tmp_path / "ds"
+    assert main(["deepstream", str(raw_bundle), "--out", str(out), "--trt-version", version]) == 0
+    text = (out / "calibration_int8.cache").read_text()
+    bundled = (raw_bundle / "deepstream" / "calibration_int8.cache").read_text()
+    assert text.splitlines()[0] == f"{header}-EntropyCalibration2"
+    assert text.splitlines()[1:] == bundled.splitlines()[1:]
+
+
+def test_cache_header_note_without_tensorrt(raw_bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ringfold.cli._installed_trt_version", lambda: None)
+    assert main(["deepstream", str(raw_bundle), "--out", str(tmp_path / "ds")]) == 0
+    assert "pass --trt-version" in capsys.readouterr().err
