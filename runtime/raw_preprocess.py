@@ -9,9 +9,10 @@ Two geometries:
   object crop) stretched to the network size; ``deepstream-letterbox``: ``maintain-aspect-ratio=1``
   with ``symmetric-padding=1``, the frame scaled to fit and centred on black.
 
-DeepStream scales on the GPU or VIC (``scaling-filter`` 1 = bilinear in ringfold's configs);
-Pillow's bilinear here antialiases when it shrinks, which those do not, so the DeepStream modes
-reproduce nvinfer's *geometry* (stretch vs crop), not its exact pixels.
+DeepStream scales on the GPU or VIC (``scaling-filter`` 1 = bilinear in ringfold's configs),
+sampling without antialiasing; the DeepStream modes sample the same way (Pillow's affine
+transform, bilinear), so they reproduce nvinfer's geometry and filter kind, though not
+necessarily its rounding bit for bit.
 """
 
 from __future__ import annotations
@@ -24,9 +25,20 @@ from .preprocess import PreprocessConfig, _check_resize, _resized_pixels
 GEOMETRIES = ("openclip", "deepstream", "deepstream-letterbox")
 
 
+def _gpu_bilinear(img: Image.Image, width: int, height: int) -> np.ndarray:
+    """Bilinear resize that samples, like a GPU/VIC scaler, instead of averaging like Pillow's ``resize``.
+
+    Pillow's affine transform with BILINEAR reads two taps per axis at the pixel centre mapped back
+    (``(x + 0.5) · scale``), with no antialiasing support widening when it shrinks.
+    """
+    sx, sy = img.width / width, img.height / height
+    out = img.transform((width, height), Image.Transform.AFFINE, (sx, 0, 0, 0, sy, 0), Image.Resampling.BILINEAR)
+    return np.asarray(out)
+
+
 def _stretch(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     height, width = size
-    return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
+    return _gpu_bilinear(img, width, height)
 
 
 def _letterbox(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -35,7 +47,7 @@ def _letterbox(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     new_w, new_h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     top, left = (height - new_h) // 2, (width - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = np.asarray(img.resize((new_w, new_h), Image.Resampling.BILINEAR))
+    canvas[top : top + new_h, left : left + new_w] = _gpu_bilinear(img, new_w, new_h)
     return canvas
 
 
