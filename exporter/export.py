@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from .precision import (
     variant_report,
     write_variants,
 )
+from .raw_input import add_raw_input
 
 MODEL_FILE = "model.onnx"
 BASE_MODEL_FILE = "base_model.onnx"
@@ -107,6 +109,7 @@ def export_run(
     progress: bool = True,
     precision: PrecisionRequest | None = None,
     include_base: bool = False,
+    raw_input: Sequence[str] = (),
 ) -> ExportResult:
     t0 = time.time()
     out = Path(out)
@@ -181,6 +184,9 @@ def export_run(
         histogram = op_histogram(tmp / MODEL_FILE)
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["variants"] = variants
+        if raw_input:  # raw-pixel models (mean/std folded into the first Conv) + deepstream/ (exporter/raw_input.py)
+            title = f"{record.model_name} ({record.weights.describe()})"
+            add_raw_input(tmp, manifest, record.preprocess, raw_input, record.classnames, ref_names, title)
         if include_base or not fold.fully_folded:
             manifest["base_model"] = _export_base(record, tmp, size, opset)
         if not fold.fully_folded:

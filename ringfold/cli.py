@@ -121,6 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         include_base=args.include_base,
+        raw_input=() if args.raw_input is None else (args.raw_input or ["float32"]),  # bare --raw-input: float32
         precision=PrecisionRequest(
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),
@@ -143,9 +144,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .commands import prediction_line
 
     bundle = load_bundle(args.bundle)
-    model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
+    preprocess = None
+    if args.input == "normalised":
+        model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
+    else:  # the raw-pixel model: the client resizes, the model normalises (runtime/raw_input.py)
+        from .commands import open_raw_input
+
+        model, preprocess = open_raw_input(bundle, args)
     # Checks --top-k and lists the folders now; images are decoded as the loop asks for them.
-    preds = iter_predictions(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
+    preds = iter_predictions(
+        bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad, preprocess=preprocess
+    )
     failed = False
     for n, p in enumerate(preds):
         if n == 0 and bundle.random_weights and not args.json:  # not before an error that stops the run
@@ -160,8 +169,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from .commands import parity
 
-    if args.images and not args.run:
-        raise RingfoldError("--images needs the PyTorch model to compare against: also pass --run RUN/")
+    if args.images and not (args.run or args.compare_preprocess):
+        raise RingfoldError(
+            "--images needs the PyTorch model to compare against (--run RUN/) or --compare-preprocess deepstream"
+        )
+    if args.compare_preprocess and not args.images:
+        raise RingfoldError("--compare-preprocess needs --images DIR (an ImageFolder gives accuracies too)")
     tolerance = {"max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1}
     result = parity(
         args.bundle,
@@ -170,12 +183,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
         provider=args.provider,
         threads=args.threads,
         run=args.run,
-        images=args.images,
+        images=args.images if args.run else None,
         tolerance=tolerance,
     )
     out = Path(args.report) if args.report else result.default_report_dir()
     written = _write_report(result.report.write, out, "--report")
     print(result.report.to_markdown())
+    if args.compare_preprocess:
+        from .commands import preprocess_comparison
+
+        comparison = preprocess_comparison(result.bundle, args)
+        written += _write_report(comparison.write_into, out, "--report")
+        print(comparison.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     warning = result.report.sample_warning()
     if warning:
@@ -194,6 +213,26 @@ def _write_report(write, out: Path, flag: str) -> list[Path]:
         return write(out)
     except OSError as exc:
         raise RingfoldError(f"{os_error_line(exc)} — pass {flag} DIR to put the report elsewhere") from None
+
+
+# ----------------------------------------------------------------------------------------- deepstream
+def cmd_deepstream(args: argparse.Namespace) -> int:
+    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.deepstream import write_for_bundle
+
+    bundle = load_bundle(args.bundle)
+    trt_version = args.trt_version or _installed_trt_version()  # the INT8 cache's header names the target's TensorRT
+    written = write_for_bundle(
+        bundle, Path(args.out), args.batch_size, args.gpu_id, overwrite=args.overwrite, trt_version=trt_version
+    )
+    print(f"DeepStream files for {bundle.path} written to {args.out}: {', '.join(p.name for p in written)}")
+    if any(p.name == "calibration_int8.cache" for p in written) and not trt_version:
+        print(
+            "ringfold deepstream: note: no TensorRT here, so the INT8 cache keeps the header of TensorRT 8.6.1; "
+            "pass --trt-version (e.g. 10.3) for the device's TensorRT",
+            file=sys.stderr,
+        )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- compress
@@ -383,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-limit", type=T.positive_int, help="use at most this many calibration images")
     p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
+    p.add_argument(
+        "--raw-input",
+        nargs="*",
+        choices=["float32", "uint8"],
+        help="also write models taking RGB 0..255 (mean/std folded into the first Conv; float32, and uint8 if "
+        "named) and the deepstream/ folder",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -407,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=T.positive_int, default=None, help="labels per image (default: 5, or all if fewer)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
+    p.add_argument(
+        "--input",
+        default="normalised",
+        choices=["normalised", "raw", "raw-uint8"],
+        help="which model: the normalised one (default) or the raw-pixel variant (float32 / uint8 input)",
+    )
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("parity", help="check a bundle against the PyTorch reference; exit 1 when the gate fails")
@@ -417,9 +469,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-abs-logit", type=T.non_negative_float, help="override the precision's tolerance")
     p.add_argument("--min-cosine", type=T.cosine, help="override the precision's tolerance (-1..1)")
     p.add_argument("--min-top1", type=T.unit_interval, help="override the precision's tolerance (0..1)")
+    p.add_argument(
+        "--compare-preprocess",
+        choices=["deepstream", "deepstream-letterbox"],
+        help="also run fp32 on --images with nvinfer's resize (stretch / letterbox) vs open_clip's: top-1 "
+        "agreement and accuracy of each (a measurement, not a gate)",
+    )
     p.set_defaults(func=cmd_parity)
 
     from ringfold.runtime.trt_engine import compute_capability_arg, gpu_name_arg, trt_version_arg
+
+    p = sub.add_parser("deepstream", help="write DeepStream nvinfer + deepstream-app configs for a bundle (torch-free)")
+    p.add_argument("bundle", help="a bundle exported with --raw-input")
+    p.add_argument("--out", required=True, help="folder to write (onnx-file points at the bundle's raw model)")
+    p.add_argument("--batch-size", type=T.positive_int, default=1, help="nvinfer and streammux batch size")
+    p.add_argument("--gpu-id", type=T.non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier `ringfold deepstream` wrote")
+    p.add_argument(
+        "--trt-version",
+        type=trt_version_arg,
+        help="the device's TensorRT, for the INT8 cache header (default: the installed one, else 8.6.1 as exported)",
+    )
+    p.set_defaults(func=cmd_deepstream)
 
     p = sub.add_parser("build-engine", help="build a TensorRT engine from a bundle on this GPU (Jetson or desktop)")
     p.add_argument("bundle")

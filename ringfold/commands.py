@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import RingfoldError
+
 
 # --------------------------------------------------------------------------------------------- classify
 def prediction_line(prediction) -> str:
@@ -23,6 +25,30 @@ def prediction_line(prediction) -> str:
         return f"{prediction.path}: ERROR {prediction.error}"
     tops = zip(prediction.labels, prediction.probabilities, strict=True)
     return f"{prediction.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in tops)
+
+
+def open_raw_input(bundle, args):
+    """``classify --input raw|raw-uint8``: the raw-pixel model and the client-side resize that feeds it."""
+    from functools import partial
+
+    from ringfold.runtime.raw_input import open_raw_model
+    from ringfold.runtime.raw_preprocess import raw_pixels, raw_pixels_uint8
+
+    if args.backend != "onnxruntime" or args.precision != "fp32":
+        raise RingfoldError("--input raw runs the fp32 raw-pixel model on ONNX Runtime; drop --backend/--precision")
+    dtype = "uint8" if args.input == "raw-uint8" else "float32"
+    model = open_raw_model(bundle, dtype, provider=args.provider, threads=args.threads)
+    resize = raw_pixels_uint8 if dtype == "uint8" else raw_pixels
+    return model, partial(resize, cfg=bundle.preprocess)
+
+
+def preprocess_comparison(bundle, args):
+    """``parity --compare-preprocess``: the fp32 model under open_clip's and DeepStream's resize."""
+    from ringfold.runtime.backends import open_model
+    from ringfold.runtime.preprocess_compare import compare_preprocessing
+
+    model = open_model(bundle, "fp32", args.backend, args.provider, args.threads)
+    return compare_preprocessing(bundle, model, args.images, args.compare_preprocess)
 
 
 # ----------------------------------------------------------------------------------------------- parity
@@ -106,6 +132,10 @@ def parity(
             report = part
         else:
             report.comparisons += part.comparisons  # preprocessing: the same images, checked once
+    if "fp32" in precisions and backend == "onnxruntime":  # the raw-pixel models, when the bundle has them
+        from ringfold.runtime.raw_parity import raw_input_comparisons
+
+        report.comparisons += raw_input_comparisons(bundle, tolerance_for("fp32", tolerance or {}), provider, threads)
     return ParityResult(bundle, precisions, report)
 
 

@@ -126,6 +126,9 @@ class Manifest:
     preprocess_file: str
     reference: ReferenceInfo
     files: Mapping[str, str]
+    #: optional sections (older bundles lack them): the raw-pixel models, the DeepStream folder's files
+    raw_input: Any = None  # raw_input.RawInput
+    deepstream_files: tuple[str, ...] = ()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -202,6 +205,15 @@ class Manifest:
             raise variants_f.fail("has no fp32 variant")
         base = f.section("base_model", None)
         ref = f.section("reference")
+        raw_f, ds_f = f.section("raw_input", None), f.section("deepstream", None)
+        if raw_f is not None:
+            from .raw_input import parse_raw_input
+
+            raw_input = parse_raw_input(raw_f, member, (int(inp.shape[2]), int(inp.shape[3])), max_dim)
+        if ds_f is not None:
+            from .deepstream import parse_deepstream_section
+
+            deepstream_files = parse_deepstream_section(ds_f, member)
         return cls(
             raw=dict(f.data),
             format_version=version,
@@ -224,6 +236,8 @@ class Manifest:
                 labelled=ref.boolean("labelled"),
             ),
             files=files,
+            raw_input=raw_input if raw_f is not None else None,
+            deepstream_files=deepstream_files if ds_f is not None else (),
         )
 
     def output(self, name: str) -> TensorSpec:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ringfold.errors import ImageError, RingfoldError
 
@@ -80,6 +82,7 @@ def iter_predictions(
     top_k: int | None = None,
     batch: int = 8,
     skip_bad: bool = False,
+    preprocess: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> Iterator[Prediction]:
     """Predictions in input order, each batch's as soon as the model has run on it.
 
@@ -97,7 +100,8 @@ def iter_predictions(
     files = list_images(paths)
     if not files:
         raise _no_images(paths)
-    return _predictions(bundle, model, files, k, batch, skip_bad)
+    prepare = preprocess or partial(preprocess_image, cfg=bundle.preprocess)  # or the raw model's resize
+    return _predictions(bundle, model, files, k, batch, skip_bad, prepare)
 
 
 def _run_batch(bundle: Bundle, model, pending: list[tuple[Path, np.ndarray]], top_k: int) -> list[Prediction]:
@@ -112,14 +116,14 @@ def _run_batch(bundle: Bundle, model, pending: list[tuple[Path, np.ndarray]], to
 
 
 def _predictions(
-    bundle: Bundle, model, files: list[Path], top_k: int, batch: int, skip_bad: bool
+    bundle: Bundle, model, files: list[Path], top_k: int, batch: int, skip_bad: bool, prepare
 ) -> Iterator[Prediction]:
     pending: list[tuple[Path, np.ndarray]] = []
     for path in files:
         try:
             img = load_image(path)
             try:
-                pixels = preprocess_image(img, bundle.preprocess)
+                pixels = prepare(img)
             except ImageError as exc:  # preprocess does not know the path; load_image's errors start with it
                 raise ImageError(f"{os.fspath(path)}: {exc}") from exc
         except ImageError as exc:

@@ -76,3 +76,15 @@ def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     export_run(tiny_run, out, ref_count=8, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def raw_bundle(tmp_path_factory, tiny_run, demo_data) -> Path:
+    """The tiny bundle with int8 and the raw-input models (float32 + uint8), so deepstream/ has an INT8 cache."""
+    from ringfold.exporter.export import export_run
+    from ringfold.exporter.precision import PrecisionRequest
+
+    out = tmp_path_factory.mktemp("raw_bundle") / "bundle"
+    request = PrecisionRequest(("fp32", "int8"), str(demo_data / "train"), "minmax", 8)
+    export_run(tiny_run, out, ref_count=8, progress=False, precision=request, raw_input=("float32", "uint8"))
+    return out

@@ -1,0 +1,171 @@
+"""The raw-pixel input variant: open_clip's mean/std folded into the patch-embedding convolution.
+
+DeepStream, Triton and most C++ clients hand a model RGB pixels in 0..255; the
+normalised bundle model wants ``(x/255 - mean_c)/std_c``. Because the first op
+of a ViT image tower is a linear convolution of the input, the normalisation
+folds into it exactly:
+
+    conv(W, (x/255 - m)/s) + b = conv(W / (255·s), x) + (b - Σ_{c,kh,kw} W·m_c/s_c)
+
+so the raw variant has the same ops as the normalised graph (a bias input on
+the Conv, which open_clip's ``conv1`` (``bias=False``) did not have, is still
+a Conv). The fold is done on the exported ONNX graph rather than on the torch
+module: it needs no second torch export, works on any bundle's fp32
+``model.onnx``, and leaves every other node and initializer byte-identical, so
+the op histograms are equal by construction and the test proves it.
+
+Refused (one line) when the fold would not be exact: the input feeding
+anything but one Conv, a Conv with padding (zero padding of raw pixels is not
+zero padding of normalised ones), or a weight that is not a plain initializer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ringfold.atomic import atomic_path
+from ringfold.errors import RingfoldError
+
+RAW_INPUT_NAME = "image_raw"
+#: file per input dtype, beside the other variants
+RAW_FILES = {"float32": "model_raw.onnx", "uint8": "model_raw_uint8.onnx"}
+RAW_DTYPES = tuple(RAW_FILES)
+
+
+def _fail(path: Path | str, problem: str) -> RingfoldError:
+    return RingfoldError(f"{path}: cannot fold the normalisation into the first layer: {problem}")
+
+
+def fold_normalisation(
+    model,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    input_dtype: str = "float32",
+    source: Path | str = "model.onnx",
+):
+    """A copy of ``model`` (an ``onnx.ModelProto``) that takes RGB 0..255 pixels instead of normalised ones.
+
+    ``input_dtype`` "uint8" adds one ``Cast`` to float32 in front of the Conv (the only op added).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's graph
+    graph = model.graph
+    if len(graph.input) != 1:
+        raise _fail(source, f"the graph has {len(graph.input)} inputs, expected 1")
+    old_input = graph.input[0].name
+    consumers = [n for n in graph.node if old_input in n.input]
+    if len(consumers) != 1 or consumers[0].op_type != "Conv" or list(consumers[0].input[:1]) != [old_input]:
+        kinds = ", ".join(n.op_type for n in consumers) or "nothing"
+        raise _fail(source, f"input {old_input!r} feeds {kinds}, expected exactly one Conv")
+    conv = consumers[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    if any(attrs.get("pads", [0])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+        raise _fail(source, "the Conv pads its input (padding raw pixels with 0 is not padding normalised ones)")
+    if attrs.get("group", 1) != 1:
+        raise _fail(source, "the Conv is grouped")
+    inits = {t.name: t for t in graph.initializer}
+    weight_name = conv.input[1]
+    if weight_name not in inits or sum(weight_name in n.input for n in graph.node) != 1:
+        raise _fail(source, f"weight {weight_name!r} is not an initializer used by this Conv alone")
+    weight = numpy_helper.to_array(inits[weight_name]).astype(np.float64)
+    if weight.ndim != 4 or weight.shape[1] != 3:
+        raise _fail(source, f"weight shape {list(weight.shape)} is not [out, 3, kh, kw]")
+    mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    bias = np.zeros(weight.shape[0])
+    bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else ""
+    if bias_name:
+        if bias_name not in inits or sum(bias_name in n.input for n in graph.node) != 1:
+            raise _fail(source, f"bias {bias_name!r} is not an initializer used by this Conv alone")
+        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+    # float64 maths, one rounding to float32 at the end
+    new_weight = weight / (255.0 * std64)[None, :, None, None]
+    new_bias = bias - (weight * (mean64 / std64)[None, :, None, None]).sum(axis=(1, 2, 3))
+    inits[weight_name].CopyFrom(numpy_helper.from_array(new_weight.astype(np.float32), weight_name))
+    if bias_name:
+        inits[bias_name].CopyFrom(numpy_helper.from_array(new_bias.astype(np.float32), bias_name))
+    else:
+        bias_name = f"{weight_name}.raw_input_bias"
+        graph.initializer.append(numpy_helper.from_array(new_bias.astype(np.float32), bias_name))
+        conv.input.append(bias_name)
+
+    raw_input = graph.input[0]
+    raw_input.name = RAW_INPUT_NAME
+    conv_input = RAW_INPUT_NAME
+    if input_dtype == "uint8":
+        raw_input.type.tensor_type.elem_type = TensorProto.UINT8
+        conv_input = f"{RAW_INPUT_NAME}_as_float"
+        cast = helper.make_node("Cast", [RAW_INPUT_NAME], [conv_input], to=TensorProto.FLOAT, name="raw_input_cast")
+        graph.node.insert(list(graph.node).index(conv), cast)
+    elif input_dtype != "float32":
+        raise ValueError(f"input_dtype must be one of {RAW_DTYPES}, got {input_dtype!r}")
+    conv.input[0] = conv_input
+    return model
+
+
+def write_raw_variants(
+    bundle_dir: Path, source_file: str, mean: Sequence[float], std: Sequence[float], dtypes: Sequence[str]
+) -> dict[str, str]:
+    """Write ``model_raw*.onnx`` beside ``source_file`` (the fp32 model), checked by onnx; dtype → file."""
+    import onnx
+
+    source = bundle_dir / source_file
+    model = onnx.load(str(source))
+    written = {}
+    for dtype in dtypes:
+        folded = fold_normalisation(model, mean, std, input_dtype=dtype, source=source)
+        target = bundle_dir / RAW_FILES[dtype]
+        with atomic_path(target) as tmp:
+            onnx.save(folded, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+        written[dtype] = RAW_FILES[dtype]
+    return written
+
+
+def add_raw_input(
+    bundle_dir: Path,
+    manifest: dict,
+    cfg,
+    dtypes: Sequence[str],
+    labels: Sequence[str],
+    reference_images: Sequence[str],
+    title: str,
+) -> None:
+    """``export --raw-input``: the raw models, their check against the fp32 model, and ``deepstream/``.
+
+    The float32 raw model is always written (DeepStream feeds float); ``dtypes`` may add uint8.
+
+    The check runs both models with ONNX Runtime on the reference images (the raw one on the
+    resized uint8 pixels, the fp32 one on their normalisation) and records max |Δlogit|.
+    """
+    import onnxruntime as ort
+
+    from ringfold.runtime.images import load_image
+    from ringfold.runtime.raw_input import raw_input_section
+    from ringfold.runtime.raw_preprocess import normalise, raw_pixels
+
+    from .deepstream_export import write_deepstream_folder
+
+    source = manifest["variants"]["fp32"]["file"]
+    dtypes = [d for d in RAW_DTYPES if d == "float32" or d in dtypes]
+    files = write_raw_variants(bundle_dir, source, cfg.mean, cfg.std, dtypes)
+    section = raw_input_section(cfg, files, source, manifest.get("preprocess", "preprocess.json"))
+    raw = np.stack([raw_pixels(load_image(bundle_dir / name), cfg) for name in reference_images])
+
+    def logits(file: str, feed: np.ndarray) -> np.ndarray:
+        session = ort.InferenceSession(str(bundle_dir / file), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {session.get_inputs()[0].name: feed})[0]
+
+    normalised = logits(source, normalise(raw, cfg))
+    section["export_check"] = {
+        dtype: float(np.abs(logits(file, raw.astype(dtype)) - normalised).max()) for dtype, file in files.items()
+    }
+    manifest["raw_input"] = section
+    manifest["deepstream"] = write_deepstream_folder(
+        bundle_dir, files["float32"], labels, cfg, reference_images, "int8" in manifest["variants"], title
+    )
