@@ -126,6 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         ),
     )
     print(result.summary())
+    if args.triton:  # the same repository `ringfold triton BUNDLE --out DIR` writes
+        from .triton_command import write_and_report
+
+        write_and_report(result.bundle, args.triton, "export", overwrite=args.overwrite)
     errors, notes = variant_messages(result.manifest)
     for line in notes:
         print(f"ringfold export: note: {line}", file=sys.stderr)
@@ -383,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-limit", type=T.positive_int, help="use at most this many calibration images")
     p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository there (see `ringfold triton`)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -460,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sm", type=compute_capability_arg, help="--print-trtexec for another device: compute capability (8.7)"
     )
     p.set_defaults(func=cmd_build_engine)
+
+    from .triton_command import add_triton_parser
+
+    add_triton_parser(sub)
 
     p = sub.add_parser("bench", help="latency (p50/p90/p99) and throughput per backend, precision and batch")
     p.add_argument("bundle")
