@@ -208,6 +208,11 @@ def _engine_plans(
                 "rebuild with `ringfold build-engine --batch 1,OPT,MAX`"
             )
             continue
+        if sha256_file(path) != digest:  # before any folder is written, not half-way through
+            raise BundleError(
+                f"{path}: sha256 differs from {meta.name} (modified or corrupt); rebuild it with "
+                "`ringfold build-engine BUNDLE`, or move it out of engines/"
+            )
         found.append((path, key, digest))
     by_precision: dict[str, int] = {}
     for _, key, _ in found:
@@ -279,7 +284,9 @@ def plan_repository(
         if precision in bundle.variants:
             _check_onnx_io(bundle, precision)
             plans.append(_onnx_plan(bundle, name, precision, max_batch, queue_delay_us, tensors))
-    engine_plans, notes = _engine_plans(bundle, name, set(chosen), max_batch, queue_delay_us, tensors)
+    # by default every registered engine too, whatever its precision (an fp16 engine may come from the fp32 ONNX)
+    engine_precisions = set(chosen) if precisions else set(PRECISIONS)
+    engine_plans, notes = _engine_plans(bundle, name, engine_precisions, max_batch, queue_delay_us, tensors)
     plans += engine_plans
     for precision in chosen:
         if not any(p.precision == precision for p in plans):
