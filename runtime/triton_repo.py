@@ -316,7 +316,12 @@ def replaceable_model_dir(model_dir: Path) -> str | None:
         ours = _read_marker(model_dir)
     except RingfoldError:
         return f"has a damaged {MARKER_FILE}"
-    for dirpath, _dirs, names in os.walk(model_dir):
+    folders = {Path(rel).parent.as_posix() for rel in ours} | {"."}
+    for dirpath, dirs, names in os.walk(model_dir):
+        for sub in dirs:  # an extra folder (a version the user added) or a link would be deleted with ours
+            rel = (Path(dirpath) / sub).relative_to(model_dir).as_posix()
+            if rel not in folders or (Path(dirpath) / sub).is_symlink():
+                return f"holds {rel}/, which ringfold did not write"
         for file_name in names:
             path = Path(dirpath) / file_name
             rel = path.relative_to(model_dir).as_posix()

@@ -199,13 +199,18 @@ def test_folders_ringfold_did_not_write_are_never_replaced(tiny_bundle, tmp_path
     # the user's own model, or a folder of ours the user changed, is never deleted
     assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "users_model", "--overwrite"]) == 2
     assert f"has no {MARKER_FILE}, so ringfold did not write it" in one_line_error(capsys)
-    (repo / "clf" / "config.pbtxt").write_text((repo / "clf" / "config.pbtxt").read_text() + "# tuned\n")
+    (repo / "clf" / "2").mkdir()  # an empty version folder the user added would go with ours
+    assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "clf", "--overwrite"]) == 2
+    assert "holds 2/, which ringfold did not write" in one_line_error(capsys)
+    (repo / "clf" / "2").rmdir()
+    config = repo / "clf" / "config.pbtxt"
+    config.write_text(config.read_text() + "# tuned\n")
+    assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "clf", "--overwrite"]) == 2
+    assert "holds config.pbtxt, changed since ringfold wrote it" in one_line_error(capsys)
     (repo / "clf" / "notes.txt").write_text("mine")
     assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "clf", "--overwrite"]) == 2
     assert "ringfold only replaces what it wrote" in one_line_error(capsys)
-    assert (repo / "clf" / "notes.txt").read_text() == "mine" and "# tuned" in (
-        repo / "clf" / "config.pbtxt"
-    ).read_text()
+    assert (repo / "clf" / "notes.txt").read_text() == "mine" and config.read_text().endswith("# tuned\n")
 
 
 @pytest.mark.parametrize(
