@@ -258,3 +258,22 @@ def test_triton_runs_on_a_runtime_only_install(tiny_bundle, tmp_path, monkeypatc
         monkeypatch.setitem(sys.modules, module, None)  # importing them now fails, as on a Jetson
     assert main(["triton", str(tiny_bundle), "--out", str(tmp_path / "repo")]) == 0
     assert (tmp_path / "repo" / "bundle" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_vit_b16_bundle_becomes_a_repository_whose_onnx_matches_the_reference(tmp_path, demo_data, model_config_pb2):
+    """Realistic size (ViT-B/16, random weights, untrained adapters): 224×224 input, 512-wide embedding."""
+    from ringfold.runtime.onnx_backend import OnnxModel
+
+    run, bundle, repo = tmp_path / "run", tmp_path / "vit b16", tmp_path / "repo"
+    train = ["train", "--model", "ViT-B-16", "--random-init", "--method", "arc", "--rank", "8", "--epochs", "0"]
+    train += ["--data", str(demo_data), "--shots", "1", "--device", "cpu", "--out", str(run), "--quiet"]
+    assert main(train) == 0
+    export = ["export", str(run), "--out", str(bundle), "--ref-count", "4", "--precision", "fp16", "--quiet"]
+    assert main([*export, "--triton", str(repo)]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == ["vit_b16", "vit_b16_fp16"]
+    cfg = parse(model_config_pb2, repo / "vit_b16" / "config.pbtxt")
+    assert list(cfg.input[0].dims) == [3, 224, 224] and [list(o.dims) for o in cfg.output] == [[4], [512]]
+    ref = load_bundle(bundle).reference()
+    out = OnnxModel(repo / "vit_b16" / "1" / "model.onnx", provider="cpu").run(ref.pixel_values)
+    assert np.abs(out["logits"] - ref.logits_folded).max() <= 1e-4
