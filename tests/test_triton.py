@@ -109,6 +109,16 @@ def test_export_triton_writes_one_model_per_precision_and_triton_parses_every_co
     assert bundle.variants["fp16"].ort_optimization == "extended"  # so one config above carries a level
 
 
+def test_the_protobuf_parse_rejects_what_triton_would(exported, model_config_pb2):
+    """The check above can fail: a field or enum value Triton's ModelConfig does not have is a ParseError."""
+    from google.protobuf import text_format
+
+    text = (exported[1] / "tiny_bundle" / "config.pbtxt").read_text()
+    for bad in (text + "max_batch: 4\n", text.replace("KIND_AUTO", "KIND_TPU"), text.replace("TYPE_FP32", "FP32")):
+        with pytest.raises(text_format.ParseError):
+            text_format.Parse(bad, model_config_pb2.ModelConfig())
+
+
 def test_repository_onnx_reproduces_the_bundle_reference_logits(exported):
     """The copied files are the right ones: ONNX Runtime on them gives the bundle's stored outputs."""
     from ringfold.runtime.onnx_backend import OnnxModel
