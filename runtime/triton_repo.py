@@ -363,6 +363,35 @@ def _write_model(bundle: Bundle, plan: TritonModelPlan, target: Path, overwrite:
         )
 
 
+def check_repository_target(root: Path, bundle_path: Path) -> None:
+    """``--out`` must be a folder (or nothing yet) outside the bundle."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise RingfoldError(f"{root}: exists and is not a folder; choose another --out for the model repository")
+    bundle_real = Path(os.path.realpath(bundle_path))
+    root_real = Path(os.path.realpath(root))
+    if root_real == bundle_real or bundle_real in root_real.parents:
+        raise RingfoldError(f"{root}: inside the bundle {bundle_path}; choose a --out outside it")
+
+
+def check_model_target(target: Path, overwrite: bool) -> None:
+    """A model folder may be written: absent, or (``overwrite``) holding only what ringfold wrote there."""
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise RingfoldError(f"{target}: already exists; pass --overwrite or choose another --name")
+    reason = "is not a folder" if target.is_symlink() or not target.is_dir() else replaceable_model_dir(target)
+    if reason:
+        raise RingfoldError(
+            f"{target}: {reason}; ringfold only replaces what it wrote — choose another --name or move it away"
+        )
+
+
+def preflight(out: str | Path, bundle_out: str | Path, overwrite: bool) -> None:
+    """``export --triton``: what can be refused before minutes of export (the fp32 model folder always comes)."""
+    check_repository_target(Path(out), Path(bundle_out))
+    check_model_target(Path(out) / default_model_name(Path(bundle_out)), overwrite)
+
+
 def write_triton_repository(
     bundle_path: str | Path,
     out: str | Path,
@@ -380,25 +409,11 @@ def write_triton_repository(
     """
     bundle = load_bundle(bundle_path)
     root = Path(out)
-    if os.path.lexists(root) and not root.is_dir():
-        raise RingfoldError(f"{root}: exists and is not a folder; choose another --out for the model repository")
-    bundle_real = Path(os.path.realpath(bundle.path))
-    root_real = Path(os.path.realpath(root))
-    if root_real == bundle_real or bundle_real in root_real.parents:
-        raise RingfoldError(f"{root}: inside the bundle {bundle.path}; choose a --out outside it")
     name = name or default_model_name(bundle.path)
+    check_repository_target(root, bundle.path)
     plans, notes = plan_repository(bundle, name, precisions, max_batch, queue_delay_us)
     for plan in plans:  # every refusal before the first folder is written
-        target = root / plan.name
-        if not os.path.lexists(target):
-            continue
-        if not overwrite:
-            raise RingfoldError(f"{target}: already exists; pass --overwrite or choose another --name")
-        reason = "is not a folder" if target.is_symlink() or not target.is_dir() else replaceable_model_dir(target)
-        if reason:
-            raise RingfoldError(
-                f"{target}: {reason}; ringfold only replaces what it wrote — choose another --name or move it away"
-            )
+        check_model_target(root / plan.name, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     for plan in plans:
         _write_model(bundle, plan, root / plan.name, overwrite)

@@ -287,3 +287,12 @@ def test_vit_b16_bundle_becomes_a_repository_whose_onnx_matches_the_reference(tm
     ref = load_bundle(bundle).reference()
     out = OnnxModel(repo / "vit_b16" / "1" / "model.onnx", provider="cpu").run(ref.pixel_values)
     assert np.abs(out["logits"] - ref.logits_folded).max() <= 1e-4
+
+
+def test_export_refuses_an_unwritable_repository_before_exporting(tiny_run, tmp_path, capsys):
+    repo, bundle = tmp_path / "repo", tmp_path / "pets"
+    (repo / "pets").mkdir(parents=True)
+    (repo / "pets" / "config.pbtxt").write_text('name: "pets"\n')  # the user's own model of that name
+    assert main(["export", str(tiny_run), "--out", str(bundle), "--triton", str(repo), "--overwrite"]) == 2
+    assert f"has no {MARKER_FILE}, so ringfold did not write it" in one_line_error(capsys)
+    assert not bundle.exists() and (repo / "pets" / "config.pbtxt").read_text() == 'name: "pets"\n'
