@@ -112,6 +112,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ringfold.exporter.export import export_run
     from ringfold.exporter.precision import PrecisionRequest, variant_messages
 
+    if args.triton:  # refuse a repository folder that cannot be written before the export, not after
+        from ringfold.runtime.triton_repo import preflight
+
+        preflight(args.triton, args.out, args.overwrite)
     result = export_run(
         args.run,
         args.out,
@@ -127,6 +131,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         ),
     )
     print(result.summary())
+    if args.triton:  # the same repository `ringfold triton BUNDLE --out DIR` writes
+        from .triton_command import write_and_report
+
+        write_and_report(result.bundle, args.triton, "export", overwrite=args.overwrite)
     errors, notes = variant_messages(result.manifest)
     for line in notes:
         print(f"ringfold export: note: {line}", file=sys.stderr)
@@ -429,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write models taking RGB 0..255 (mean/std folded into the first Conv; float32, and uint8 if "
         "named) and the deepstream/ folder",
     )
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository there (see `ringfold triton`)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -531,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sm", type=compute_capability_arg, help="--print-trtexec for another device: compute capability (8.7)"
     )
     p.set_defaults(func=cmd_build_engine)
+
+    from .triton_command import add_triton_parser
+
+    add_triton_parser(sub)
 
     p = sub.add_parser("bench", help="latency (p50/p90/p99) and throughput per backend, precision and batch")
     p.add_argument("bundle")

@@ -1,0 +1,420 @@
+"""A Triton Inference Server model repository from a verified bundle (``ringfold triton``, ``export --triton``).
+
+The bundle is what travels to a device, so the repository is built from the bundle alone — no
+torch, no ``onnx`` — and the same function serves ``export --triton``. Layout, per Triton's
+model-repository docs::
+
+    DIR/<name>/config.pbtxt            onnxruntime_onnx, fp32
+    DIR/<name>/1/model.onnx
+    DIR/<name>/labels.txt              label_filename of the logits output, one class per line
+    DIR/<name>_fp16/ ... _int8/ ... _int8_dynamic/     one model per precision variant of the bundle
+    DIR/<name>_trt_fp16/1/model.plan   tensorrt_plan, only where the bundle has a registered engine
+
+Each precision is a model of its own (what Triton users expect: a client picks one by name). Every
+model folder also holds a README.md (input contract, preprocessing, where the files came from) and
+``ringfold-triton.json``, which lists the sha256 of every file ringfold put there: a folder is
+replaced (``--overwrite``) only when it holds exactly those files, unmodified, so a user's own model
+or an edited config is never deleted. Each folder is written whole (``atomic_directory``); model files
+are copied, never linked, and the copy's sha256 is checked against the bundle's manifest or the
+engine's sidecar.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ringfold
+from ringfold.atomic import atomic_directory, sha256_file, write_json, write_text
+from ringfold.errors import BundleError, RingfoldError
+
+from .bundle import EMBEDDING, LOGITS, PRECISIONS, Bundle, check_model_io, load_bundle
+from .fields import Fields, confined, read_json
+from .limits import limits
+from .triton_config import ORT_GRAPH_LEVELS, TritonModelConfig, TritonTensor
+from .triton_readme import model_readme
+
+MARKER_FILE = "ringfold-triton.json"
+MARKER_FORMAT = "ringfold-triton-model"
+VERSION_DIR = "1"
+LABELS_TXT = "labels.txt"
+README_FILE = "README.md"
+CONFIG_FILE = "config.pbtxt"
+DEFAULT_MAX_BATCH = 8
+#: Triton's own examples use 100 µs: a batch forms within a tenth of a millisecond, far below one inference
+DEFAULT_QUEUE_DELAY_US = 100
+MAX_BATCH_LIMIT = 4096
+MAX_QUEUE_DELAY_US = 10_000_000
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+@dataclass(frozen=True)
+class TritonModelPlan:
+    """One model folder to write: its config, the model file it copies and that file's expected sha256."""
+
+    config: TritonModelConfig
+    precision: str
+    source: Path
+    sha256: str
+    file_name: str  # model.onnx | model.plan
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class TritonRepository:
+    root: Path
+    models: list[TritonModelPlan]
+    notes: list[str]
+
+    def summary_lines(self) -> list[str]:
+        return [
+            f"triton model {m.name} ({m.config.platform}, {m.precision}, max batch {m.config.max_batch_size}) "
+            f"written to {self.root / m.name}"
+            for m in self.models
+        ]
+
+
+# ------------------------------------------------------------------------------------------ CLI values
+def model_name_arg(text: str) -> str:
+    """``--name``: a Triton model (folder) name: letters, digits, ``_ . -``, at most 100 characters."""
+    import argparse
+
+    if not _MODEL_NAME.fullmatch(text) or ".." in text:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a Triton model name (letters, digits, _ . -; starting with a letter or digit)"
+        )
+    return text
+
+
+def default_model_name(bundle_path: Path) -> str:
+    """The bundle folder's name made into a model name (``my bundle`` -> ``my_bundle``)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(os.path.abspath(bundle_path)).name).strip("_.-")[:100]
+    return slug if slug and _MODEL_NAME.fullmatch(slug) and ".." not in slug else "ringfold"
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def _tensors(bundle: Bundle) -> tuple[tuple[TritonTensor, ...], tuple[TritonTensor, ...]]:
+    """The bundle's input/outputs without the batch axis; the logits carry the label file."""
+    manifest = bundle.manifest
+    batch_axis = manifest.input.shape[0]
+    if isinstance(batch_axis, int):
+        raise BundleError(
+            f"{bundle.path}: the model's batch axis is fixed at {batch_axis}; Triton's dynamic batching needs a "
+            "dynamic one — re-export the bundle with `ringfold export`"
+        )
+
+    def dims(shape, known: tuple[int, ...] = ()) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else (known[i] if known else -1) for i, d in enumerate(shape[1:]))
+
+    image = TritonTensor(manifest.input.name, manifest.input.dtype, dims(manifest.input.shape))
+    logits, embedding = manifest.output(LOGITS), manifest.output(EMBEDDING)
+    # The manifest names the embedding width symbolically; the reference outputs (validated) have it.
+    width = (int(bundle.reference().embedding.shape[1]),)
+    outputs = (
+        TritonTensor(logits.name, logits.dtype, dims(logits.shape), LABELS_TXT),
+        TritonTensor(embedding.name, embedding.dtype, dims(embedding.shape, width)),
+    )
+    return (image,), outputs
+
+
+def _check_onnx_io(bundle: Bundle, precision: str) -> None:
+    """The ONNX graph's inputs/outputs are what the config will promise (ONNX Runtime reads them)."""
+    from .onnx_backend import OnnxModel
+
+    path = bundle.model_path(precision)
+    check_model_io(bundle.manifest, path, *OnnxModel(path, provider="cpu", optimization="basic").io())
+
+
+def _header(bundle: Bundle, what: str) -> list[str]:
+    weights = "RANDOM WEIGHTS (predictions are not meaningful)" if bundle.random_weights else bundle.manifest.weights
+    return [
+        f"Written by ringfold {ringfold.__version__} (`ringfold triton`) from the bundle {bundle.path.name}",
+        f"model: {bundle.manifest.model_name}, {weights}; {what}",
+        "input: the bundle's normalised NCHW float tensor (preprocess.json; README.md beside this file)",
+    ]
+
+
+def _onnx_plan(
+    bundle: Bundle, name: str, precision: str, max_batch: int, queue_delay_us: int, tensors
+) -> TritonModelPlan:
+    variant = bundle.variants[precision]
+    suffix = "" if precision == "fp32" else "_" + precision.replace("-", "_")
+    # int8-dynamic quantises activations on the CPU at run time; neither TensorRT nor the CUDA EP runs it well
+    kind = "KIND_CPU" if precision == "int8-dynamic" else "KIND_AUTO"
+    inputs, outputs = tensors
+    config = TritonModelConfig(
+        name=f"{name}{suffix}",
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        default_model_filename="model.onnx",
+        max_batch_size=max_batch,
+        queue_delay_us=queue_delay_us,
+        inputs=inputs,
+        outputs=outputs,
+        instance_kind=kind,
+        ort_graph_level=ORT_GRAPH_LEVELS[variant.ort_optimization],
+        comments=_header(
+            bundle, f"{precision} ONNX ({variant.file}), ONNX Runtime optimisation {variant.ort_optimization}"
+        ),
+    )
+    return TritonModelPlan(
+        config=config,
+        precision=precision,
+        source=bundle.model_path(precision),
+        sha256=bundle.model_sha256(precision),
+        file_name="model.onnx",
+        provenance={"bundle_file": variant.file, "recipe": dict(variant.details)},
+    )
+
+
+def _engine_plans(
+    bundle: Bundle, name: str, precisions: set[str], max_batch: int, queue_delay_us: int, tensors
+) -> tuple[list[TritonModelPlan], list[str]]:
+    """A ``tensorrt_plan`` model per engine ``ringfold build-engine`` registered for one of the bundle's ONNX files."""
+    from .trt_engine import ENGINE_DIR, INDEX_FILE, engine_dir, read_index, read_sidecar, sidecar
+
+    directory = engine_dir(bundle.path)
+    index = directory / INDEX_FILE
+    if not index.is_file():
+        return [], []
+    onnx_of = {bundle.model_sha256(p): p for p in bundle.variants}
+    found, notes = [], []
+    for file_name in sorted(read_index(index)):
+        path = confined(bundle.path, f"{ENGINE_DIR}/{file_name}")
+        meta = confined(bundle.path, f"{ENGINE_DIR}/{sidecar(Path(file_name)).name}")
+        if path is None or meta is None:
+            raise BundleError(f"{directory / file_name}: resolves outside the bundle (symlink?); remove the link")
+        if not path.is_file() or not meta.is_file():
+            notes.append(f"{path}: listed in {INDEX_FILE} but it or its sidecar is missing; no Triton model for it")
+            continue
+        key, digest = read_sidecar(meta)
+        if key.precision not in precisions:
+            continue
+        if key.onnx_sha256 not in onnx_of:
+            notes.append(f"{path}: built from an ONNX file this bundle does not have; rebuild it with build-engine")
+            continue
+        if key.batch[0] != 1:
+            notes.append(
+                f"{path}: its batch profile starts at {key.batch[0]}, Triton sends batches from 1; "
+                "rebuild with `ringfold build-engine --batch 1,OPT,MAX`"
+            )
+            continue
+        if sha256_file(path) != digest:  # before any folder is written, not half-way through
+            raise BundleError(
+                f"{path}: sha256 differs from {meta.name} (modified or corrupt); rebuild it with "
+                "`ringfold build-engine BUNDLE`, or move it out of engines/"
+            )
+        found.append((path, key, digest))
+    by_precision: dict[str, int] = {}
+    for _, key, _ in found:
+        by_precision[key.precision] = by_precision.get(key.precision, 0) + 1
+    plans = []
+    inputs, outputs = tensors
+    for path, key, digest in found:
+        model_name = f"{name}_trt_{key.precision}"
+        if by_precision[key.precision] > 1:  # several GPUs/TensorRT versions/profiles: name each
+            major_minor = ".".join(key.trt_version.split(".")[:2])
+            model_name += f"_sm{key.compute_capability.replace('.', '')}_trt{major_minor}_b{key.batch[2]}_{digest[:8]}"
+        batch = min(max_batch, key.batch[2])
+        if batch < max_batch:
+            notes.append(f"{model_name}: max_batch_size {batch}, the engine's profile maximum (asked for {max_batch})")
+        where = f"{key.device} (compute capability {key.compute_capability}) with TensorRT {key.trt_version}"
+        config = TritonModelConfig(
+            name=model_name,
+            platform="tensorrt_plan",
+            backend="tensorrt",
+            default_model_filename="model.plan",
+            max_batch_size=batch,
+            queue_delay_us=queue_delay_us,
+            inputs=inputs,
+            outputs=outputs,
+            instance_kind="KIND_GPU",
+            comments=[
+                *_header(bundle, f"{key.precision} TensorRT engine {path.name}"),
+                f"THIS PLAN ONLY LOADS ON {where}: use a Triton release whose TensorRT is {key.trt_version},",
+                "on that GPU; anywhere else rebuild it there (`ringfold build-engine`) or serve the ONNX model.",
+                f"engine batch profile min/opt/max: {key.batch[0]}/{key.batch[1]}/{key.batch[2]}",
+            ],
+        )
+        plans.append(
+            TritonModelPlan(
+                config=config,
+                precision=key.precision,
+                source=path,
+                sha256=digest,
+                file_name="model.plan",
+                provenance={
+                    "engine": f"{ENGINE_DIR}/{path.name}",
+                    "engine_key": key.to_dict(),
+                    "built_from": onnx_of[key.onnx_sha256],
+                },
+            )
+        )
+    return plans, notes
+
+
+def plan_repository(
+    bundle: Bundle,
+    name: str,
+    precisions: Sequence[str] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+) -> tuple[list[TritonModelPlan], list[str]]:
+    """Which models the repository gets: one ONNX model per chosen variant, one plan per usable engine."""
+    if not 1 <= max_batch <= MAX_BATCH_LIMIT:
+        raise RingfoldError(f"--max-batch {max_batch}: must be 1..{MAX_BATCH_LIMIT}")
+    if not 0 <= queue_delay_us <= MAX_QUEUE_DELAY_US:
+        raise RingfoldError(f"--queue-delay-us {queue_delay_us}: must be 0..{MAX_QUEUE_DELAY_US}")
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown:
+        raise RingfoldError(f"--precision {unknown[0]}: not a precision (known: {', '.join(PRECISIONS)})")
+    chosen = list(dict.fromkeys(precisions)) if precisions else list(bundle.variants)
+    tensors = _tensors(bundle)
+    plans = []
+    for precision in chosen:
+        if precision in bundle.variants:
+            _check_onnx_io(bundle, precision)
+            plans.append(_onnx_plan(bundle, name, precision, max_batch, queue_delay_us, tensors))
+    # by default every registered engine too, whatever its precision (an fp16 engine may come from the fp32 ONNX)
+    engine_precisions = set(chosen) if precisions else set(PRECISIONS)
+    engine_plans, notes = _engine_plans(bundle, name, engine_precisions, max_batch, queue_delay_us, tensors)
+    plans += engine_plans
+    for precision in chosen:
+        if not any(p.precision == precision for p in plans):
+            raise BundleError(
+                f"{bundle.path}: has no {precision} model or engine (has {', '.join(bundle.variants)}); "
+                f"re-export with --precision {precision}, or leave {precision} out of --precision"
+            )
+    return plans, notes
+
+
+# --------------------------------------------------------------------------------------------- write
+def _read_marker(model_dir: Path) -> dict[str, str]:
+    fix = "leave the folder as it is and choose another --name or --out"
+    path = model_dir / MARKER_FILE
+    f = Fields(read_json(path, fix, limits().max_json_bytes), path, fix)
+    if f.raw("format", None) != MARKER_FORMAT:
+        raise f.fail(f"is not {MARKER_FORMAT!r}", "format")
+    files = f.section("files")
+    return {rel: files.sha256(digest, rel) for rel, digest in files.data.items()}
+
+
+def replaceable_model_dir(model_dir: Path) -> str | None:
+    """None when ``model_dir`` holds exactly the files ringfold wrote there, unmodified; else why it must stay."""
+    if not (model_dir / MARKER_FILE).is_file():
+        return f"has no {MARKER_FILE}, so ringfold did not write it"
+    try:
+        ours = _read_marker(model_dir)
+    except RingfoldError:
+        return f"has a damaged {MARKER_FILE}"
+    folders = {Path(rel).parent.as_posix() for rel in ours} | {"."}
+    for dirpath, dirs, names in os.walk(model_dir):
+        for sub in dirs:  # an extra folder (a version the user added) or a link would be deleted with ours
+            rel = (Path(dirpath) / sub).relative_to(model_dir).as_posix()
+            if rel not in folders or (Path(dirpath) / sub).is_symlink():
+                return f"holds {rel}/, which ringfold did not write"
+        for file_name in names:
+            path = Path(dirpath) / file_name
+            rel = path.relative_to(model_dir).as_posix()
+            if rel == MARKER_FILE:
+                continue
+            if rel not in ours:
+                return f"holds {rel}, which ringfold did not write"
+            if path.is_symlink() or sha256_file(path) != ours[rel]:
+                return f"holds {rel}, changed since ringfold wrote it"
+    return None
+
+
+def _copy_checked(source: Path, target: Path, sha256: str) -> None:
+    """Copy (never link: the bundle must stay as it was hashed) and check the copy is the hashed file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    if sha256_file(target) != sha256:
+        raise BundleError(f"{source}: changed while it was copied (sha256 differs); copy the bundle again")
+
+
+def _write_model(bundle: Bundle, plan: TritonModelPlan, target: Path, overwrite: bool) -> None:
+    with atomic_directory(target, overwrite=overwrite, replaceable=replaceable_model_dir) as tmp:
+        _copy_checked(plan.source, tmp / VERSION_DIR / plan.file_name, plan.sha256)
+        write_text(tmp / CONFIG_FILE, plan.config.to_pbtxt())
+        write_text(tmp / LABELS_TXT, "".join(f"{label}\n" for label in bundle.labels))
+        write_text(tmp / README_FILE, model_readme(bundle, plan.config, plan.precision, plan.provenance))
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        write_json(
+            tmp / MARKER_FILE,
+            {
+                "format": MARKER_FORMAT,
+                "ringfold_version": ringfold.__version__,
+                "bundle": str(bundle.path),
+                "bundle_manifest_sha256": sha256_file(bundle.path / "manifest.json"),
+                "precision": plan.precision,
+                "source": plan.provenance,
+                "files": files,
+            },
+        )
+
+
+def check_repository_target(root: Path, bundle_path: Path) -> None:
+    """``--out`` must be a folder (or nothing yet) outside the bundle."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise RingfoldError(f"{root}: exists and is not a folder; choose another --out for the model repository")
+    bundle_real = Path(os.path.realpath(bundle_path))
+    root_real = Path(os.path.realpath(root))
+    if root_real == bundle_real or bundle_real in root_real.parents:
+        raise RingfoldError(f"{root}: inside the bundle {bundle_path}; choose a --out outside it")
+
+
+def check_model_target(target: Path, overwrite: bool) -> None:
+    """A model folder may be written: absent, or (``overwrite``) holding only what ringfold wrote there."""
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise RingfoldError(f"{target}: already exists; pass --overwrite or choose another --name")
+    reason = "is not a folder" if target.is_symlink() or not target.is_dir() else replaceable_model_dir(target)
+    if reason:
+        raise RingfoldError(
+            f"{target}: {reason}; ringfold only replaces what it wrote — choose another --name or move it away"
+        )
+
+
+def preflight(out: str | Path, bundle_out: str | Path, overwrite: bool) -> None:
+    """``export --triton``: what can be refused before minutes of export (the fp32 model folder always comes)."""
+    check_repository_target(Path(out), Path(bundle_out))
+    check_model_target(Path(out) / default_model_name(Path(bundle_out)), overwrite)
+
+
+def write_triton_repository(
+    bundle_path: str | Path,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    precisions: Sequence[str] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    overwrite: bool = False,
+) -> TritonRepository:
+    """Verify the bundle, plan every model, refuse any folder that cannot be written, then write each whole.
+
+    ``out`` is a model repository that may already hold other models: only ``<name>*`` folders are
+    written, and an existing one only with ``overwrite`` and only when ringfold wrote it.
+    """
+    bundle = load_bundle(bundle_path)
+    root = Path(out)
+    name = name or default_model_name(bundle.path)
+    check_repository_target(root, bundle.path)
+    plans, notes = plan_repository(bundle, name, precisions, max_batch, queue_delay_us)
+    for plan in plans:  # every refusal before the first folder is written
+        check_model_target(root / plan.name, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    for plan in plans:
+        _write_model(bundle, plan, root / plan.name, overwrite)
+    return TritonRepository(root=root, models=plans, notes=notes)
