@@ -35,7 +35,7 @@ MODULE_EXTRA: dict[str, str] = {
     "polygraphy": "trt",
 }
 
-RUNTIME_COMMANDS = "classify, parity (stored reference), bench, check, build-engine and deepstream"
+RUNTIME_COMMANDS = "classify, parity (stored reference), bench, check, build-engine, deepstream and triton"
 
 #: commands that need more than the runtime-only install, and the extra that brings it
 COMMAND_EXTRA: dict[str, str] = {
