@@ -36,6 +36,7 @@ from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
 from ringfold.trainer.text import class_embeddings
 
 from . import reference as ref_mod
+from . import text_export
 from .fold import FoldReport, fold_adapters, unfold_is_clean
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from .precision import (
@@ -107,6 +108,7 @@ def export_run(
     progress: bool = True,
     precision: PrecisionRequest | None = None,
     include_base: bool = False,
+    text: bool = True,
 ) -> ExportResult:
     t0 = time.time()
     out = Path(out)
@@ -131,6 +133,8 @@ def export_run(
         pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
         unfolded = build_classifier(model, class_emb)
         logits_unfolded, emb_unfolded = classifier_outputs(unfolded, pixels)
+        text_skipped = text_export.unsupported_reason(model, loaded.tokenizer) if text else "not requested (--no-text)"
+        text_check = None if text_skipped else text_export.text_reference(model, loaded.tokenizer, record)
         fold = fold_adapters(model)
         if fold.fully_folded and not unfold_is_clean(model):
             raise RingfoldError("internal: adapter wrappers left after a full fold")
@@ -181,6 +185,8 @@ def export_run(
         histogram = op_histogram(tmp / MODEL_FILE)
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["variants"] = variants
+        if text_check is not None:  # the folded text tower, checked against the unfolded one
+            manifest["text"] = text_export.write_text_tower(model, tmp, opset, text_check, record.templates)
         if include_base or not fold.fully_folded:
             manifest["base_model"] = _export_base(record, tmp, size, opset)
         if not fold.fully_folded:
@@ -193,6 +199,8 @@ def export_run(
         }
         if failed:
             manifest["export"]["failed_variants"] = failed
+        if text_skipped:
+            manifest["export"]["text_skipped"] = text_skipped
         write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff) + variant_report(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")

@@ -121,6 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         include_base=args.include_base,
+        text=not args.no_text,
         precision=PrecisionRequest(
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),
@@ -144,6 +145,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
+    if args.classes or args.templates:  # open vocabulary: a head computed now with the bundle's text tower
+        from .open_vocab_cli import open_vocabulary
+
+        bundle, model = open_vocabulary(bundle, model, args)
     # Checks --top-k and lists the folders now; images are decoded as the loop asks for them.
     preds = iter_predictions(bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad)
     failed = False
@@ -383,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-limit", type=T.positive_int, help="use at most this many calibration images")
     p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
+    p.add_argument("--no-text", action="store_true", help="leave out text.onnx + tokenizer (no classify --classes)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -407,7 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=T.positive_int, default=None, help="labels per image (default: 5, or all if fewer)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on")
+    p.add_argument("--classes", help="classify into these classes instead: 'cat,dog,…' or a file, one per line")
+    p.add_argument("--templates", help="with --classes: 'bundle' (default), 'a photo of a {}.' or a .txt/.json file")
     p.set_defaults(func=cmd_classify)
+
+    from .open_vocab_cli import add_relabel_parser
+
+    add_relabel_parser(sub)
 
     p = sub.add_parser("parity", help="check a bundle against the PyTorch reference; exit 1 when the gate fails")
     add_backend(p)

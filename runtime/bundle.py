@@ -40,6 +40,7 @@ from ringfold.errors import BundleError, RingfoldError
 from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
 from .preprocess import PreprocessConfig
+from .text_manifest import TextInfo, parse_text_section
 
 BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -126,6 +127,7 @@ class Manifest:
     preprocess_file: str
     reference: ReferenceInfo
     files: Mapping[str, str]
+    text: TextInfo | None = None  # the optional text tower (open vocabulary)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -224,6 +226,7 @@ class Manifest:
                 labelled=ref.boolean("labelled"),
             ),
             files=files,
+            text=parse_text_section(f.section("text", None), member),
         )
 
     def output(self, name: str) -> TensorSpec:

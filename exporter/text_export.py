@@ -1,0 +1,160 @@
+"""Export the (folded) text tower as ``text.onnx`` and ship the tokenizer's vocabulary (open vocabulary, DESIGN §13).
+
+The device then computes class embeddings for any class names the way
+:func:`ringfold.trainer.text.class_embeddings` does at export: templates ×
+classes through ``text.onnx`` (which already L2-normalises), mean over templates,
+re-normalise; logits are ``logit_scale · ⟨image embedding, class embedding⟩``.
+
+Only open_clip ``CLIP`` models with the built-in text transformer, argmax (EOT)
+pooling and open_clip's own ``SimpleTokenizer`` (clean='lower', default
+vocabulary) are supported: those are what the torch-free tokenizer reproduces.
+Anything else is skipped with a note in the manifest (the bundle still works
+for its own classes; ``classify --classes`` and ``relabel`` then refuse).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ringfold.atomic import atomic_path
+from ringfold.errors import RingfoldError
+from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
+from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
+
+#: the manifest records this many (prompt) rows of the ONNX-vs-PyTorch check at most
+MAX_CHECK_PROMPTS = 256
+
+
+class TextEncoder(nn.Module):
+    """input_ids int64 [batch, context] → L2-normalised text embedding [batch, embed_dim]."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(input_ids, normalize=True)
+
+
+def unsupported_reason(model: nn.Module, tokenizer: Any) -> str | None:
+    """Why the text tower of ``model`` cannot ship for the torch-free tokenizer, or None when it can."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    if not isinstance(model, open_clip.CLIP):
+        return f"{type(model).__name__} has no built-in open_clip text transformer (only open_clip.CLIP is supported)"
+    if getattr(model, "text_pool_type", "argmax") != "argmax":
+        return f"text pooling {model.text_pool_type!r} (only 'argmax', the EOT token, is supported)"
+    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None:
+        return f"tokenizer {type(tokenizer).__name__} (only open_clip's SimpleTokenizer is reproduced torch-free)"
+    if tokenizer.clean_fn.__name__ != "_clean_lower" or len(tokenizer.encoder) != VOCAB_SIZE:
+        return "SimpleTokenizer with a non-default cleaning or vocabulary"
+    if model.token_embedding.num_embeddings != VOCAB_SIZE:
+        return f"text vocabulary of {model.token_embedding.num_embeddings} tokens (expected {VOCAB_SIZE})"
+    if tokenizer.bpe_ranks != _default_ranks(default_bpe()):
+        return "the tokenizer's BPE merges differ from open_clip's default vocabulary file"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ranks(path: str) -> dict[tuple[str, str], int]:
+    merges = read_merges(Path(path))
+    return dict(zip(merges, range(len(merges)), strict=True))
+
+
+@dataclass
+class TextCheck:
+    """PyTorch's adapted (unfolded) text embeddings of the class prompts, to compare ``text.onnx`` against."""
+
+    prompts: list[str]
+    input_ids: np.ndarray
+    embedding: np.ndarray
+
+
+@torch.no_grad()
+def text_reference(model: nn.Module, tokenizer: Any, record: Any) -> TextCheck:
+    """Call BEFORE folding: the unfolded adapted text tower on (up to MAX_CHECK_PROMPTS of) the class prompts."""
+    prompts = [t.format(c) for c in record.classnames for t in record.templates][:MAX_CHECK_PROMPTS]
+    ids = tokenizer(prompts)
+    emb = model.encode_text(ids, normalize=True).float().numpy()
+    return TextCheck(prompts, ids.numpy().astype(np.int64), emb)
+
+
+def export_text_onnx(model: nn.Module, context_length: int, path: Path, opset: int) -> None:
+    """Write the text tower (dynamic batch) and run onnx's full checker."""
+    import onnx
+
+    encoder = TextEncoder(model).eval()
+    dummy = torch.zeros(2, context_length, dtype=torch.long)
+    dummy[:, 0], dummy[:, 1] = VOCAB_SIZE - 2, VOCAB_SIZE - 1  # SOT, EOT
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                encoder,
+                (dummy,),
+                str(tmp),
+                input_names=[TEXT_INPUT],
+                output_names=[TEXT_OUTPUT],
+                dynamic_axes={TEXT_INPUT: {0: "batch"}, TEXT_OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+            try:
+                onnx.checker.check_model(str(tmp), full_check=True)
+            except onnx.checker.ValidationError as exc:
+                reason = str(exc).splitlines()[0]
+                raise RingfoldError(f"{path}: exported text graph failed onnx.checker ({reason})") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def write_text_tower(
+    model: nn.Module, bundle_dir: Path, opset: int, check: TextCheck, templates: list[str]
+) -> dict[str, Any]:
+    """Export text.onnx + vocabulary into ``bundle_dir``; return the manifest's ``text`` section.
+
+    The ONNX Runtime embeddings of the check prompts are compared with the unfolded PyTorch ones, and the
+    torch-free tokenizer's ids with open_clip's; both results go in the section.
+    """
+    from open_clip.tokenizer import default_bpe
+
+    from ringfold.runtime.text_model import TextModel
+
+    context_length = int(model.context_length)
+    export_text_onnx(model, context_length, bundle_dir / TEXT_FILE, opset)
+    shutil.copyfile(default_bpe(), bundle_dir / VOCAB_FILE)
+    ours = ClipTokenizer.from_file(bundle_dir / VOCAB_FILE, context_length)
+    if not np.array_equal(ours(check.prompts), check.input_ids):
+        raise RingfoldError("internal: the torch-free tokenizer differs from open_clip's on the class prompts")
+    got = TextModel(bundle_dir / TEXT_FILE, context_length).embed(check.input_ids)
+    return {
+        "file": TEXT_FILE,
+        "vocabulary": VOCAB_FILE,
+        "tokenizer": "open_clip SimpleTokenizer (clean=lower), reimplemented torch-free",
+        "context_length": context_length,
+        "embed_dim": int(got.shape[1]),
+        "input": TEXT_INPUT,
+        "output": TEXT_OUTPUT,
+        "normalised": True,
+        "logit_scale": float(model.logit_scale.detach().exp()),
+        "templates": list(templates),
+        "opset": opset,
+        "check": {
+            "prompts": int(len(check.input_ids)),
+            "onnx_vs_torch_max_abs": float(np.abs(got - check.embedding).max()),
+            "tokenizer_equal": True,
+        },
+    }
