@@ -42,7 +42,7 @@ def parse_classes(value: str) -> list[str]:
         names = [n for n in names if n and not n.startswith("#")]
         where = f"--classes {path}"
     else:
-        names = [n.strip() for n in value.split(",")]
+        names = [n.strip() for n in value.split(",")] if value.strip() else []
         where = "--classes"
         if any(not n for n in names):
             raise RingfoldError(f"{where}: has an empty class name (two commas, or one at an end); remove it")
