@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ringfold.errors import RingfoldError
+from .errors import RingfoldError
 
 from . import cli_types as T
 

@@ -147,3 +147,21 @@ def test_int8_without_calibration_is_refused(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--precision", "int8"]) == 2
     assert "ringfold export: error: --calib: is needed for int8" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_relabel_rewrites_fp16_and_drops_the_int8_variants(multi_bundle, tmp_path):
+    """Open vocabulary: the fp16 head stays fp32 and is rewritten; int8 heads are refitted only by a re-export."""
+    from ringfold.runtime.relabel import relabel_bundle
+
+    result = relabel_bundle(multi_bundle, tmp_path / "new", ["red fox", "barn owl", "eel"])
+    assert result.variants == ["fp32", "fp16"] and set(result.dropped) == {"int8", "int8-dynamic"}
+    new = load_bundle(tmp_path / "new")
+    onnx.checker.check_model(onnx.load(str(new.model_path("fp16"))), full_check=True)
+    pixels = new.reference().pixel_values
+    fp32 = open_bundle_model(new, "fp32").run(pixels)["logits"]
+    fp16 = open_bundle_model(new, "fp16").run(pixels)["logits"]
+    assert fp16.shape == fp32.shape == (len(pixels), 3) and np.abs(fp16 - fp32).max() < 0.01
+    assert new.manifest.raw["relabel"]["onnx_vs_reference_max_abs_logit"]["fp32"] <= 1e-4
+    for precision in ("fp32", "fp16"):
+        report = bundle_parity(new, open_bundle_model(new, precision, provider="cpu"), precision)
+        assert report.passed, report.to_markdown()
