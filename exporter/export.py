@@ -201,7 +201,8 @@ def export_run(
             manifest["export"]["failed_variants"] = failed
         if text_skipped:
             manifest["export"]["text_skipped"] = text_skipped
-        write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff) + variant_report(manifest))
+        report = _report(record, fold, manifest, onnx_diff) + variant_report(manifest)
+        write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()

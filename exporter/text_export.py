@@ -158,3 +158,16 @@ def write_text_tower(
             "tokenizer_equal": True,
         },
     }
+
+
+def report_lines(manifest: dict[str, Any]) -> str:
+    """The export report's paragraph on the text tower (or why there is none)."""
+    text = manifest.get("text")
+    if text is None:
+        return f"\n**No text tower** in this bundle: {manifest['export'].get('text_skipped', '?')}.\n"
+    return (
+        f"\n**Text tower** `{text['file']}` (adapters folded; context {text['context_length']}, "
+        f"embedding {text['embed_dim']}, L2-normalised) + `{text['vocabulary']}` for `classify --classes` and "
+        f"`relabel`: ONNX Runtime vs the unfolded PyTorch text tower on {text['check']['prompts']} class prompts, "
+        f"max |Δ| = {text['check']['onnx_vs_torch_max_abs']:.3g}; torch-free tokenizer ids equal open_clip's.\n"
+    )

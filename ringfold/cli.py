@@ -128,6 +128,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(result.summary())
     errors, notes = variant_messages(result.manifest)
+    if result.manifest["export"].get("text_skipped"):
+        notes.append(f"no text tower in the bundle: {result.manifest['export']['text_skipped']}")
     for line in notes:
         print(f"ringfold export: note: {line}", file=sys.stderr)
     for line in errors:  # the bundle is valid but lacks a variant the user asked for: exit 2

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import RingfoldError
-
 from . import cli_types as T
+from .errors import RingfoldError
 
 
 def _text_provider(provider: str | None) -> str:

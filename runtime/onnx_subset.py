@@ -43,6 +43,7 @@ _SCHEMA: dict[str, list[tuple]] = {
         ("dims", 1, _F.TYPE_INT64, _F.LABEL_REPEATED, None, None),
         ("data_type", 2, _F.TYPE_INT32, _F.LABEL_OPTIONAL, None, None),
         ("float_data", 4, _F.TYPE_FLOAT, _F.LABEL_REPEATED, None, None),
+        ("int32_data", 5, _F.TYPE_INT32, _F.LABEL_REPEATED, None, None),
         ("name", 8, _F.TYPE_STRING, _F.LABEL_OPTIONAL, None, None),
         ("raw_data", 9, _F.TYPE_BYTES, _F.LABEL_OPTIONAL, None, None),
         ("data_location", 14, _F.TYPE_INT32, _F.LABEL_OPTIONAL, None, None),
@@ -65,9 +66,9 @@ _SCHEMA: dict[str, list[tuple]] = {
 _ONEOFS = {"TypeProto": "value", "Dimension": "value"}
 
 #: TensorProto.DataType values relabel meets
-FLOAT, FLOAT16 = 1, 10
-#: ``float_data`` is packed in onnx.proto
-_PACKED = {("TensorProto", "float_data")}
+FLOAT, INT8, FLOAT16 = 1, 3, 10
+#: packed in onnx.proto
+_PACKED = {("TensorProto", "float_data"), ("TensorProto", "int32_data")}
 
 
 @lru_cache(maxsize=1)

@@ -4,11 +4,12 @@ Torch-free and onnx-free, so it runs on the device. Steps:
 
 1. load and verify the bundle; compute the new class embeddings with its
    ``text.onnx`` and tokenizer (:mod:`ringfold.runtime.text_model`);
-2. rewrite the head initializer and the logits dimension of every variant whose
-   head is the exporter's float MatMul (fp32, fp16; :mod:`ringfold.runtime.head_rewrite`);
-   the int8 variants are dropped with the reason in the manifest (their head is
-   quantized with scales fitted to the old classes: re-export to get them); TensorRT engines and
-   the base model are not carried over (engines are per-head: rebuild them);
+2. rewrite the head and the logits dimension of the fp32, fp16 and int8-dynamic
+   variants (:mod:`ringfold.runtime.head_rewrite`); the static int8 variant is
+   dropped with the reason in the manifest (its head and logits are quantized
+   with scales calibrated on the old classes: re-export to get it); TensorRT
+   engines and the base model are not carried over (engines are per-head:
+   rebuild them);
 3. recompute the reference set's PyTorch-side logits from its stored PyTorch
    embeddings in numpy (``ringfold parity`` keeps comparing against numbers
    that never went through ONNX Runtime);
@@ -47,10 +48,10 @@ from .head_rewrite import HeadNotRewritable, rewrite_head
 from .text_model import open_text_tower
 
 REPORT_FILE = "relabel_report.md"
-#: variants whose head is a float MatMul the rewrite can replace
-REWRITABLE = ("fp32", "fp16")
+#: variants whose head the rewrite can replace (float MatMul; quantize_dynamic's MatMulInteger)
+REWRITABLE = ("fp32", "fp16", "int8-dynamic")
 _QUANTIZED_NOTE = (
-    "its head is quantized to int8 (weights and scales fitted to the old classes); "
+    "its head and logits are quantized with scales calibrated on the old classes; "
     "re-export with --precision {name} for the new classes"
 )
 ENGINE_NOTE = "TensorRT engines are built for one head: rebuild with `ringfold build-engine` on the device"
@@ -132,6 +133,8 @@ def relabel_bundle(
             target.parent.mkdir(parents=True, exist_ok=True)
             write_bytes(target, data)
             variants[name] = raw["variants"][name]
+            if name == "int8-dynamic":
+                variants[name]["head"] = "requantized by ringfold relabel: int8 symmetric per column, zero point 0"
         for rel in _carried_files(bundle):
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
