@@ -30,6 +30,8 @@ from ringfold.errors import RingfoldError
 from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
 from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
 
+#: protobuf's 2 GiB message limit, less room for the graph
+MAX_TEXT_ONNX_BYTES = 2**31 - 64 * 2**20
 #: the manifest records this many (prompt) rows of the ONNX-vs-PyTorch check at most
 MAX_CHECK_PROMPTS = 256
 
@@ -58,6 +60,9 @@ def unsupported_reason(model: nn.Module, tokenizer: Any) -> str | None:
         return f"tokenizer {type(tokenizer).__name__} (only open_clip's SimpleTokenizer is reproduced torch-free)"
     if tokenizer.clean_fn.__name__ != "_clean_lower" or len(tokenizer.encoder) != VOCAB_SIZE:
         return "SimpleTokenizer with a non-default cleaning or vocabulary"
+    text_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not n.startswith("visual."))
+    if text_bytes > MAX_TEXT_ONNX_BYTES:
+        return f"text tower of {text_bytes / 2**30:.1f} GiB: over the 2 GiB a single-file ONNX model can hold"
     if model.token_embedding.num_embeddings != VOCAB_SIZE:
         return f"text vocabulary of {model.token_embedding.num_embeddings} tokens (expected {VOCAB_SIZE})"
     if tokenizer.bpe_ranks != _default_ranks(default_bpe()):
@@ -66,8 +71,13 @@ def unsupported_reason(model: nn.Module, tokenizer: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
+def _default_merges(path: str) -> tuple[tuple[str, str], ...]:
+    return tuple(read_merges(Path(path)))
+
+
+@functools.lru_cache(maxsize=1)
 def _default_ranks(path: str) -> dict[tuple[str, str], int]:
-    merges = read_merges(Path(path))
+    merges = _default_merges(path)
     return dict(zip(merges, range(len(merges)), strict=True))
 
 
@@ -136,7 +146,7 @@ def write_text_tower(
     context_length = int(model.context_length)
     export_text_onnx(model, context_length, bundle_dir / TEXT_FILE, opset)
     shutil.copyfile(default_bpe(), bundle_dir / VOCAB_FILE)
-    ours = ClipTokenizer.from_file(bundle_dir / VOCAB_FILE, context_length)
+    ours = ClipTokenizer(_default_merges(default_bpe()), context_length)  # the file copied above, read once
     if not np.array_equal(ours(check.prompts), check.input_ids):
         raise RingfoldError("internal: the torch-free tokenizer differs from open_clip's on the class prompts")
     got = TextModel(bundle_dir / TEXT_FILE, context_length).embed(check.input_ids)

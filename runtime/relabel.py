@@ -104,8 +104,9 @@ def relabel_bundle(
 
     t0 = time.perf_counter()
     source, out = Path(source), Path(out)
-    if out.exists() and os.path.realpath(out) == os.path.realpath(source):
-        raise RingfoldError(f"{out}: is the bundle being relabelled; choose another --out")
+    real_out, real_source = os.path.realpath(out), os.path.realpath(source)
+    if real_out == real_source or real_out.startswith(real_source.rstrip(os.sep) + os.sep):
+        raise RingfoldError(f"{out}: is (inside) the bundle being relabelled; choose another --out")
     bundle = load_bundle(source)
     tower = open_text_tower(bundle, provider, threads)
     templates = tuple(templates or tower.info.templates)

@@ -18,6 +18,7 @@ neither; text scraped from a mis-decoded web page may.
 
 from __future__ import annotations
 
+import functools
 import html
 import html.entities
 import re
@@ -131,6 +132,7 @@ def _fix_segment(text: str, unescape: bool) -> str:
             return text
 
 
+@functools.lru_cache(maxsize=1)
 def _ftfy_fix_text():
     try:
         import ftfy

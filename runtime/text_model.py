@@ -94,8 +94,9 @@ def open_text_tower(bundle, provider: str | None = "cpu", threads: int | None = 
     """The bundle's text tower; a bundle exported without one is refused with what to do."""
     info = bundle.manifest.text
     if info is None:
-        note = bundle.manifest.raw.get("export", {}).get("text_skipped") if bundle.manifest.raw else None
-        why = f" ({str(note)[:120]})" if note else ""
+        export = bundle.manifest.raw.get("export")
+        note = export.get("text_skipped") if isinstance(export, dict) else None
+        why = f" ({' '.join(str(note).split())[:120]})" if note else ""
         raise BundleError(
             f"{bundle.path}: has no text tower{why}; re-export it with this ringfold to use --classes or relabel"
         )

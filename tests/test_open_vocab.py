@@ -80,6 +80,18 @@ def test_text_onnx_equals_the_adapted_pytorch_text_tower(tiny_run, tiny_bundle):
     )
 
 
+def test_text_onnx_graph_io_and_eot_argmax(tiny_bundle):
+    import onnx
+
+    model = onnx.load(str(tiny_bundle / "text.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    shape = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+    assert (inp.name, inp.type.tensor_type.elem_type, shape) == ("input_ids", onnx.TensorProto.INT64, ["batch", 32])
+    assert (out.name, out.type.tensor_type.elem_type) == ("text_embedding", onnx.TensorProto.FLOAT)
+    assert "ArgMax" in {n.op_type for n in model.graph.node}  # open_clip's EOT pooling: argmax over the ids
+
+
 def test_unsupported_text_towers_are_skipped_with_a_reason(tiny_run):
     from ringfold.exporter.text_export import unsupported_reason
     from ringfold.trainer.run import load_adapted_model
@@ -203,8 +215,10 @@ def test_relabel_refuses_foreign_or_same_folder(tiny_bundle, tmp_path, capsys):
     assert main(["relabel", str(tiny_bundle), "--classes", "a,b", "--out", str(foreign), "--overwrite"]) == 2
     one_line_error(capsys, "photos", "ringfold only replaces what it wrote")
     assert (foreign / "holiday.jpg").read_bytes() == b"mine"
-    assert main(["relabel", str(tiny_bundle), "--classes", "a,b", "--out", str(tiny_bundle), "--overwrite"]) == 2
-    one_line_error(capsys, "is the bundle being relabelled")
+    for out in (tiny_bundle, tiny_bundle / "reference" / "new"):
+        assert main(["relabel", str(tiny_bundle), "--classes", "a,b", "--out", str(out), "--overwrite"]) == 2
+        one_line_error(capsys, "is (inside) the bundle being relabelled")
+    assert not (tiny_bundle / "reference" / "new").exists()
 
 
 @pytest.fixture()
