@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ringfold.atomic import atomic_path
@@ -37,14 +38,30 @@ MAX_CHECK_PROMPTS = 256
 
 
 class TextEncoder(nn.Module):
-    """input_ids int64 [batch, context] → L2-normalised text embedding [batch, embed_dim]."""
+    """input_ids int64 [batch, context] → L2-normalised text embedding [batch, embed_dim].
+
+    open_clip's ``CLIP.encode_text(normalize=True)`` step by step, except that the EOT position is the
+    argmax of the ids cast to int32: ONNX Runtime before 1.2x has no int64 ArgMax kernel (1.17, the
+    oldest the runtime supports, refuses the graph), and ids are < 49,408. Tests compare it with
+    ``encode_text`` of the unfolded model.
+    """
 
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
         self.clip = clip
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_text(input_ids, normalize=True)
+        clip = self.clip
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(input_ids).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
+        eot = input_ids.to(torch.int32).argmax(dim=-1)
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        if isinstance(clip.text_projection, nn.Linear):
+            x = clip.text_projection(x)
+        elif clip.text_projection is not None:
+            x = x @ clip.text_projection
+        return F.normalize(x, dim=-1)
 
 
 def unsupported_reason(model: nn.Module, tokenizer: Any) -> str | None:

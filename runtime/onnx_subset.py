@@ -87,8 +87,11 @@ def _classes() -> dict[str, type]:
             if (message, name) in _PACKED:
                 field.options.packed = True
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in _SCHEMA}
+    pool.AddSerializedFile(file.SerializeToString())
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf ≥ 4.21
+    if get_class is None:  # older protobuf (onnxruntime 1.17 accepts any)
+        get_class = message_factory.MessageFactory(pool).GetPrototype
+    return {name: get_class(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in _SCHEMA}
 
 
 def parse_model(data: bytes):
