@@ -186,7 +186,9 @@ def export_run(
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["variants"] = variants
         if text_check is not None:  # the folded text tower, checked against the unfolded one
-            manifest["text"] = text_export.write_text_tower(model, tmp, opset, text_check, record.templates)
+            text_section, text_skipped = text_export.write_text_tower(model, tmp, opset, text_check, record.templates)
+            if text_section:
+                manifest["text"] = text_section
         if include_base or not fold.fully_folded:
             manifest["base_model"] = _export_base(record, tmp, size, opset)
         if not fold.fully_folded:

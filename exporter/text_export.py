@@ -33,6 +33,8 @@ from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
 
 #: protobuf's 2 GiB message limit, less room for the graph
 MAX_TEXT_ONNX_BYTES = 2**31 - 64 * 2**20
+#: max |Δ| between text.onnx (ONNX Runtime) and the unfolded PyTorch text tower's unit embeddings
+TEXT_TOLERANCE = 1e-4
 #: the manifest records this many (prompt) rows of the ONNX-vs-PyTorch check at most
 MAX_CHECK_PROMPTS = 256
 
@@ -150,11 +152,12 @@ def export_text_onnx(model: nn.Module, context_length: int, path: Path, opset: i
 
 def write_text_tower(
     model: nn.Module, bundle_dir: Path, opset: int, check: TextCheck, templates: list[str]
-) -> dict[str, Any]:
-    """Export text.onnx + vocabulary into ``bundle_dir``; return the manifest's ``text`` section.
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Export text.onnx + vocabulary into ``bundle_dir``; return (the manifest's ``text`` section, None).
 
     The ONNX Runtime embeddings of the check prompts are compared with the unfolded PyTorch ones, and the
-    torch-free tokenizer's ids with open_clip's; both results go in the section.
+    torch-free tokenizer's ids with open_clip's; both results go in the section. Past TEXT_TOLERANCE the
+    files are removed and (None, why) returned: the bundle ships without a text tower rather than a wrong one.
     """
     from open_clip.tokenizer import default_bpe
 
@@ -167,6 +170,11 @@ def write_text_tower(
     if not np.array_equal(ours(check.prompts), check.input_ids):
         raise RingfoldError("internal: the torch-free tokenizer differs from open_clip's on the class prompts")
     got = TextModel(bundle_dir / TEXT_FILE, context_length).embed(check.input_ids)
+    max_abs = float(np.abs(got - check.embedding).max())
+    if not max_abs <= TEXT_TOLERANCE:
+        (bundle_dir / TEXT_FILE).unlink()
+        (bundle_dir / VOCAB_FILE).unlink()
+        return None, f"text.onnx (ONNX Runtime) differs from the PyTorch text tower by {max_abs:.3g} > {TEXT_TOLERANCE}"
     return {
         "file": TEXT_FILE,
         "vocabulary": VOCAB_FILE,
@@ -181,10 +189,10 @@ def write_text_tower(
         "opset": opset,
         "check": {
             "prompts": int(len(check.input_ids)),
-            "onnx_vs_torch_max_abs": float(np.abs(got - check.embedding).max()),
+            "onnx_vs_torch_max_abs": max_abs,
             "tokenizer_equal": True,
         },
-    }
+    }, None
 
 
 def report_lines(manifest: dict[str, Any]) -> str:

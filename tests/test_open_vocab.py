@@ -102,6 +102,19 @@ def test_unsupported_text_towers_are_skipped_with_a_reason(tiny_run):
     assert "only open_clip.CLIP" in unsupported_reason(torch.nn.Linear(2, 2), loaded.tokenizer)
 
 
+def test_a_text_tower_off_its_tolerance_is_left_out_with_a_note(tiny_run, tmp_path, monkeypatch):
+    from ringfold.exporter import text_export
+    from ringfold.exporter.export import export_run
+
+    monkeypatch.setattr(text_export, "TEXT_TOLERANCE", -1.0)  # every text.onnx now "differs"
+    result = export_run(tiny_run, tmp_path / "b", ref_count=2, progress=False)
+    assert (
+        "text" not in result.manifest
+        and "differs from the PyTorch text tower" in result.manifest["export"]["text_skipped"]
+    )
+    assert not (tmp_path / "b" / "text.onnx").exists() and load_bundle(tmp_path / "b").manifest.text is None
+
+
 def test_device_class_embeddings_equal_the_exporters(tiny_run, tiny_bundle):
     from ringfold.trainer.run import load_adapted_model
     from ringfold.trainer.text import class_embeddings
