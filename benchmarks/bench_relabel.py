@@ -113,12 +113,17 @@ def main() -> int:
                 run, tmp / model / "bundle", ref_count=8, progress=False, precision=PrecisionRequest(("fp32", "fp16"))
             )
             export_s = time.perf_counter() - t0
+            text_check = json.loads((tmp / model / "bundle" / "manifest.json").read_text())["text"]["check"]
             out_json = tmp / model / "device.json"
             command = [sys.executable, __file__, "--device-step", str(tmp / model / "bundle"), str(out_json)]
             command += ["--classes", str(args.classes), "--templates", str(args.templates), "--runs", str(args.runs)]
             command += ["--threads", str(args.threads)] if args.threads else []
             subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-            per_model[model] = {"export_with_text_s": export_s, **json.loads(out_json.read_text())}
+            per_model[model] = {
+                "export_with_text_s": export_s,
+                "text_onnx_vs_torch_max_abs": text_check["onnx_vs_torch_max_abs"],
+                **json.loads(out_json.read_text()),
+            }
 
     info = machine()
     results = {

@@ -293,3 +293,24 @@ def test_relabel_and_classify_need_no_torch_or_onnx(tiny_bundle, demo_data, tmp_
     assert main(["relabel", str(tiny_bundle), "--classes", ",".join(NEW_CLASSES), "--out", str(out)]) == 0
     assert main(["classify", str(tiny_bundle), str(demo_data / "test"), "--classes", "cat,dog", "--top-k", "1"]) == 0
     assert load_bundle(out).labels == NEW_CLASSES
+
+
+@pytest.mark.slow
+def test_vit_b32_text_tower_and_relabel(tmp_path):
+    """A ViT-B-32-sized model (random weights, random ARC adapters): text.onnx within 1e-4 of the unfolded
+    PyTorch text tower, and a relabelled bundle equal to classify --classes and passing parity."""
+    from ringfold.exporter.export import export_run
+    from ringfold.runtime.parity import bundle_parity
+    from ringfold.runtime.relabel import relabel_bundle
+    from ringfold.trainer.run import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "run", "ViT-B-32", {"method": "arc", "rank": 16, "layers": "all"}, ["a", "b"])
+    result = export_run(run, tmp_path / "bundle", ref_count=4, progress=False)
+    assert result.manifest["text"]["check"]["onnx_vs_torch_max_abs"] <= 1e-4
+    assert result.manifest["text"]["context_length"] == 77
+    relabel_bundle(tmp_path / "bundle", tmp_path / "new", NEW_CLASSES, tuple(NEW_TEMPLATES))
+    new, old = load_bundle(tmp_path / "new"), load_bundle(tmp_path / "bundle")
+    _, model = with_classes(old, open_bundle_model(old), NEW_CLASSES, NEW_TEMPLATES)
+    pixels = old.reference().pixel_values
+    assert np.abs(open_bundle_model(new).run(pixels)["logits"] - model.run(pixels)["logits"]).max() <= 1e-4
+    assert bundle_parity(new, open_bundle_model(new, provider="cpu")).passed
