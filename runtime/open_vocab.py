@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ringfold.errors import BundleError
+
 from .bundle import EMBEDDING, LOGITS, Bundle
 from .text_model import open_text_tower
 
@@ -27,6 +29,11 @@ class OpenVocabularyModel:
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         out = self.model.run(pixels)
         embedding = np.asarray(out[EMBEDDING], dtype=np.float32)
+        if embedding.ndim != 2 or embedding.shape[1] != self.head.shape[0]:
+            raise BundleError(
+                f"the image model's embedding is {list(embedding.shape[1:])}-d, the text tower's "
+                f"{self.head.shape[0]}-d: they come from different models; re-export the bundle"
+            )
         return {LOGITS: embedding @ self.head, EMBEDDING: embedding}
 
     def __getattr__(self, name: str):  # provider, backend, … of the wrapped model for reports

@@ -79,6 +79,11 @@ class TextTower:
         """float32 [classes, dim], unit rows: mean over templates of the prompts' unit embeddings, re-normalised."""
         prompts = [fill(t, name) for name in classnames for t in templates]
         emb = self.model.embed(self.tokenizer(prompts), batch).astype(np.float64)
+        if emb.shape[1] != self.info.embed_dim:
+            raise BundleError(
+                f"{self.model.path}: gives {emb.shape[1]}-d embeddings, the manifest's text section says "
+                f"{self.info.embed_dim}; re-export the bundle"
+            )
         emb = emb.reshape(len(classnames), len(templates), -1).mean(axis=1)
         norms = np.linalg.norm(emb, axis=-1, keepdims=True)
         if not np.isfinite(emb).all() or (norms < 1e-12).any():

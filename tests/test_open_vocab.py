@@ -278,6 +278,16 @@ def test_tampered_text_section_is_refused(tiny_bundle, tmp_path, edit, needle):
         load_bundle(bad)
 
 
+def test_text_tower_of_another_width_is_one_line(tiny_bundle, demo_data, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["text"]["embed_dim"] = 65
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["classify", str(bad), str(demo_data / "test"), "--classes", "a,b"]) == 2
+    one_line_error(capsys, "gives 64-d embeddings", "says 65", "re-export")
+
+
 def test_tampered_vocabulary_fails_its_hash(tiny_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_bundle, bad)
