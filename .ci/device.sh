@@ -21,7 +21,7 @@ bundle=$work/export/bundle
 "$work/device/bin/python" - <<'PY'
 import importlib.metadata as md, importlib.util, sys
 assert importlib.util.find_spec("torch") is None, "torch must not be installed in the device venv"
-print("device venv:", ", ".join(f"{p} {md.version(p)}" for p in ("ringfold", "numpy", "pillow", "onnxruntime")))
+print("device venv:", ", ".join(f"{p} {md.version(p)}" for p in ("ringfold", "numpy", "pillow", "onnxruntime", "protobuf")))
 PY
 
 expect() {  # expect RC COMMAND...: run, compare the exit code, show the last line
@@ -32,6 +32,10 @@ expect() {  # expect RC COMMAND...: run, compare the exit code, show the last li
 }
 expect 0 "$ringfold" classify "$bundle" "$work/export/images" --top-k 2
 expect 0 "$ringfold" parity "$bundle" --report "$work/parity"
+expect 0 "$ringfold" classify "$bundle" "$work/export/images" --classes "cat,dog,red fox" --top-k 1
+expect 0 "$ringfold" relabel "$bundle" --classes "cat,dog,red fox" --out "$work/relabelled"
+expect 0 "$ringfold" parity "$work/relabelled" --report "$work/parity-relabelled"
+expect 2 "$ringfold" relabel "$bundle" --classes "cat,Cat" --out "$work/r2"   # same class twice: one line, exit 2
 expect 0 "$ringfold" bench "$bundle" --batch-sizes 1,4 --runs 3 --warmup 1 --out "$work/bench"
 expect 0 "$ringfold" build-engine "$bundle" --print-trtexec --trt-version 10.3
 expect 2 "$ringfold" build-engine "$bundle"                       # no TensorRT here: one line, exit 2
@@ -41,4 +45,5 @@ expect 2 "$ringfold" parity "$bundle" --run "$work/export/run"
 "$work/device/bin/pip" install -q -c "$repo/.ci/runtime-lowest.txt" onnx
 expect 0 "$ringfold" check "$bundle" --target trt-10
 [ ! -e "$work/b2" ] || { echo "device job: a refused export left $work/b2 behind"; exit 1; }
+[ ! -e "$work/r2" ] || { echo "device job: a refused relabel left $work/r2 behind"; exit 1; }
 echo "device job: passed"

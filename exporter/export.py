@@ -37,6 +37,7 @@ from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model
 from ringfold.trainer.text import class_embeddings
 
 from . import reference as ref_mod
+from . import text_export
 from .fold import FoldReport, fold_adapters, unfold_is_clean
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from .precision import (
@@ -110,6 +111,7 @@ def export_run(
     precision: PrecisionRequest | None = None,
     include_base: bool = False,
     raw_input: Sequence[str] = (),
+    text: bool = True,
 ) -> ExportResult:
     t0 = time.time()
     out = Path(out)
@@ -134,6 +136,8 @@ def export_run(
         pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
         unfolded = build_classifier(model, class_emb)
         logits_unfolded, emb_unfolded = classifier_outputs(unfolded, pixels)
+        text_skipped = text_export.unsupported_reason(model, loaded.tokenizer) if text else "not requested (--no-text)"
+        text_check = None if text_skipped else text_export.text_reference(model, loaded.tokenizer, record)
         fold = fold_adapters(model)
         if fold.fully_folded and not unfold_is_clean(model):
             raise RingfoldError("internal: adapter wrappers left after a full fold")
@@ -187,6 +191,10 @@ def export_run(
         if raw_input:  # raw-pixel models (mean/std folded into the first Conv) + deepstream/ (exporter/raw_input.py)
             title = f"{record.model_name} ({record.weights.describe()})"
             add_raw_input(tmp, manifest, record.preprocess, raw_input, record.classnames, ref_names, title)
+        if text_check is not None:  # the folded text tower, checked against the unfolded one
+            text_section, text_skipped = text_export.write_text_tower(model, tmp, opset, text_check, record.templates)
+            if text_section:
+                manifest["text"] = text_section
         if include_base or not fold.fully_folded:
             manifest["base_model"] = _export_base(record, tmp, size, opset)
         if not fold.fully_folded:
@@ -199,7 +207,10 @@ def export_run(
         }
         if failed:
             manifest["export"]["failed_variants"] = failed
-        write_text(tmp / REPORT_FILE, _report(record, fold, manifest, onnx_diff) + variant_report(manifest))
+        if text_skipped:
+            manifest["export"]["text_skipped"] = text_skipped
+        report = _report(record, fold, manifest, onnx_diff) + variant_report(manifest)
+        write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()

@@ -126,6 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         include_base=args.include_base,
         raw_input=() if args.raw_input is None else (args.raw_input or ["float32"]),  # bare --raw-input: float32
+        text=not args.no_text,
         precision=PrecisionRequest(
             tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
         ),
@@ -136,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         write_and_report(result.bundle, args.triton, "export", overwrite=args.overwrite)
     errors, notes = variant_messages(result.manifest)
+    if result.manifest["export"].get("text_skipped"):
+        notes.append(f"no text tower in the bundle: {result.manifest['export']['text_skipped']}")
     for line in notes:
         print(f"ringfold export: note: {line}", file=sys.stderr)
     for line in errors:  # the bundle is valid but lacks a variant the user asked for: exit 2
@@ -159,6 +162,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         from .commands import open_raw_input
 
         model, preprocess = open_raw_input(bundle, args)
+    if args.classes or args.templates:  # open vocabulary: a head computed now with the bundle's text tower
+        from .open_vocab_cli import open_vocabulary
+
+        bundle, model = open_vocabulary(bundle, model, args)
     # Checks --top-k and lists the folders now; images are decoded as the loop asks for them.
     preds = iter_predictions(
         bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad, preprocess=preprocess
@@ -438,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         "named) and the deepstream/ folder",
     )
     p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository there (see `ringfold triton`)")
+    p.add_argument("--no-text", action="store_true", help="leave out text.onnx + tokenizer (no classify --classes)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -468,7 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["normalised", "raw", "raw-uint8"],
         help="which model: the normalised one (default) or the raw-pixel variant (float32 / uint8 input)",
     )
+    p.add_argument("--classes", help="classify into these classes instead: 'cat,dog,…' or a file, one per line")
+    p.add_argument("--templates", help="with --classes: 'bundle' (default), 'a photo of a {}.' or a .txt/.json file")
     p.set_defaults(func=cmd_classify)
+
+    from .open_vocab_cli import add_relabel_parser
+
+    add_relabel_parser(sub)
 
     p = sub.add_parser("parity", help="check a bundle against the PyTorch reference; exit 1 when the gate fails")
     add_backend(p)

@@ -40,6 +40,7 @@ from ringfold.errors import BundleError, RingfoldError
 from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
 from .preprocess import PreprocessConfig
+from .text_manifest import TextInfo, parse_text_section
 
 BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -129,6 +130,7 @@ class Manifest:
     #: optional sections (older bundles lack them): the raw-pixel models, the DeepStream folder's files
     raw_input: Any = None  # raw_input.RawInput
     deepstream_files: tuple[str, ...] = ()
+    text: TextInfo | None = None  # the optional text tower (open vocabulary)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -238,6 +240,7 @@ class Manifest:
             files=files,
             raw_input=raw_input if raw_f is not None else None,
             deepstream_files=deepstream_files if ds_f is not None else (),
+            text=parse_text_section(f.section("text", None), member),
         )
 
     def output(self, name: str) -> TensorSpec:

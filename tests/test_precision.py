@@ -147,3 +147,43 @@ def test_int8_without_calibration_is_refused(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--precision", "int8"]) == 2
     assert "ringfold export: error: --calib: is needed for int8" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_relabel_rewrites_fp16_and_int8_dynamic_and_drops_static_int8(multi_bundle, tmp_path):
+    """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8 needs calibration."""
+    from ringfold.runtime.relabel import relabel_bundle
+
+    result = relabel_bundle(multi_bundle, tmp_path / "new", ["red fox", "barn owl", "eel"])
+    assert result.variants == ["fp32", "fp16", "int8-dynamic"] and set(result.dropped) == {"int8"}
+    new = load_bundle(tmp_path / "new")
+    onnx.checker.check_model(onnx.load(str(new.model_path("fp16"))), full_check=True)
+    pixels = new.reference().pixel_values
+    fp32 = open_bundle_model(new, "fp32").run(pixels)["logits"]
+    fp16 = open_bundle_model(new, "fp16").run(pixels)["logits"]
+    assert fp16.shape == fp32.shape == (len(pixels), 3) and np.abs(fp16 - fp32).max() < 0.01
+    assert new.manifest.raw["relabel"]["onnx_vs_reference_max_abs_logit"]["fp32"] <= 1e-4
+    for precision in ("fp32", "fp16", "int8-dynamic"):
+        report = bundle_parity(new, open_bundle_model(new, precision, provider="cpu"), precision)
+        assert report.passed, report.to_markdown()
+
+
+def test_relabel_to_the_same_classes_requantizes_like_quantize_dynamic(multi_bundle, tmp_path):
+    from onnx import numpy_helper
+
+    from ringfold.runtime.relabel import relabel_bundle
+
+    old = load_bundle(multi_bundle)
+    relabel_bundle(multi_bundle, tmp_path / "same", old.labels)
+    new = load_bundle(tmp_path / "same")
+
+    def head(bundle):
+        graph = onnx.load(str(bundle.model_path("int8-dynamic"))).graph
+        node = next(n for n in graph.node if n.op_type == "MatMulInteger")
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        return inits[node.input[1]]
+
+    assert (head(new) != head(old)).sum() <= 1  # the text tower's float rounding may move one tie
+    pixels = old.reference().pixel_values
+    got = open_bundle_model(new, "int8-dynamic").run(pixels)["logits"]
+    want = open_bundle_model(old, "int8-dynamic").run(pixels)["logits"]
+    assert np.abs(got - want).max() <= 0.05
