@@ -45,6 +45,7 @@ from .bundle import (
     replaceable_bundle,
 )
 from .head_rewrite import HeadNotRewritable, rewrite_head
+from .relabel_raw import raw_files, relabel_raw_input
 from .text_model import open_text_tower
 
 REPORT_FILE = "relabel_report.md"
@@ -86,6 +87,7 @@ def _carried_files(bundle: Bundle) -> list[str]:
     skip = {*(v.file for v in bundle.variants.values()), LABELS_FILE, REFERENCE_FILE, "export_report.md", REPORT_FILE}
     if bundle.manifest.base_model is not None:
         skip.add(bundle.manifest.base_model.file)
+    skip |= raw_files(bundle)  # rebuilt for the new head by relabel_raw_input
     return [rel for rel in bundle.manifest.files if rel not in skip and not rel.startswith(f"{ENGINE_DIR}/")]
 
 
@@ -160,6 +162,9 @@ def relabel_bundle(
         }
         max_abs = checks["fp32"]
         manifest = _manifest(raw, bundle, classes, templates, variants, dropped, labels, checks)
+        for note in relabel_raw_input(bundle, tmp, weight, classes, manifest):
+            dropped["deepstream int8"] = note
+            manifest["relabel"]["dropped_variants"] = dropped
         write_text(tmp / REPORT_FILE, _report(bundle, classes, templates, variants, dropped, max_abs))
         writer.finish(manifest)
     return RelabelResult(out, len(classes), len(templates), list(variants), dropped, max_abs, time.perf_counter() - t0)

@@ -324,3 +324,26 @@ def test_vit_b32_text_tower_and_relabel(tmp_path):
     pixels = old.reference().pixel_values
     assert np.abs(open_bundle_model(new).run(pixels)["logits"] - model.run(pixels)["logits"]).max() <= 1e-4
     assert bundle_parity(new, open_bundle_model(new, provider="cpu")).passed
+
+
+def test_relabel_of_a_raw_input_bundle_rewrites_raw_heads_and_deepstream_labels(raw_bundle, tmp_path, capsys):
+    """The raw models and deepstream/labels.txt follow the new head; INT8 DeepStream is left out with a note."""
+    out = tmp_path / "relabelled_raw"
+    assert main(["relabel", str(raw_bundle), "--classes", ",".join(NEW_CLASSES), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "calibration cache not carried over" in err
+    # parity gates the raw models (both dtypes) against the reference recomputed for the new head
+    assert main(["parity", str(out), "--report", str(tmp_path / "parity")]) == 0
+    report = json.loads((tmp_path / "parity" / "parity.json").read_text())
+    raw_rows = [c for c in report["comparisons"] if c["subject"].startswith("raw input")]
+    assert {c["subject"] for c in raw_rows} == {"raw input float32", "raw input uint8"}
+    assert all(c["passed"] and c["max_abs_logit"] <= 1e-4 for c in raw_rows)
+    bundle = load_bundle(out)
+    from ringfold.runtime.raw_input import open_raw_model
+
+    raw_logits = open_raw_model(bundle, "float32").run(np.full((2, 3, *bundle.manifest.input_size), 128.0, np.float32))
+    assert raw_logits["logits"].shape == (2, len(NEW_CLASSES))
+    ds = {rel.split("/", 1)[1] for rel in bundle.manifest.deepstream_files}
+    assert "labels.txt" in ds and not any("int8" in name for name in ds)
+    assert (out / "deepstream" / "labels.txt").read_text().strip() == ";".join(NEW_CLASSES)
+    assert "classifier-threshold" in (out / "deepstream" / "config_infer_primary_fp16.txt").read_text()
