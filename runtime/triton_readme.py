@@ -35,6 +35,8 @@ def _preprocessing(bundle: Bundle) -> str:
 
 def _client_example(config: TritonModelConfig) -> str:
     image, logits = config.inputs[0], config.outputs[0]
+    if image.dtype != "float32" or image.name == "image_raw":
+        return _raw_client_example(config)
     return f"""```python
 # Not run against a server where this was written (no Triton server there); tritonclient's gRPC API.
 import numpy as np
@@ -53,6 +55,39 @@ wanted = grpcclient.InferRequestedOutput("{logits.name}", class_count=3)  # top 
 result = client.infer("{config.name}", [request], outputs=[wanted])
 print(result.as_numpy("{logits.name}"))
 ```"""
+
+
+def _raw_client_example(config: TritonModelConfig) -> str:
+    image, logits = config.inputs[0], config.outputs[0]
+    triton_type, make = ("UINT8", "raw_pixels_uint8") if image.dtype == "uint8" else ("FP32", "raw_pixels")
+    return f"""```python
+# Not run against a server where this was written (no Triton server there); tritonclient's gRPC API.
+import tritonclient.grpc as grpcclient
+from ringfold.runtime.bundle import load_bundle
+from ringfold.runtime.images import load_image
+from ringfold.runtime.raw_preprocess import {make}
+
+bundle = load_bundle("BUNDLE")
+# [1, {", ".join(map(str, image.dims))}] {image.dtype} RGB 0..255: resize + centre crop only, no normalisation
+pixels = {make}(load_image("cat.jpg"), bundle.preprocess)[None]
+client = grpcclient.InferenceServerClient("localhost:8001")
+request = grpcclient.InferInput("{image.name}", list(pixels.shape), "{triton_type}")
+request.set_data_from_numpy(pixels)
+wanted = grpcclient.InferRequestedOutput("{logits.name}", class_count=3)  # top 3 as "score:index:label"
+result = client.infer("{config.name}", [request], outputs=[wanted])
+print(result.as_numpy("{logits.name}"))
+```"""
+
+
+def _input_contract(bundle: Bundle, image) -> str:
+    if image.name != "image_raw":
+        return "The model takes the bundle's normalised tensor, not raw pixels:\n\n" + _preprocessing(bundle)
+    from .raw_input import client_recipe
+
+    return (
+        "The model takes raw RGB values 0..255 (open_clip's mean/std are folded into its first convolution); "
+        f"the client resizes and crops exactly like this: {client_recipe(bundle.preprocess)}."
+    )
 
 
 def model_readme(bundle: Bundle, config: TritonModelConfig, precision: str, provenance: Mapping[str, Any]) -> str:
@@ -81,11 +116,12 @@ Triton model written by `ringfold triton` from the bundle `{bundle.path.name}`
 Source: {source}
 
 Precision variants are separate models (`<name>`, `<name>_fp16`, `<name>_int8`,
-`<name>_int8_dynamic`, and `<name>_trt_<precision>` for TensorRT plans): a client picks one by name.
+`<name>_int8_dynamic`, `<name>_raw` / `<name>_raw_uint8` for raw-pixel input, and
+`<name>_trt_<precision>` for TensorRT plans): a client picks one by name.
 
 ## Input and outputs
 
-- `{image.name}`: float32 `[batch, {dims}]`, batch 1..{config.max_batch_size}; dynamic batching joins
+- `{image.name}`: {image.dtype} `[batch, {dims}]`, batch 1..{config.max_batch_size}; dynamic batching joins
   requests within {config.queue_delay_us} µs.
 - `{config.outputs[0].name}`: float32 `[batch, {bundle.manifest.num_classes}]`, one score per line of
   `labels.txt` (Triton's classification extension returns `score:index:label`).
@@ -94,9 +130,7 @@ Precision variants are separate models (`<name>`, `<name>_fp16`, `<name>_int8`,
 
 ## Preprocessing (the client's job)
 
-The model takes the bundle's normalised tensor, not raw pixels:
-
-{_preprocessing(bundle)}
+{_input_contract(bundle, image)}
 
 ## Client sketch
 

@@ -134,12 +134,31 @@ def _check_onnx_io(bundle: Bundle, precision: str) -> None:
     check_model_io(bundle.manifest, path, *OnnxModel(path, provider="cpu", optimization="basic").io())
 
 
-def _header(bundle: Bundle, what: str) -> list[str]:
+def _check_raw_io(bundle: Bundle, plan: TritonModelPlan) -> None:
+    """The raw graph's input is what its config promises (name, dtype, [batch, 3, H, W])."""
+    from .onnx_backend import OnnxModel
+
+    (graph_input,), _ = OnnxModel(plan.source, provider="cpu", optimization="basic").io()
+    name, dtype, shape = graph_input
+    want = plan.config.inputs[0]
+    if name != want.name or dtype != want.dtype or list(shape[1:]) != list(want.dims):
+        raise BundleError(
+            f"{plan.source}: its input is {name} {dtype} {list(shape)}, the manifest promises {want.name} "
+            f"{want.dtype} [batch, {', '.join(map(str, want.dims))}]; re-export the bundle with --raw-input"
+        )
+
+
+def _header(bundle: Bundle, what: str, raw: bool = False) -> list[str]:
     weights = "RANDOM WEIGHTS (predictions are not meaningful)" if bundle.random_weights else bundle.manifest.weights
+    taken = (
+        "RGB 0..255 NCHW after the client's resize + centre crop; the model normalises (README.md beside this file)"
+        if raw
+        else "the bundle's normalised NCHW float tensor (preprocess.json; README.md beside this file)"
+    )
     return [
         f"Written by ringfold {ringfold.__version__} (`ringfold triton`) from the bundle {bundle.path.name}",
         f"model: {bundle.manifest.model_name}, {weights}; {what}",
-        "input: the bundle's normalised NCHW float tensor (preprocess.json; README.md beside this file)",
+        f"input: {taken}",
     ]
 
 
@@ -174,6 +193,47 @@ def _onnx_plan(
         file_name="model.onnx",
         provenance={"bundle_file": variant.file, "recipe": dict(variant.details)},
     )
+
+
+def _raw_plans(bundle: Bundle, name: str, max_batch: int, queue_delay_us: int, tensors) -> list[TritonModelPlan]:
+    """``<name>_raw`` (float32) and ``<name>_raw_uint8``: the bundle's raw-pixel models, where it has them.
+
+    Their input is RGB 0..255 (mean/std folded into the first Conv, DESIGN §11), so a Triton client
+    only resizes and crops; with uint8 it also sends a quarter of the bytes.
+    """
+    raw = bundle.manifest.raw_input
+    if raw is None:
+        return []
+    _, outputs = tensors
+    plans = []
+    for dtype, model in raw.models.items():
+        spec = model.input
+        image = TritonTensor(spec.name, spec.dtype, tuple(int(d) for d in spec.shape[1:]))
+        suffix = "_raw" if dtype == "float32" else f"_raw_{dtype}"
+        config = TritonModelConfig(
+            name=f"{name}{suffix}",
+            platform="onnxruntime_onnx",
+            backend="onnxruntime",
+            default_model_filename="model.onnx",
+            max_batch_size=max_batch,
+            queue_delay_us=queue_delay_us,
+            inputs=(image,),
+            outputs=outputs,
+            instance_kind="KIND_AUTO",
+            ort_graph_level=ORT_GRAPH_LEVELS["all"],
+            comments=_header(bundle, f"raw-pixel fp32 ONNX ({model.file}), {dtype} RGB 0..255 input", raw=True),
+        )
+        plans.append(
+            TritonModelPlan(
+                config=config,
+                precision=f"raw-{dtype}",
+                source=bundle.file(model.file),
+                sha256=bundle.manifest.files[model.file],
+                file_name="model.onnx",
+                provenance={"bundle_file": model.file, "raw_input": dtype},
+            )
+        )
+    return plans
 
 
 def _engine_plans(
@@ -288,6 +348,10 @@ def plan_repository(
     engine_precisions = set(chosen) if precisions else set(PRECISIONS)
     engine_plans, notes = _engine_plans(bundle, name, engine_precisions, max_batch, queue_delay_us, tensors)
     plans += engine_plans
+    if not precisions or "fp32" in chosen:  # the raw models are fp32 graphs: they come with fp32
+        for plan in _raw_plans(bundle, name, max_batch, queue_delay_us, tensors):
+            _check_raw_io(bundle, plan)
+            plans.append(plan)
     for precision in chosen:
         if not any(p.precision == precision for p in plans):
             raise BundleError(

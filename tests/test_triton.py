@@ -296,3 +296,36 @@ def test_export_refuses_an_unwritable_repository_before_exporting(tiny_run, tmp_
     assert main(["export", str(tiny_run), "--out", str(bundle), "--triton", str(repo), "--overwrite"]) == 2
     assert f"has no {MARKER_FILE}, so ringfold did not write it" in one_line_error(capsys)
     assert not bundle.exists() and (repo / "pets" / "config.pbtxt").read_text() == 'name: "pets"\n'
+
+
+def test_raw_input_models_become_raw_triton_models(raw_bundle, tmp_path, model_config_pb2):
+    """A --raw-input bundle also gets <name>_raw (FP32) and <name>_raw_uint8 (UINT8) models, RGB 0..255 in."""
+    import onnxruntime as ort
+
+    from ringfold.runtime.images import load_image
+    from ringfold.runtime.raw_preprocess import raw_pixels_uint8
+
+    repo = tmp_path / "repo"
+    assert main(["triton", str(raw_bundle), "--out", str(repo), "--name", "m"]) == 0
+    bundle = load_bundle(raw_bundle)
+    assert {"m", "m_int8", "m_raw", "m_raw_uint8"} <= {p.name for p in repo.iterdir()}
+    h, w = bundle.manifest.input_size
+    ref = bundle.reference()
+    pixels = np.stack([raw_pixels_uint8(load_image(raw_bundle / name), bundle.preprocess) for name in ref.images])
+    for name, triton_type, feed in (
+        ("m_raw", "TYPE_FP32", pixels.astype(np.float32)),
+        ("m_raw_uint8", "TYPE_UINT8", pixels),
+    ):
+        cfg = parse(model_config_pb2, repo / name / "config.pbtxt")
+        (image,) = cfg.input
+        assert image.name == "image_raw" and image.data_type == getattr(model_config_pb2, triton_type)
+        assert list(image.dims) == [3, h, w] and cfg.output[0].label_filename == "labels.txt"
+        readme = (repo / name / "README.md").read_text()
+        assert "0..255" in readme and "normalised tensor, not raw pixels" not in readme
+        session = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        logits = session.run(["logits"], {"image_raw": feed})[0]
+        # end to end from the reference images: the client's resize, then the folded model
+        assert np.abs(logits - ref.logits).max() <= 1e-4, name
+    # asking only for int8 leaves the raw (fp32-graph) models out
+    assert main(["triton", str(raw_bundle), "--out", str(tmp_path / "r2"), "--precision", "int8"]) == 0
+    assert not any("raw" in p.name for p in (tmp_path / "r2").iterdir())
