@@ -16,4 +16,5 @@ PY
 "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
     tests/test_export.py tests/test_precision.py tests/test_fp16_convert.py tests/test_runtime.py \
     tests/test_bundle_trust.py tests/test_runtime_only.py tests/test_trt.py tests/test_compress.py \
-    tests/test_models.py tests/test_offline.py tests/test_triton.py
+    tests/test_models.py tests/test_offline.py tests/test_triton.py \
+    tests/test_raw_input.py tests/test_deepstream.py tests/test_open_vocab.py tests/test_tokenizer.py

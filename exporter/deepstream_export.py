@@ -9,6 +9,7 @@ and the manifest says so (``deepstream.calibration.validated: false``).
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,13 +43,16 @@ def activation_scales(raw_model: Path, inputs: np.ndarray) -> dict[str, float]:
             row = next(self.rows, None)
             return None if row is None else {"image_raw": row}
 
+    options = {}
+    if "providers" in inspect.signature(create_calibrator).parameters:  # ONNX Runtime < 1.18: CPU, no such argument
+        options["providers"] = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory() as scratch:
         calibrator = create_calibrator(
             raw_model,
             None,
             augmented_model_path=Path(scratch) / "augmented.onnx",
             calibrate_method=CalibrationMethod.MinMax,
-            providers=["CPUExecutionProvider"],
+            **options,
         )
         calibrator.collect_data(Reader())
         ranges = calibrator.compute_data()

@@ -82,7 +82,8 @@ def _conv_graph(pads=(0, 0, 0, 0), bias=True, extra_consumer=False, seed=0):
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])], outputs, inits
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8: what the exporter writes at opset 17, and loadable by every ONNX Runtime in the range (1.17 reads ≤ 9)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("bias", [True, False])
