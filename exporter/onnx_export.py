@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,39 +27,52 @@ def export_onnx(
     classifier: torch.nn.Module, image_size: tuple[int, int], path: Path, opset: int = DEFAULT_OPSET
 ) -> None:
     """Write ``classifier`` as ONNX with a dynamic batch axis, then run onnx's full checker."""
-
-    classifier = classifier.eval()
     dummy = torch.zeros(2, 3, *image_size)
-    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    export_module(classifier, dummy, INPUT_NAME, OUTPUT_NAMES, path, opset)
+
+
+def export_module(
+    module: torch.nn.Module,
+    dummy: torch.Tensor,
+    input_name: str,
+    output_names: Sequence[str],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    what: str = "graph",
+) -> None:
+    """Export ``module`` (one input; batch axis 0 dynamic everywhere) atomically, then run onnx's full checker.
+
+    The one place the TorchScript exporter is called, for the classifier and the text tower alike.
+    ``what`` names the graph in the one-line error when the checker refuses it.
+    """
+    import onnx
+
+    module = module.eval()
+    axes = {name: {0: "batch"} for name in (input_name, *output_names)}
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's inference fast path is a fused op with no ONNX symbolic
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        _export(classifier, dummy, axes, path, opset)
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (dummy,),
+                str(tmp),
+                input_names=[input_name],
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+            try:
+                onnx.checker.check_model(str(tmp), full_check=True)
+            except onnx.checker.ValidationError as exc:
+                reason = str(exc).splitlines()[0]
+                raise RingfoldError(f"{path}: exported {what} failed onnx.checker ({reason})") from None
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-
-
-def _export(classifier: torch.nn.Module, dummy: torch.Tensor, axes: dict, path: Path, opset: int) -> None:
-    import onnx
-
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            classifier,
-            (dummy,),
-            str(tmp),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except onnx.checker.ValidationError as exc:
-            raise RingfoldError(f"{path}: exported graph failed onnx.checker ({str(exc).splitlines()[0]})") from None
 
 
 #: Aliases the exporter inserts when it de-duplicates identical initializers (e.g. the all-zero

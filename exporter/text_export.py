@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
 from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
 from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
+
+from .onnx_export import export_module
 
 #: protobuf's 2 GiB message limit, less room for the graph
 MAX_TEXT_ONNX_BYTES = 2**31 - 64 * 2**20
@@ -120,34 +120,9 @@ def text_reference(model: nn.Module, tokenizer: Any, record: Any) -> TextCheck:
 
 def export_text_onnx(model: nn.Module, context_length: int, path: Path, opset: int) -> None:
     """Write the text tower (dynamic batch) and run onnx's full checker."""
-    import onnx
-
-    encoder = TextEncoder(model).eval()
     dummy = torch.zeros(2, context_length, dtype=torch.long)
     dummy[:, 0], dummy[:, 1] = VOCAB_SIZE - 2, VOCAB_SIZE - 1  # SOT, EOT
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                encoder,
-                (dummy,),
-                str(tmp),
-                input_names=[TEXT_INPUT],
-                output_names=[TEXT_OUTPUT],
-                dynamic_axes={TEXT_INPUT: {0: "batch"}, TEXT_OUTPUT: {0: "batch"}},
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-            try:
-                onnx.checker.check_model(str(tmp), full_check=True)
-            except onnx.checker.ValidationError as exc:
-                reason = str(exc).splitlines()[0]
-                raise RingfoldError(f"{path}: exported text graph failed onnx.checker ({reason})") from None
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    export_module(TextEncoder(model), dummy, TEXT_INPUT, (TEXT_OUTPUT,), path, opset, what="text graph")
 
 
 def write_text_tower(

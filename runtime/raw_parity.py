@@ -28,40 +28,32 @@ def raw_input_comparisons(bundle, tolerance: Tolerance, provider=None, threads=N
     labels = ref.labels if (ref.labels >= 0).any() else None
     resized = None
     out: list[Comparison] = []
+
+    def against_reference(title: str, got: dict, subject: str) -> Comparison:
+        """The fp32 gate on one raw run vs the stored unfolded PyTorch outputs."""
+        return compare(
+            title,
+            "fp32",
+            got["logits"],
+            got["embedding"],
+            ref.logits,
+            ref.embedding,
+            labels,
+            tolerance,
+            images=images,
+            subject=subject,
+        )
+
     for dtype in raw.models:
         model = open_raw_model(bundle, dtype, provider=provider, threads=threads)
         subject = f"raw input {dtype}"
         if dtype == "float32":
             got = model.run_batched(unnormalise(ref.pixel_values, bundle.preprocess))
-            out.append(
-                compare(
-                    "raw float32 model on reference tensors ×std+mean ×255 (float) vs PyTorch adapted",
-                    "fp32",
-                    got["logits"],
-                    got["embedding"],
-                    ref.logits,
-                    ref.embedding,
-                    labels,
-                    tolerance,
-                    images=images,
-                    subject=subject,
-                )
-            )
+            title = "raw float32 model on reference tensors ×std+mean ×255 (float) vs PyTorch adapted"
+            out.append(against_reference(title, got, subject))
         if resized is None:
             resized = [raw_pixels(load_image(bundle.path / name), bundle.preprocess) for name in images]
         got = model.run_batched(np.stack(resized))
-        out.append(
-            compare(
-                f"raw {dtype} model on client-resized 0..255 pixels vs PyTorch adapted (end to end)",
-                "fp32",
-                got["logits"],
-                got["embedding"],
-                ref.logits,
-                ref.embedding,
-                labels,
-                tolerance,
-                images=images,
-                subject=subject,
-            )
-        )
+        title = f"raw {dtype} model on client-resized 0..255 pixels vs PyTorch adapted (end to end)"
+        out.append(against_reference(title, got, subject))
     return out

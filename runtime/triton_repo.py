@@ -162,16 +162,12 @@ def _header(bundle: Bundle, what: str, raw: bool = False) -> list[str]:
     ]
 
 
-def _onnx_plan(
-    bundle: Bundle, name: str, precision: str, max_batch: int, queue_delay_us: int, tensors
-) -> TritonModelPlan:
-    variant = bundle.variants[precision]
-    suffix = "" if precision == "fp32" else "_" + precision.replace("-", "_")
-    # int8-dynamic quantises activations on the CPU at run time; neither TensorRT nor the CUDA EP runs it well
-    kind = "KIND_CPU" if precision == "int8-dynamic" else "KIND_AUTO"
-    inputs, outputs = tensors
-    config = TritonModelConfig(
-        name=f"{name}{suffix}",
+def _onnx_runtime_config(
+    name: str, max_batch: int, queue_delay_us: int, inputs, outputs, kind: str, level: int | None, comments
+) -> TritonModelConfig:
+    """An ``onnxruntime_onnx`` model's config (the normalised variants and the raw-pixel models alike)."""
+    return TritonModelConfig(
+        name=name,
         platform="onnxruntime_onnx",
         backend="onnxruntime",
         default_model_filename="model.onnx",
@@ -180,10 +176,28 @@ def _onnx_plan(
         inputs=inputs,
         outputs=outputs,
         instance_kind=kind,
-        ort_graph_level=ORT_GRAPH_LEVELS[variant.ort_optimization],
-        comments=_header(
-            bundle, f"{precision} ONNX ({variant.file}), ONNX Runtime optimisation {variant.ort_optimization}"
-        ),
+        ort_graph_level=level,
+        comments=comments,
+    )
+
+
+def _onnx_plan(
+    bundle: Bundle, name: str, precision: str, max_batch: int, queue_delay_us: int, tensors
+) -> TritonModelPlan:
+    variant = bundle.variants[precision]
+    suffix = "" if precision == "fp32" else "_" + precision.replace("-", "_")
+    # int8-dynamic quantises activations on the CPU at run time; neither TensorRT nor the CUDA EP runs it well
+    kind = "KIND_CPU" if precision == "int8-dynamic" else "KIND_AUTO"
+    inputs, outputs = tensors
+    config = _onnx_runtime_config(
+        f"{name}{suffix}",
+        max_batch,
+        queue_delay_us,
+        inputs,
+        outputs,
+        kind,
+        ORT_GRAPH_LEVELS[variant.ort_optimization],
+        _header(bundle, f"{precision} ONNX ({variant.file}), ONNX Runtime optimisation {variant.ort_optimization}"),
     )
     return TritonModelPlan(
         config=config,
@@ -210,18 +224,15 @@ def _raw_plans(bundle: Bundle, name: str, max_batch: int, queue_delay_us: int, t
         spec = model.input
         image = TritonTensor(spec.name, spec.dtype, tuple(int(d) for d in spec.shape[1:]))
         suffix = "_raw" if dtype == "float32" else f"_raw_{dtype}"
-        config = TritonModelConfig(
-            name=f"{name}{suffix}",
-            platform="onnxruntime_onnx",
-            backend="onnxruntime",
-            default_model_filename="model.onnx",
-            max_batch_size=max_batch,
-            queue_delay_us=queue_delay_us,
-            inputs=(image,),
-            outputs=outputs,
-            instance_kind="KIND_AUTO",
-            ort_graph_level=ORT_GRAPH_LEVELS["all"],
-            comments=_header(bundle, f"raw-pixel fp32 ONNX ({model.file}), {dtype} RGB 0..255 input", raw=True),
+        config = _onnx_runtime_config(
+            f"{name}{suffix}",
+            max_batch,
+            queue_delay_us,
+            (image,),
+            outputs,
+            "KIND_AUTO",
+            ORT_GRAPH_LEVELS["all"],
+            _header(bundle, f"raw-pixel fp32 ONNX ({model.file}), {dtype} RGB 0..255 input", raw=True),
         )
         plans.append(
             TritonModelPlan(

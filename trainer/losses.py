@@ -16,6 +16,7 @@ third of each extra pass with the default ``--layers last:8`` on 12 blocks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -66,11 +67,7 @@ def compute_loss(
     (the trainer caches them when the input is not augmented); computed here otherwise.
     """
     passes = 1 + (weights.coarse > 0) + (weights.consistency > 0 and frozen_image is None)
-    if passes == 1:
-        return _loss(
-            model, adapters, images, labels, class_emb_fn, weights, frozen_class_emb, text_adapted, frozen_image
-        )
-    with shared_prefixes(adapters.prefixes):
+    with shared_prefixes(adapters.prefixes) if passes > 1 else nullcontext():
         return _loss(
             model, adapters, images, labels, class_emb_fn, weights, frozen_class_emb, text_adapted, frozen_image
         )
