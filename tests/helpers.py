@@ -10,3 +10,13 @@ def one_line_error(capsys, *needles: str) -> str:
     for needle in needles:
         assert needle in err, err
     return err
+
+
+def randomise(module, std: float = 0.3, seed: int = 0) -> None:
+    """Overwrite every parameter of ``module`` with seeded N(0, std²) values (adapters start at zero)."""
+    import torch  # here, not at the top: runtime-only test runs import this module without torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)

@@ -18,15 +18,9 @@ from ringfold.trainer.run import load_adapted_model, write_synthetic_run
 from ringfold.trainer.text import class_embeddings, clip_logits
 
 from .conftest import TINY, train_tiny
+from .helpers import randomise
 
 CLASSES = ["cat", "dog", "car", "tree"]
-
-
-def _randomise(module, std=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def _logits(model, tokenizer, images):
@@ -37,7 +31,7 @@ def _logits(model, tokenizer, images):
 
 def test_contraction_equals_tensorly_tr_to_tensor():
     ring = TensorRing(dim=12, num_layers=5, ranks=(2, 3, 4), init_std=0.1)
-    _randomise(ring)
+    randomise(ring)
     reference = tl.tr_to_tensor([ring.g_in.detach().numpy(), ring.g_lay.detach().numpy(), ring.g_out.detach().numpy()])
     ours = ring.dense().detach().numpy()
     assert ours.shape == (12, 5, 12)
@@ -78,15 +72,15 @@ def test_identity_at_init_and_gradients_reach_every_core_after_one_step():
 def test_coarse_mode_uses_only_the_coarse_ring():
     loaded = load_clip(TINY, random_init=True)
     aset = inject(loaded.model, AdaRingConfig(layers="all"))
-    _randomise(aset)
+    randomise(aset)
     images = torch.randn(2, 3, 64, 64)
     aset.set_mode("coarse")
     coarse = _logits(loaded.model, loaded.tokenizer, images)
     for adapter in aset.adapters.values():
-        _randomise(adapter.fine, seed=9)
+        randomise(adapter.fine, seed=9)
     assert torch.equal(coarse, _logits(loaded.model, loaded.tokenizer, images))
     for adapter in aset.adapters.values():
-        _randomise(adapter.coarse, seed=9)
+        randomise(adapter.coarse, seed=9)
     assert not torch.allclose(coarse, _logits(loaded.model, loaded.tokenizer, images))
     aset.set_mode("full")
     assert not torch.allclose(coarse, _logits(loaded.model, loaded.tokenizer, images))
@@ -96,7 +90,7 @@ def test_coarse_mode_uses_only_the_coarse_ring():
 def test_static_fold_is_exact(sites):
     loaded = load_clip(TINY, random_init=True, seed=4)
     aset = inject(loaded.model, AdaRingConfig(layers="all", sites=sites))
-    _randomise(aset)
+    randomise(aset)
     images = torch.randn(3, 3, 64, 64)
     before = _logits(loaded.model, loaded.tokenizer, images)
     report = fold_adapters(loaded.model)

@@ -15,15 +15,9 @@ from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings
 
 from .conftest import TINY
+from .helpers import randomise
 
 CLASSES = ["cat", "dog", "car", "tree"]
-
-
-def _randomise(module, std=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -61,7 +55,7 @@ def _old_delta(self, y, layer):
 def _adapters(combinator="static"):
     loaded = load_clip(TINY, random_init=True, seed=1)
     aset = inject(loaded.model, AdaRingConfig(layers="all", combinator=combinator))
-    _randomise(aset)
+    randomise(aset)
     return loaded, aset
 
 

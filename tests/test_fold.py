@@ -8,14 +8,9 @@ from ringfold.trainer.adapters.arc import ArcConfig
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings, clip_logits
 
+from .helpers import randomise
+
 TINY = "ringfold-tiny-vit"
-
-
-def _randomise(aset, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in aset.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 def _outputs(model, tokenizer, images):
@@ -28,7 +23,7 @@ def _outputs(model, tokenizer, images):
 def test_fold_is_exact_for_random_arc_weights(sites):
     loaded = load_clip(TINY, random_init=True, seed=1)
     aset = inject(loaded.model, ArcConfig(rank=8, layers="all", sites=sites, scale=0.7))
-    _randomise(aset)
+    randomise(aset, std=0.2)
     images = torch.randn(4, 3, 64, 64)
     before, emb_before = _outputs(loaded.model, loaded.tokenizer, images)
     base = load_clip(TINY, random_init=True, seed=1)

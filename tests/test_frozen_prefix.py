@@ -13,6 +13,7 @@ from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings
 
 from .conftest import TINY
+from .helpers import randomise
 
 CLASSES = ["cat", "dog", "car", "tree"]
 
@@ -21,10 +22,7 @@ def _setup(layers="last:1", seed=3):
     loaded = load_clip(TINY, random_init=True, seed=1)
     model = loaded.model
     aset = inject(model, AdaRingConfig(layers=layers, coarse_loss_weight=0.7, consistency_loss_weight=0.4))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in aset.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    randomise(aset, std=0.2, seed=seed)
     with torch.no_grad():
         aset.set_enabled(False)
         frozen = class_embeddings(model, loaded.tokenizer, CLASSES, ["a photo of a {}."], "cpu")
