@@ -24,6 +24,8 @@ METHODS = {
     "none": None,
     "arc": {"method": "arc", "rank": 50, "layers": "last:8"},
     "adaring": {"method": "adaring", "layers": "last:8"},
+    # the full and coarse-only passes one after the other, as before the paired pass (for comparison)
+    "adaring (sequential passes)": {"method": "adaring", "layers": "last:8", "paired": False},
     # --no-augment: the frozen features come from the trainer's per-sample cache after the first epoch
     "adaring (cached frozen)": {"method": "adaring", "layers": "last:8", "frozen_cached": True},
     "adaring (CE only)": {
@@ -52,8 +54,8 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
     labels = torch.arange(batch, device=device) % 10
     classes = [f"class {i}" for i in range(10)]
 
-    def class_emb():
-        return class_embeddings(model, loaded.tokenizer, classes, ["a photo of a {}."], device)
+    def class_emb(copies: int = 1):
+        return class_embeddings(model, loaded.tokenizer, classes, ["a photo of a {}."], device, copies=copies)
 
     def sync():  # CUDA runs asynchronously: without this the clock reads launch times, not run times
         if torch.device(device).type == "cuda":
@@ -70,7 +72,7 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
 
         params = 0
     else:
-        options = {k: v for k, v in adapter.items() if k not in ("method", "frozen_cached")}
+        options = {k: v for k, v in adapter.items() if k not in ("method", "frozen_cached", "paired")}
         cfg = get(adapter["method"]).config_cls(**options)
         aset = inject(model, cfg)
         aset.to(device)
@@ -97,7 +99,15 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
 
         def step():
             out = compute_loss(
-                model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen, frozen_image=frozen_image
+                model,
+                aset,
+                images,
+                labels,
+                class_emb,
+                weights,
+                frozen_class_emb=frozen,
+                frozen_image=frozen_image,
+                paired=adapter.get("paired", True),
             )
             opt.zero_grad()
             out.total.backward()

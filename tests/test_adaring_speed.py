@@ -96,19 +96,20 @@ def test_fast_delta_equals_the_pre_change_forward(combinator, mode, monkeypatch)
             assert _rel(got.detach(), want.detach()) <= 1e-6, (mode, layer)
 
 
-def _step(loaded, aset, images, labels):
+def _step(loaded, aset, images, labels, paired=True):
     """One full-objective step (CE + coarse CE + consistency): the loss and every core's gradient."""
     model, tokenizer = loaded.model, loaded.tokenizer
 
-    def class_emb():
-        return class_embeddings(model, tokenizer, CLASSES, ["a photo of a {}."])
+    def class_emb(copies=1):
+        return class_embeddings(model, tokenizer, CLASSES, ["a photo of a {}."], copies=copies)
 
     with torch.no_grad():
         aset.set_enabled(False)
         frozen = class_emb()
         aset.set_enabled(True)
     aset.zero_grad(set_to_none=True)
-    out = compute_loss(model, aset, images, labels, class_emb, LossWeights(0.5, 1.0), frozen_class_emb=frozen)
+    weights = LossWeights(0.5, 1.0)
+    out = compute_loss(model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen, paired=paired)
     out.total.backward()
     return out.total.detach(), {n: p.grad.detach().clone() for n, p in aset.named_parameters()}
 
@@ -124,13 +125,15 @@ def test_full_training_step_equals_the_pre_change_forward(combinator, monkeypatc
         m.setattr(AdaRingAdapter, "delta", _old_delta)
         for adapter in aset.adapters.values():
             adapter._factors = None
-        old_loss, old_grads = _step(loaded, aset, images, labels)
+        # the pre-change forward knew no paired mode: its passes ran one after the other
+        old_loss, old_grads = _step(loaded, aset, images, labels, paired=False)
     assert _rel(loss, old_loss) <= 1e-6
     assert grads.keys() == old_grads.keys()
     for name, g in grads.items():
         assert g.abs().sum() > 0, name
-        # fp32 backward through the whole tower in another summation order: a few ulps of the largest entry
-        assert _rel(g, old_grads[name]) <= 1e-5, name
+        # fp32 backward through the whole tower in another summation order (and, paired, matmuls of twice the
+        # rows): a few ulps of the largest entry
+        assert _rel(g, old_grads[name]) <= 3e-5, name
 
 
 def test_inference_mode_pass_contracts_lazily_and_stays_exact():

@@ -15,7 +15,9 @@ go stale: a replay is used only when the later pass's input to block 0 is
 bit-identical to the recorded one (``torch.equal`` on one activation, cheap
 next to a block), and only when nothing in the prefix needs a gradient or
 draws random numbers (dropout / drop-path active in training mode), since then
-the passes would differ. The blocks are put back when the step's context
+the passes would differ. A batch that is the same inputs stacked twice
+(AdaRing's paired full + coarse pass) runs the prefix on one copy and
+repeats its output. The blocks are put back when the step's context
 exits, even on error, so export, evaluation and checkpoints see the model
 unchanged.
 """
@@ -54,6 +56,7 @@ class PrefixReplay(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self._recorded: tuple[torch.Tensor, torch.Tensor] | None = None
         self.replays = 0  # for tests and benchmarks: how many passes reused the prefix
+        self.halved = 0  # ... and how many ran it on one copy of a batch stacked twice
 
     def __getattr__(self, name: str) -> Any:
         """Anything else asked of block 0 (open_clip reads ``resblocks[0].get_weight_dtype()``) is block 0's."""
@@ -72,6 +75,16 @@ class PrefixReplay(nn.Module):
             attn_mask = args[-1]
         if x.requires_grad:  # something upstream is trainable: the prefix is not constant, run it
             return self._run(x, attn_mask)
+        half = x.shape[0] // 2
+        per_sample_mask = attn_mask is not None and attn_mask.dim() > 2
+        if half and x.shape[0] % 2 == 0 and not per_sample_mask and torch.equal(x[:half], x[half:]):
+            # a batch stacked twice (AdaRing's paired full + coarse pass): the prefix is per sample, run one copy
+            self.halved += 1
+            out = self._replay_or_run(x[:half], attn_mask)
+            return torch.cat((out, out))
+        return self._replay_or_run(x, attn_mask)
+
+    def _replay_or_run(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         if self._recorded is not None:
             seen, out = self._recorded
             if seen.shape == x.shape and seen.dtype == x.dtype and torch.equal(seen, x):

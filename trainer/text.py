@@ -19,13 +19,21 @@ def class_embeddings(
     classnames: Sequence[str],
     templates: Sequence[str],
     device: str | torch.device = "cpu",
+    copies: int = 1,
 ) -> torch.Tensor:
-    """(num_classes, embed_dim), unit rows."""
+    """(num_classes, embed_dim), unit rows; (copies, num_classes, embed_dim) when ``copies`` > 1.
+
+    ``copies`` > 1 encodes the prompts that many times in one batch, stacked (AdaRing's paired pass
+    gives each copy its own adapter mode); the copies differ only through what the adapters do to them.
+    """
     texts = [template.format(name) for name in classnames for template in templates]
     tokens = tokenizer(texts).to(device)
+    if copies > 1:
+        tokens = tokens.repeat(copies, 1)
     emb = model.encode_text(tokens, normalize=True)
-    emb = emb.reshape(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(emb, dim=-1)
+    emb = emb.reshape(copies, len(classnames), len(templates), -1).mean(dim=2)
+    emb = F.normalize(emb, dim=-1)
+    return emb if copies > 1 else emb[0]
 
 
 def clip_logits(model: torch.nn.Module, images: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:

@@ -131,8 +131,10 @@ class Trainer:
     def text_adapted(self) -> bool:
         return "text" in self.adapter_cfg.towers
 
-    def _class_emb(self) -> torch.Tensor:
-        return class_embeddings(self.model, self.loaded.tokenizer, self.classnames, self.templates, self.device)
+    def _class_emb(self, copies: int = 1) -> torch.Tensor:
+        return class_embeddings(
+            self.model, self.loaded.tokenizer, self.classnames, self.templates, self.device, copies=copies
+        )
 
     def _autocast(self):
         if self.amp is None:

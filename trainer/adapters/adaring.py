@@ -32,6 +32,11 @@ factor ``V = G_out`` reshaped to (R0·R2) × d. With the static combinator the
 two rings are stacked into one factor pair per layer, ``[U_l^fine | U_l^coarse]``
 and ``[α_l·V^fine ; β_l·V^coarse]``, so each adapted layer costs two plain
 matmuls (plus the bias, fused into the second) for both rings together.
+
+Mode "paired" serves the generalization-aware objective (DESIGN §4.3): the
+caller stacks the batch twice, rows ``[:n]`` get the full adapter and rows
+``[n:]`` the coarse ring alone, so the frozen weights run one 2n-row pass
+instead of two n-row passes (same arithmetic, half the kernel launches).
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ from ..config import AdaRingConfig
 from .base import SiteAdapter
 from .registry import Method, register
 
-MODES = ("full", "coarse", "fine")
+#: "paired": the batch is two copies of the same inputs; the first half sees every adapter ("full"), the
+#: second the coarse ring alone ("coarse"): the generalization-aware objective's two graded passes as one
+MODES = ("full", "coarse", "fine", "paired")
 
 
 class TensorRing(nn.Module):
@@ -164,7 +171,17 @@ class AdaRingAdapter(SiteAdapter):
             fine_out = y @ self._dense[0][layer].to(y.dtype)
             coarse_out = y @ self._dense[1][layer].to(y.dtype)
             return alpha * fine_out + beta * coarse_out + (bias.to(y.dtype) if bias is not None else 0.0)
-        key = "gated" if self.mode == "full" and self.gated else self.mode
+        if self.mode != "paired":
+            return self._delta(y, layer, self.mode, bias)
+        rows = y.shape[0]  # batch-first (open_clip >= 3): dim 0 is the batch
+        if rows % 2:
+            raise RingfoldError(f"AdaRing paired mode needs a batch stacked twice, got {rows} rows")
+        half = rows // 2
+        return torch.cat((self._delta(y[:half], layer, "full", bias), self._delta(y[half:], layer, "coarse", bias)))
+
+    def _delta(self, y: torch.Tensor, layer: int, mode: str, bias: torch.Tensor | None) -> torch.Tensor:
+        """The training forward of one mode ("full", "coarse" or "fine") from the contracted factors."""
+        key = "gated" if mode == "full" and self.gated else mode
         needs = ("fine", "coarse") if key == "gated" else (key,)
         if self._factors is None or any(k not in self._factors for k in needs):
             self._contract()
