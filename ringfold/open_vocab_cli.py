@@ -28,18 +28,17 @@ def open_vocabulary(bundle, model, args: argparse.Namespace):
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.class_list import parse_classes, parse_templates
     from ringfold.runtime.relabel import ENGINE_NOTE, relabel_bundle
 
     classes = parse_classes(args.classes)
-    info = load_bundle(args.bundle, verify=False).manifest.text  # relabel verifies every hash itself
-    templates = parse_templates(args.templates, info.templates if info else ())
+    # None (no --templates, or 'bundle'): relabel_bundle takes the bundle's own from the manifest it verifies
+    templates = parse_templates(args.templates, ()) or None
     result = relabel_bundle(
         args.bundle,
         args.out,
         classes,
-        templates or None,
+        templates,
         overwrite=args.overwrite,
         provider=_text_provider(args.provider),
         threads=args.threads,

@@ -143,12 +143,13 @@ def relabel_bundle(
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle.file(rel), target)
 
+        reference_logits = _reference_logits(ref.embedding, weight)
         writer = BundleWriter(tmp)
         writer.write_labels(classes)
         writer.write_reference(
             {
                 "pixel_values": ref.pixel_values,
-                "logits": _reference_logits(ref.embedding, weight),
+                "logits": reference_logits,
                 "embedding": ref.embedding,
                 "logits_folded": _reference_logits(ref.embedding_folded, weight),
                 "embedding_folded": ref.embedding_folded,
@@ -157,7 +158,7 @@ def relabel_bundle(
             }
         )
         checks = {
-            name: _check_variant(tmp / entry["file"], entry, ref.pixel_values, weight, ref.embedding)
+            name: _check_variant(tmp / entry["file"], entry, ref.pixel_values, reference_logits)
             for name, entry in variants.items()
         }
         max_abs = checks["fp32"]
@@ -170,12 +171,11 @@ def relabel_bundle(
     return RelabelResult(out, len(classes), len(templates), list(variants), dropped, max_abs, time.perf_counter() - t0)
 
 
-def _check_variant(path: Path, entry: dict, pixels: np.ndarray, weight: np.ndarray, embedding: np.ndarray) -> float:
-    """ONNX Runtime's logits of a rewritten model vs the numpy reference; refuses a broken rewrite."""
+def _check_variant(path: Path, entry: dict, pixels: np.ndarray, want: np.ndarray) -> float:
+    """ONNX Runtime's logits of a rewritten model vs the numpy reference ``want``; refuses a broken rewrite."""
     from .onnx_backend import OnnxModel
 
     got = OnnxModel(path, provider="cpu", optimization=entry.get("ort_optimization", "all")).run(pixels)[LOGITS]
-    want = _reference_logits(embedding, weight)
     if got.shape != want.shape:
         raise RingfoldError(f"internal: relabelled model gives logits {got.shape}, expected {want.shape}")
     return float(np.abs(got - want).max())

@@ -303,6 +303,8 @@ def test_relabel_and_classify_need_no_torch_or_onnx(tiny_bundle, demo_data, tmp_
     assert main(["relabel", str(tiny_bundle), "--classes", ",".join(NEW_CLASSES), "--out", str(out)]) == 0
     assert main(["classify", str(tiny_bundle), str(demo_data / "test"), "--classes", "cat,dog", "--top-k", "1"]) == 0
     assert load_bundle(out).labels == NEW_CLASSES
+    # no --templates: the bundle's own, read from the manifest relabel verifies
+    assert load_bundle(out).manifest.text.templates == load_bundle(tiny_bundle).manifest.text.templates
 
 
 @pytest.mark.slow
