@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import emit, machine  # noqa: E402
+from common import emit, machine, time_call  # noqa: E402
 
 TEXT_BATCHES = (1, 16, 64)
 
@@ -56,13 +56,8 @@ def device_step(bundle: Path, n_classes: int, n_templates: int, runs: int, threa
     per_prompt = {}
     for batch in TEXT_BATCHES:
         x = np.repeat(ids, -(-batch // len(ids)), axis=0)[:batch]
-        tower.model.embed(x, batch)  # warm-up
-        samples = []
-        for _ in range(max(3, 64 // batch)):
-            t0 = time.perf_counter()
-            tower.model.embed(x, batch)
-            samples.append((time.perf_counter() - t0) * 1000 / batch)
-        per_prompt[str(batch)] = float(np.median(samples))
+        timing = time_call(lambda x=x, batch=batch: tower.model.embed(x, batch), warmup=1, runs=max(3, 64 // batch))
+        per_prompt[str(batch)] = float(timing["p50_ms"]) / batch
     heavy = sorted(m for m in ("torch", "open_clip", "onnx") if m in sys.modules)
     assert not heavy, f"the relabel step imported {heavy}"
     out_json.write_text(
