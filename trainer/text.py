@@ -3,6 +3,12 @@
 Same recipe as open_clip's ``build_zero_shot_classifier`` (templates ×
 classes, normalise, average, renormalise) but differentiable, because text
 adapters are trained through it; tests check it against open_clip's.
+
+The text tower runs only as far as the longest prompt's EOT token, not over
+the whole 77-token context: CLIP's text attention is causal and reads out the
+EOT position, so the padding after it cannot change the embedding. Class
+prompts are short (about 10 tokens), so this cuts the text tower's work per
+training step by roughly 7×, for every method.
 """
 
 from __future__ import annotations
@@ -11,6 +17,45 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+def prompt_length(model: torch.nn.Module, tokens: torch.Tensor) -> int | None:
+    """How many leading tokens decide every prompt's embedding, or None when the whole context must run.
+
+    Only for open_clip's own CLIP text tower read out at the EOT token (``text_pool_type == "argmax"``)
+    with a causal mask: there, no position up to the longest prompt's EOT attends to anything after it.
+    Any other tower (HF text encoders, other poolings, no mask) runs over the full context.
+    """
+    if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "token_embedding"):
+        return None
+    mask = getattr(model, "attn_mask", None)
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or tokens.dim() != 2 or tokens.shape[0] == 0:
+        return None
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    if length >= tokens.shape[1] or not bool(torch.isneginf(mask[:length, length:]).all()):
+        return None
+    return length
+
+
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Unit text embeddings, equal to ``model.encode_text(tokens, normalize=True)`` (tests hold it to 1e-6).
+
+    The steps are open_clip's ``CLIP.encode_text`` on the first :func:`prompt_length` tokens, with the
+    positional embedding and causal mask cut to that length.
+    """
+    length = prompt_length(model, tokens)
+    if length is None:
+        return model.encode_text(tokens, normalize=True)
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # the EOT token's features
+    if isinstance(model.text_projection, torch.nn.Linear):
+        x = model.text_projection(x)
+    elif model.text_projection is not None:
+        x = x @ model.text_projection
+    return F.normalize(x, dim=-1)
 
 
 def class_embeddings(
@@ -30,7 +75,7 @@ def class_embeddings(
     tokens = tokenizer(texts).to(device)
     if copies > 1:
         tokens = tokens.repeat(copies, 1)
-    emb = model.encode_text(tokens, normalize=True)
+    emb = encode_text(model, tokens)
     emb = emb.reshape(copies, len(classnames), len(templates), -1).mean(dim=2)
     emb = F.normalize(emb, dim=-1)
     return emb if copies > 1 else emb[0]
