@@ -184,6 +184,13 @@ class AdaRingConfig(AdapterConfig):
     consistency_loss_weight: float = setting(
         1.0, kind=T.non_negative_float, help="λ_g: 1 − cos(adapted, frozen) features"
     )
+    aux_every: int = setting(
+        1,
+        "--aux-every",
+        T.positive_int,
+        help="compute the coarse-only and consistency terms every K-th step, weighted K·λ "
+        "(1: every step, the exact objective; K > 1 is faster and only matches it on average)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

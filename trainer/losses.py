@@ -35,15 +35,33 @@ from .frozen_prefix import shared_prefixes
 
 @dataclass
 class LossWeights:
+    """λ_c and λ_g, and how often the two auxiliary terms are computed (``aux_every``, K)."""
+
     coarse: float = 0.0
     consistency: float = 0.0
+    aux_every: int = 1
 
     @classmethod
     def from_config(cls, config) -> LossWeights:
         return cls(
             coarse=float(getattr(config, "coarse_loss_weight", 0.0)),
             consistency=float(getattr(config, "consistency_loss_weight", 0.0)),
+            aux_every=int(getattr(config, "aux_every", 1)),
         )
+
+    def at_step(self, step: int) -> LossWeights:
+        """The weights step ``step`` trains with.
+
+        With K = ``aux_every`` > 1 the auxiliary terms run on every K-th step only (0, K, 2K, …), weighted
+        K·λ there and 0 elsewhere: over K steps their gradient adds up to what K exact steps would give
+        with the adapters held still, so the objective is kept on average while K−1 of K steps skip the
+        coarse-only and the frozen pass. K = 1 is the exact objective, every step.
+        """
+        k = self.aux_every
+        if k <= 1:
+            return self
+        factor = float(k) if step % k == 0 else 0.0
+        return LossWeights(coarse=self.coarse * factor, consistency=self.consistency * factor)
 
 
 @dataclass

@@ -153,7 +153,7 @@ class Trainer:
         return correct / len(self.eval_samples)
 
     # -- loop -------------------------------------------------------------------------------------
-    def _train_step_module(self, weights: LossWeights, frozen_text_emb):
+    def _train_step_module(self, frozen_text_emb):
         """The per-step computation as one module, so DDP can wrap it (only adapters require grad)."""
         trainer = self
 
@@ -162,7 +162,7 @@ class Trainer:
                 super().__init__()
                 self.adapters = trainer.adapters
 
-            def forward(self, images, labels, loss_scale: float, frozen_image=None):
+            def forward(self, images, labels, loss_scale: float, weights: LossWeights, frozen_image=None):
                 out = compute_loss(
                     trainer.model,
                     trainer.adapters,
@@ -200,6 +200,7 @@ class Trainer:
         t0 = time.time()
         if resume:
             state = load_checkpoint(self.out, self.adapters, optimizer, scheduler)
+            _count_terms_per_sample(state.sums)
             if main:
                 log_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
         else:
@@ -217,7 +218,7 @@ class Trainer:
             weights = LossWeights.from_config(self.adapter_cfg)
             need_frozen = not self.text_adapted or weights.consistency > 0
             frozen_text_emb = self._class_emb_frozen() if need_frozen else None
-            step_module = self._train_step_module(weights, frozen_text_emb)
+            step_module = self._train_step_module(frozen_text_emb)
             # without augmentation a sample's frozen features never change: pay their forward pass once
             frozen_cache = FrozenFeatureCache() if weights.consistency > 0 and not cfg.augment else None
             dataset = data_mod.ImageDataset(self.train_samples, self.train_transform)
@@ -234,9 +235,14 @@ class Trainer:
                     images, labels = images.to(self.device), labels.to(self.device)
                     global_size = len(batches[first + offset])
                     share = len(labels) * self.dist.world_size / global_size
+                    step_weights = weights.at_step(state.step)  # --aux-every K: auxiliary terms every K-th step
                     with self._autocast():
-                        frozen_image = self._frozen_features(frozen_cache, local[offset], images)
-                        loss, out = step_module(images, labels, share, frozen_image)
+                        frozen_image = (
+                            self._frozen_features(frozen_cache, local[offset], images)
+                            if step_weights.consistency > 0
+                            else None
+                        )
+                        loss, out = step_module(images, labels, share, step_weights, frozen_image)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -247,6 +253,7 @@ class Trainer:
                     sums = state.sums
                     for key, value in out.terms.items():
                         sums[key] = sums.get(key, 0.0) + value * len(labels)
+                        sums[f"seen:{key}"] = sums.get(f"seen:{key}", 0.0) + len(labels)
                     sums["correct"] = sums.get("correct", 0.0) + int((out.logits.argmax(-1) == labels).sum())
                     sums["seen"] = sums.get("seen", 0.0) + len(labels)
                     if cfg.progress and main:
@@ -268,7 +275,7 @@ class Trainer:
                     "epoch": epoch,
                     "step": state.step,
                     "loss": totals.get("total", 0.0) / seen,
-                    **{f"loss_{k}": v / seen for k, v in totals.items() if k not in ("total", "correct", "seen")},
+                    **{f"loss_{k}": v / max(1.0, totals[f"seen:{k}"]) for k, v in totals.items() if _is_term(k)},
                     "train_acc": totals.get("correct", 0.0) / seen,
                     "eval_acc": acc,
                     "lr": scheduler.get_last_lr()[0],
@@ -374,3 +381,18 @@ def resume(run_dir: str | Path) -> RunRecord:
         return trainer.fit(resume=True)
     finally:
         shutdown(trainer.dist)
+
+
+def _is_term(key: str) -> bool:
+    """A loss term in an epoch's running sums (not a count and not the accuracy)."""
+    return key not in ("total", "correct", "seen") and not key.startswith("seen:")
+
+
+def _count_terms_per_sample(sums: dict[str, float]) -> None:
+    """Give every term of a checkpoint's running sums its own sample count ("seen:<term>").
+
+    Terms are averaged over the samples of the steps that computed them (``--aux-every`` skips the
+    auxiliary ones on most steps); checkpoints from before that counted every term on every sample.
+    """
+    for key in [k for k in sums if _is_term(k) and f"seen:{k}" not in sums]:
+        sums[f"seen:{key}"] = sums.get("seen", 0.0)
