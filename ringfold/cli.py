@@ -285,7 +285,8 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     import shlex
 
     from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_build import BuildOptions, build_engine, register_engine
+    from ringfold.runtime.trt_build import build_engine, register_engine
+    from ringfold.runtime.trt_plan import BuildOptions
 
     from .commands import trtexec_plan
 

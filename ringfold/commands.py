@@ -276,8 +276,8 @@ def trtexec_plan(
     """The trtexec command that builds what ``build_engine(bundle, options)`` builds (``bundle``: a loaded
     Bundle), for ``trt_version`` (default: ``installed_version``, else 10.3) and ``gpu`` (name, compute
     capability; default: this machine's, if any)."""
-    from ringfold.runtime.trt_build import DEFAULT_TRT_VERSION, trtexec_recipe
     from ringfold.runtime.trt_engine import detect_gpu
+    from ringfold.runtime.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
 
     version = trt_version or installed_version or DEFAULT_TRT_VERSION
     recipe = trtexec_recipe(bundle, options, version, gpu if gpu else detect_gpu())

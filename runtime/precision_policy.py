@@ -1,8 +1,9 @@
 """What a ViT keeps in fp32 when the rest of it runs in half precision — defined once, read by three.
 
 - the exporter's fp16 rewrite (:mod:`ringfold.exporter.precision`) leaves these nodes in float32;
-- ``ringfold build-engine --fp32-layers`` (:mod:`ringfold.runtime.trt_build`) pins their TensorRT
-  layers to fp32, and ``--print-trtexec`` names them in ``--layerPrecisions``;
+- ``ringfold build-engine --fp32-layers`` (planned in :mod:`ringfold.runtime.trt_plan`, built in
+  :mod:`ringfold.runtime.trt_build`) pins their TensorRT layers to fp32, and ``--print-trtexec``
+  (:mod:`ringfold.runtime.trtexec`) names them in ``--layerPrecisions``;
 - ``ringfold check`` (:mod:`ringfold.runtime.trt_lint`) counts them in an fp16 variant and says
   how to keep them fp32 in the engine.
 

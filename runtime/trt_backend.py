@@ -141,7 +141,7 @@ class TensorRTModel(Backend):
 def open_trt_model(bundle, precision: str):
     """The cached engine for ``precision`` that matches this TensorRT and GPU, loaded."""
     from .bundle import check_model_io
-    from .trt_build import engine_sources
+    from .trt_plan import engine_sources
 
     kinds = engine_sources(bundle, precision)
     require_trt_stack()

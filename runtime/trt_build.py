@@ -1,34 +1,16 @@
 """``ringfold build-engine``: a TensorRT engine from the bundle's ONNX, built on the target device.
 
-Two steps, so that what is built can be read before anything is built:
+The second step after :func:`~.trt_plan.plan_build`: :func:`polygraphy_loaders` turns a plan into
+Polygraphy loaders (``NetworkFromOnnxPath`` → ``PostprocessNetwork`` for the fp32 pins →
+``CreateConfig`` → ``EngineBytesFromNetwork``), and :func:`build_engine` runs them. Polygraphy,
+NVIDIA's maintained layer over the TensorRT Python API, keeps up with the API changes between 8.6
+(JetPack 6.0) and 10.x (JetPack 6.1/6.2, desktop); constructing its loaders does not import
+TensorRT, so the configuration is tested on machines without it.
 
-1. :func:`plan_build` turns the command's options and the bundle into a
-   :class:`BuildPlan` — plain values: which ONNX, FP16/INT8 flags, the one
-   optimisation profile of the batch axis, workspace bytes, timing cache,
-   the layers pinned to fp32, the calibration cache. Every refusal (bad
-   batch, ``--strongly-typed`` on 8.6, ``--calibrator`` on 10.x, no int8
-   model) happens here, without TensorRT.
-2. :func:`polygraphy_loaders` turns a plan into Polygraphy loaders
-   (``NetworkFromOnnxPath`` → ``PostprocessNetwork`` for the fp32 pins →
-   ``CreateConfig`` → ``EngineBytesFromNetwork``). Polygraphy, NVIDIA's
-   maintained layer over the TensorRT Python API, keeps up with the API
-   changes between 8.6 (JetPack 6.0) and 10.x (JetPack 6.1/6.2, desktop);
-   constructing its loaders does not import TensorRT, so the configuration
-   is tested on machines without it.
-
-ringfold keeps what is its own: the engine key and file name, the refusal
-of foreign engines before deserializing (trt_engine), the sidecar and
-``engines/index.json``, whole-or-nothing writes of the engine, the timing
-cache and the calibration cache.
-
-INT8 comes from the bundle's QDQ ONNX (explicit quantization, any version);
-the legacy entropy calibrator (implicit quantization) is offered for 8.6
-only, where it is not deprecated. Strongly typed networks (10.x,
-``--strongly-typed``) take every precision from the ONNX types, so an fp16
-engine is then built from the bundle's fp16 graph, not with the FP16 flag.
-
-The same plan prints as a trtexec command (:func:`trtexec_argv`), and an
-engine trtexec built is taken into the bundle by :func:`register_engine`.
+ringfold keeps what is its own: the engine key and file name, the refusal of foreign engines
+before deserializing (trt_engine), the sidecar and ``engines/index.json``, whole-or-nothing writes
+of the engine, the timing cache and the calibration cache. An engine trtexec built from the same
+plan (:mod:`.trtexec`) is taken into the bundle by :func:`register_engine`.
 """
 
 from __future__ import annotations
@@ -38,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,228 +29,15 @@ import numpy as np
 from ringfold.atomic import atomic_path, write_bytes
 from ringfold.errors import RingfoldError
 
-from .precision_policy import FP32_OPS, FP32_TRT_LAYER_TYPES
 from .trt_engine import (
-    CALIBRATION_CACHE,
-    MIN_TRT,
-    EngineKey,
     LiveTrtEnvironment,
     current_key,
     engine_dir,
-    fp32_layer_names,
-    parse_version,
     record_engine,
     require_trt_stack,
     run_polygraphy,
 )
-
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass
-class BuildOptions:
-    precision: str = "fp16"
-    batch: tuple[int, int, int] = (1, 8, 16)
-    workspace_mib: int = 1024
-    timing_cache: Path | None = None
-    fp32_layers: bool = False
-    strongly_typed: bool = False
-    calibrator: str | None = None  # "entropy": implicit INT8 calibration (TensorRT 8.6 only)
-    calib: str | None = None
-    calib_cache: Path | None = None
-
-
-# ------------------------------------------------------------------------------------------------ plan
-@dataclass(frozen=True)
-class Fp32Layers:
-    """The layers ``--fp32-layers`` keeps in fp32 (compute precision and output type).
-
-    What is kept is :mod:`~ringfold.runtime.precision_policy`'s, the same the fp16 export keeps.
-    A layer is pinned when its TensorRT type is one of ``layer_types``, when its name contains
-    one of the ONNX ``op_types`` (exporters name nodes ``…/LayerNormalization``), or when it
-    carries the name of one of the ONNX nodes in ``names`` (the parser names layers after their
-    node). ``names`` is None when the ``onnx`` package is not installed to list them.
-    """
-
-    layer_types: tuple[str, ...] = FP32_TRT_LAYER_TYPES
-    op_types: tuple[str, ...] = FP32_OPS
-    names: tuple[str, ...] | None = ()
-
-
-@dataclass(frozen=True)
-class CalibrationPlan:
-    """Implicit INT8 calibration (TensorRT 8.6): batches of ``batch`` images, the cache read and rewritten."""
-
-    images: tuple[Path, ...]
-    batch: int
-    cache: Path
-    input_name: str
-    preprocess: Any = field(repr=False)  # the bundle's PreprocessConfig: the runtime's own preprocessing
-
-
-@dataclass(frozen=True)
-class BuildPlan:
-    """Everything a TensorRT build is given, as plain values (see the module docstring)."""
-
-    onnx: Path
-    precision: str  # the engine's precision, as its key records it
-    trt_version: str  # the TensorRT the plan is for
-    #: one optimisation profile: (input name, min shape, opt shape, max shape) per input
-    profile: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
-    fp16: bool
-    int8: bool
-    source_kind: str = "fp32"  # which of the bundle's variants ``onnx`` is
-    onnx_sha256: str | None = None
-    strongly_typed: bool = False
-    workspace_bytes: int | None = None  # None: TensorRT's default (all device memory)
-    timing_cache: Path | None = None
-    fp32_layers: Fp32Layers | None = None
-    calibration: CalibrationPlan | None = None
-
-    @property
-    def batch(self) -> tuple[int, int, int]:
-        """(min, opt, max) of the first input's batch axis."""
-        _, lo, opt, hi = self.profile[0]
-        return lo[0], opt[0], hi[0]
-
-    @property
-    def precision_constraints(self) -> str | None:
-        """``"obey"`` when layers are pinned: TensorRT must not move a pinned layer back to fp16."""
-        return "obey" if self.fp32_layers is not None else None
-
-
-def engine_sources(bundle, precision: str) -> list[str]:
-    """The bundle variants an engine of ``precision`` may have been built from, most usual first."""
-    if precision not in ENGINE_PRECISIONS:
-        raise RingfoldError(
-            f"--precision {precision}: TensorRT engines are fp32, fp16 or int8 "
-            "(int8-dynamic is for ONNX Runtime on CPU); pick one of those"
-        )
-    kinds = {"fp32": ["fp32"], "fp16": ["fp32", "fp16"], "int8": ["int8", "fp32"]}[precision]
-    return [k for k in kinds if k in bundle.variants]
-
-
-def source_variant(bundle, precision: str, calibrator: str | None = None, strongly_typed: bool = False) -> str:
-    """Which of the bundle's ONNX graphs the engine is built from.
-
-    Weakly typed (the default): the fp32 graph with the FP16 flag for fp16, the QDQ graph for
-    int8 (or the fp32 graph with ``--calibrator``). Strongly typed: the graph whose types are
-    the precision — the fp16 graph for fp16, the QDQ graph for int8.
-    """
-    if precision not in ENGINE_PRECISIONS:
-        engine_sources(bundle, precision)  # raises the one-line refusal
-    if precision == "int8" and calibrator is None:
-        if "int8" not in bundle.variants:
-            raise RingfoldError(
-                f"{bundle.path}: no int8 (QDQ) model; re-export with --precision int8 --calib DIR, "
-                "or pass --calibrator entropy --calib DIR (TensorRT 8.6)"
-            )
-        return "int8"
-    if precision == "fp16" and strongly_typed:
-        if "fp16" not in bundle.variants:
-            raise RingfoldError(
-                f"{bundle.path}: no fp16 model for a strongly typed fp16 engine; re-export with --precision fp16, "
-                "or drop --strongly-typed to build from the fp32 model with the FP16 flag"
-            )
-        return "fp16"
-    return "fp32"
-
-
-def source_onnx(bundle, precision: str, calibrator: str | None) -> tuple[str, Path]:
-    """(variant, path) of the ONNX a weakly typed engine of ``precision`` is built from."""
-    kind = source_variant(bundle, precision, calibrator)
-    return kind, bundle.model_path(kind)
-
-
-def _input_chw(bundle) -> tuple[str, tuple[int, ...]]:
-    spec = bundle.manifest.input
-    rest = tuple(spec.shape[1:])
-    if not rest or not all(isinstance(d, int) for d in rest):
-        raise RingfoldError(
-            f"{bundle.path}: input {spec.name} has dynamic dimensions {list(spec.shape)} besides the batch; "
-            "re-export the bundle (TensorRT's profile covers only the batch axis)"
-        )
-    return spec.name, rest
-
-
-def _calibration(bundle, options: BuildOptions, input_name: str, batch: int) -> CalibrationPlan:
-    from .images import list_images
-
-    if not options.calib:
-        raise RingfoldError("--calibrator entropy needs --calib DIR (images, preprocessed like the runtime's input)")
-    paths = list_images([options.calib])
-    if len(paths) < batch:
-        raise RingfoldError(
-            f"{options.calib}: {len(paths)} images; INT8 calibration needs at least one batch of {batch} "
-            "(the --batch opt size); add images or lower --batch"
-        )
-    usable = len(paths) // batch * batch
-    cache = options.calib_cache or engine_dir(bundle.path) / CALIBRATION_CACHE
-    return CalibrationPlan(tuple(paths[:usable]), batch, Path(cache), input_name, bundle.preprocess)
-
-
-def plan_build(bundle, options: BuildOptions, trt_version: str) -> BuildPlan:
-    """The build for ``bundle`` with ``options`` on TensorRT ``trt_version``; every refusal is raised here.
-
-    Reads the bundle's manifest, lists the ONNX node names for ``--fp32-layers`` and the
-    calibration images; never imports TensorRT or Polygraphy.
-    """
-    version = parse_version(trt_version)
-    if version < MIN_TRT:
-        raise RingfoldError(f"TensorRT {trt_version} is older than 8.6, the oldest ringfold builds for")
-    lo, opt, hi = options.batch
-    if not 1 <= lo <= opt <= hi:
-        raise RingfoldError(f"--batch {lo},{opt},{hi} invalid; need 1 <= min <= opt <= max")
-    precision = options.precision
-    engine_sources(bundle, precision)  # fp32 / fp16 / int8 only
-    if options.strongly_typed:
-        if version < (10,):
-            raise RingfoldError(
-                f"--strongly-typed needs TensorRT 10 (strongly typed networks do not exist in {trt_version}); "
-                "drop --strongly-typed"
-            )
-        if options.fp32_layers:
-            raise RingfoldError(
-                "--fp32-layers has no effect on a strongly typed network (the ONNX types decide every layer); "
-                "drop one of the two"
-            )
-        if options.calibrator:
-            raise RingfoldError("--calibrator calibrates a weakly typed network; drop --strongly-typed or --calibrator")
-    if options.calibrator:
-        if precision != "int8":
-            raise RingfoldError("--calibrator is for --precision int8; drop it for fp32/fp16 engines")
-        if version >= (10,):
-            raise RingfoldError(
-                f"--calibrator entropy is for TensorRT 8.6 (implicit INT8 calibration is deprecated in {trt_version}); "
-                "build from the bundle's QDQ int8 model: drop --calibrator"
-            )
-    if options.workspace_mib < 1:
-        raise RingfoldError(f"--workspace {options.workspace_mib}: give the builder's workspace in MiB, 1 or more")
-    if options.timing_cache is not None and options.timing_cache.exists() and not options.timing_cache.is_file():
-        raise RingfoldError(f"{options.timing_cache}: --timing-cache must name a file, not a folder")
-
-    kind = source_variant(bundle, precision, options.calibrator, options.strongly_typed)
-    onnx = bundle.model_path(kind)
-    name, rest = _input_chw(bundle)
-    pins = None
-    if options.fp32_layers:
-        names = fp32_layer_names(onnx)
-        pins = Fp32Layers(names=None if names is None else tuple(names))
-    return BuildPlan(
-        onnx=onnx,
-        precision=precision,
-        trt_version=trt_version,
-        profile=((name, (lo, *rest), (opt, *rest), (hi, *rest)),),
-        fp16=precision in ("fp16", "int8") and not options.strongly_typed,
-        int8=precision == "int8" and not options.strongly_typed,
-        source_kind=kind,
-        onnx_sha256=bundle.model_sha256(kind),
-        strongly_typed=options.strongly_typed,
-        workspace_bytes=options.workspace_mib << 20,
-        timing_cache=options.timing_cache,
-        fp32_layers=pins,
-        calibration=_calibration(bundle, options, name, opt) if options.calibrator else None,
-    )
+from .trt_plan import BuildOptions, BuildPlan, CalibrationPlan, Fp32Layers, plan_build
 
 
 # ------------------------------------------------------------------------------------------ fp32 pins
@@ -484,108 +253,6 @@ def _sidecar_extra(plan: BuildPlan, seconds: float | None, built_by: str) -> dic
     if seconds is not None:
         extra["build_seconds"] = seconds
     return extra
-
-
-# ------------------------------------------------------------------------------------------- trtexec
-#: what ``--print-trtexec`` assumes without TensorRT installed and without ``--trt-version``: JetPack 6.1/6.2
-DEFAULT_TRT_VERSION = "10.3"
-_SPEC_UNSAFE = (",", ":")  # trtexec splits shape and layer specs at these
-
-
-def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
-    """The trtexec command that builds what ``plan`` builds, one argument per element (for ``shlex.join``).
-
-    Same ONNX, profile, workspace, precision flags, fp32 pins and timing cache; ``--noTF32``
-    and ``--profilingVerbosity=detailed`` match Polygraphy's defaults; ``--skipInference``
-    stops trtexec after writing the engine. ``--memPoolSize`` is given in MiB without a
-    suffix, the unit both 8.6 and 10.x read by default. ``--stronglyTyped`` exists from
-    10.0 (the plan refuses it for 8.6). trtexec cannot calibrate from an image folder, so a
-    plan with implicit calibration is refused. trtexec pins layers by name only, so
-    ``--fp32-layers`` becomes the ONNX node names of the nodes the precision policy keeps fp32;
-    the Polygraphy build also pins by TensorRT layer type, which catches the layers a node
-    was split into.
-    """
-    if plan.calibration is not None:
-        raise RingfoldError(
-            "--print-trtexec: trtexec cannot calibrate from an image folder; build the calibrated engine with "
-            "`ringfold build-engine --calibrator entropy`, or use the bundle's QDQ int8 model (drop --calibrator)"
-        )
-
-    def spec(name: str, shape: tuple[int, ...]) -> str:
-        return f"{name}:{'x'.join(str(d) for d in shape)}"
-
-    argv = ["trtexec", f"--onnx={plan.onnx}", f"--saveEngine={engine_path}"]
-    for name, lo, opt, hi in plan.profile:
-        if any(c in name for c in _SPEC_UNSAFE):
-            raise RingfoldError(f"--print-trtexec: input name {name!r} holds ',' or ':', which trtexec cannot parse")
-        argv += [f"--minShapes={spec(name, lo)}", f"--optShapes={spec(name, opt)}", f"--maxShapes={spec(name, hi)}"]
-    if plan.workspace_bytes is not None:
-        argv.append(f"--memPoolSize=workspace:{max(1, plan.workspace_bytes >> 20)}")
-    if plan.strongly_typed:
-        argv.append("--stronglyTyped")
-    if plan.fp16:
-        argv.append("--fp16")
-    if plan.int8:
-        argv.append("--int8")  # the QDQ graph carries its scales: no calibration cache
-    argv.append("--noTF32")
-    if plan.fp32_layers is not None:
-        names = plan.fp32_layers.names
-        if names is None:
-            raise RingfoldError(
-                "--print-trtexec --fp32-layers lists the fp32 node names (LayerNorm, Softmax, ...) with onnx: "
-                "`pip install onnx`, or build with `ringfold build-engine --fp32-layers`"
-            )
-        bad = [n for n in names if any(c in n for c in _SPEC_UNSAFE)]
-        if bad:
-            raise RingfoldError(
-                f"--print-trtexec: node name {bad[0]!r} holds ',' or ':', which trtexec's --layerPrecisions "
-                "cannot parse; build with `ringfold build-engine --fp32-layers`"
-            )
-        if names:
-            pins = ",".join(f"{n}:fp32" for n in names)
-            argv += ["--precisionConstraints=obey", f"--layerPrecisions={pins}", f"--layerOutputTypes={pins}"]
-    if plan.timing_cache is not None:
-        argv.append(f"--timingCacheFile={plan.timing_cache}")
-    argv += ["--profilingVerbosity=detailed", "--skipInference"]
-    return argv
-
-
-@dataclass(frozen=True)
-class TrtexecRecipe:
-    """``--print-trtexec``: the trtexec argv, and the ringfold argv that takes its engine into the bundle."""
-
-    argv: list[str]
-    register_argv: list[str]
-    engine: Path
-    gpu_known: bool
-
-
-def trtexec_recipe(bundle, options: BuildOptions, trt_version: str, gpu: tuple[str, str] | None) -> TrtexecRecipe:
-    """The trtexec line for ``options`` on TensorRT ``trt_version``, writing into ``BUNDLE/engines/``.
-
-    The engine file name comes from the same :class:`EngineKey` as ``build-engine``'s; with
-    ``gpu`` unknown (no CUDA here, no ``--gpu/--sm``) the name leaves the GPU part out. Either
-    way trtexec writes no sidecar, so ringfold would not trust the engine yet: ``register_argv``
-    is the command that checks it on the device and records it (and renames it to its full
-    key name). Paths are absolute, so both lines work from any directory.
-    """
-    if options.calibrator:
-        raise RingfoldError(
-            "--print-trtexec: trtexec cannot calibrate from an image folder; build the calibrated engine with "
-            "`ringfold build-engine --calibrator entropy`, or use the bundle's QDQ int8 model (drop --calibrator)"
-        )
-    plan = plan_build(bundle, options, trt_version)
-    plan = replace(plan, onnx=plan.onnx.absolute())
-    if plan.timing_cache is not None:
-        plan = replace(plan, timing_cache=plan.timing_cache.absolute())
-    device, cc = gpu if gpu else ("", "")
-    key = EngineKey(plan.onnx_sha256 or "", trt_version, device, cc, plan.precision, plan.batch)
-    engine = engine_dir(bundle.path).absolute() / key.file_name()
-    register = ["ringfold", "build-engine", str(bundle.path.absolute()), "--precision", plan.precision]
-    if plan.strongly_typed:
-        register.append("--strongly-typed")
-    register += ["--register", str(engine)]
-    return TrtexecRecipe(trtexec_argv(plan, engine), register, engine, gpu is not None)
 
 
 # ------------------------------------------------------------------------------------------ register

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ringfold.exporter import precision as exporter_precision
-from ringfold.runtime import precision_policy, trt_build
+from ringfold.runtime import precision_policy, trt_plan
 from ringfold.runtime.precision_policy import (
     FP32_OPS,
     FP32_TRT_LAYER_TYPES,
@@ -29,8 +29,8 @@ HALF = ["mm", "scale", "residual"]
 
 def test_the_three_users_read_the_same_object():
     assert exporter_precision.FP16_BLOCKED_OPS is FP32_OPS
-    assert trt_build.Fp32Layers().op_types is FP32_OPS
-    assert trt_build.Fp32Layers().layer_types is FP32_TRT_LAYER_TYPES
+    assert trt_plan.Fp32Layers().op_types is FP32_OPS
+    assert trt_plan.Fp32Layers().layer_types is FP32_TRT_LAYER_TYPES
     assert lint_precision.FP32_OPS is FP32_OPS
     assert exporter_precision._final_normalisation_nodes is final_normalisation_nodes
     assert set(FP32_OPS) == {"LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "Pow", "Sqrt"}

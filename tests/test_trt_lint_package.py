@@ -124,7 +124,8 @@ def test_runtime_modules_import_no_torch():
     code = (
         "import sys, ringfold.runtime.trt_lint, ringfold.runtime.classify, ringfold.runtime.parity, "
         "ringfold.runtime.bench, ringfold.runtime.backends, ringfold.runtime.precision_policy, "
-        "ringfold.runtime.trt_build, ringfold.runtime.trt_backend\n"
+        "ringfold.runtime.trt_build, ringfold.runtime.trt_plan, ringfold.runtime.trtexec, "
+        "ringfold.runtime.trt_backend\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

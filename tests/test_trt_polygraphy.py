@@ -31,22 +31,20 @@ from polygraphy.backend.trt import (  # noqa: E402
 
 from ringfold.cli import build_parser, main  # noqa: E402
 from ringfold.errors import RingfoldError  # noqa: E402
-from ringfold.runtime import trt_backend, trt_build, trt_engine  # noqa: E402
+from ringfold.runtime import trt_backend, trt_build, trt_engine, trt_plan  # noqa: E402
 from ringfold.runtime.bundle import TensorSpec, foreign_files, load_bundle  # noqa: E402
 from ringfold.runtime.trt_build import (  # noqa: E402
     BuilderConfig,
-    BuildOptions,
     CalibrationBatches,
-    Fp32Layers,
     PinFp32Layers,
     build_engine,
     pin_fp32_layers,
-    plan_build,
     polygraphy_loaders,
     register_engine,
-    trtexec_argv,
 )
 from ringfold.runtime.trt_engine import find_engine, parse_nvidia_smi, read_sidecar, sidecar  # noqa: E402
+from ringfold.runtime.trt_plan import BuildOptions, Fp32Layers, plan_build  # noqa: E402
+from ringfold.runtime.trtexec import trtexec_argv  # noqa: E402
 from tests import trt_stand_ins  # noqa: E402
 
 SHAS = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64}
@@ -505,12 +503,12 @@ def test_trtexec_argv_matches_the_plan_per_tensorrt_version(fake, tmp_path):
 
 def test_trtexec_refuses_what_it_cannot_express(fake, tmp_path, monkeypatch):
     bundle = fake()
-    monkeypatch.setattr(trt_build, "fp32_layer_names", lambda onnx: None)  # no onnx package
+    monkeypatch.setattr(trt_plan, "fp32_layer_names", lambda onnx: None)  # no onnx package
     plan = plan_build(bundle, BuildOptions("fp16", fp32_layers=True), "10.3")
     assert plan.fp32_layers.names is None
     with pytest.raises(RingfoldError, match="pip install onnx"):
         trtexec_argv(plan, "e")
-    monkeypatch.setattr(trt_build, "fp32_layer_names", lambda onnx: ["a,b"])
+    monkeypatch.setattr(trt_plan, "fp32_layer_names", lambda onnx: ["a,b"])
     with pytest.raises(RingfoldError, match="cannot parse"):
         trtexec_argv(plan_build(bundle, BuildOptions("fp16", fp32_layers=True), "10.3"), "e")
 

@@ -120,8 +120,9 @@ def polygraphy_compare(
     from polygraphy.backend.trt import TrtRunner
     from polygraphy.comparator import Comparator, CompareFunc
 
-    from ..trt_build import BuildPlan, polygraphy_loaders
+    from ..trt_build import polygraphy_loaders
     from ..trt_engine import polygraphy_log
+    from ..trt_plan import BuildPlan
 
     model_path = Path(model_path)
     feed = dict(inputs) if inputs is not None else _synthetic_inputs(model_path, batch=2)
