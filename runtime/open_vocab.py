@@ -51,5 +51,5 @@ def with_classes(
     """The bundle (labels replaced by ``classes``) and ``model`` scoring those classes; templates default to the
     bundle's."""
     tower = open_text_tower(bundle, provider, threads)
-    weight = tower.head_weight(tower.class_embeddings(list(classes), tuple(templates or tower.info.templates)))
+    weight = tower.head_for(classes, templates or tower.info.templates)
     return dataclasses.replace(bundle, labels=list(classes)), OpenVocabularyModel(model, weight)

@@ -112,7 +112,7 @@ def relabel_bundle(
     bundle = load_bundle(source)
     tower = open_text_tower(bundle, provider, threads)
     templates = tuple(templates or tower.info.templates)
-    weight = tower.head_weight(tower.class_embeddings(classes, templates))
+    weight = tower.head_for(classes, templates)
     ref = bundle.reference()
     new_index = {name: i for i, name in enumerate(classes)}
     labels = np.array([new_index.get(bundle.labels[i], -1) if i >= 0 else -1 for i in ref.labels], dtype=np.int64)

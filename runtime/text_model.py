@@ -94,6 +94,10 @@ class TextTower:
         """``logit_scale · class_emb`` rounded once to float32, as the exporter bakes it (float64 product)."""
         return (class_emb.astype(np.float64) * self.info.logit_scale).astype(np.float32)
 
+    def head_for(self, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """The head weight [classes, dim] that scores ``classnames``: what relabel writes and open vocabulary uses."""
+        return self.head_weight(self.class_embeddings(list(classnames), tuple(templates)))
+
 
 def open_text_tower(bundle, provider: str | None = "cpu", threads: int | None = None) -> TextTower:
     """The bundle's text tower; a bundle exported without one is refused with what to do."""

@@ -28,6 +28,30 @@ def _torch_threads():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnxruntime_threads():
+    """ONNX Runtime sessions default to one intra-op thread per core, spinning while they wait: with
+    pytest-xdist's workers on the same cores that is contention, not speed. A session whose options
+    leave the thread count at 0 (the default) gets 1; an explicit count (``--threads``) is kept."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        yield
+        return
+    original = ort.InferenceSession
+
+    class OneThreadSession(original):
+        def __init__(self, path_or_bytes, sess_options=None, *args, **kwargs):
+            options = sess_options if sess_options is not None else ort.SessionOptions()
+            if options.intra_op_num_threads == 0:
+                options.intra_op_num_threads = 1
+            super().__init__(path_or_bytes, options, *args, **kwargs)
+
+    ort.InferenceSession = OneThreadSession
+    yield
+    ort.InferenceSession = original
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     from ringfold.demo_data import make_demo_dataset

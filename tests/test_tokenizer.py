@@ -8,11 +8,12 @@ assigned after Python's Unicode version may be split differently (documented in 
 from __future__ import annotations
 
 import gzip
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
@@ -111,7 +112,19 @@ def test_truncation_keeps_eot_last(ours):
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=PIECES)
 def test_equals_open_clip_on_any_text(open_clip_tokenizer, ours, text):
+    # ftfy's mojibake repair can turn assigned characters into one Python's Unicode does not know yet
+    # (":\x9a½\x80\x90" → ":\U0003d010"): the documented limit, not a tokenizer difference
+    assume(not any(unicodedata.category(c) == "Cn" for c in clean_text(text)))
     np.testing.assert_array_equal(ours([text]), open_clip_tokenizer([text]).numpy())
+
+
+def test_a_character_newer_than_pythons_unicode_is_the_documented_limit(open_clip_tokenizer, ours):
+    """The case that showed the limit: ours agrees on every token but the split before the new character."""
+    text = ":\x9a½\x80\x90"
+    if not any(unicodedata.category(c) == "Cn" for c in clean_text(text)):
+        pytest.skip(f"this Python's Unicode {unicodedata.unidata_version} already knows U+3D010")
+    got, want = ours([text])[0], open_clip_tokenizer([text]).numpy()[0]
+    assert (got != want).sum() <= 1 and (got[2:] == want[2:]).all()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
