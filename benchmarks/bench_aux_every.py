@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import emit, machine  # noqa: E402
+from common import machine, write_results  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,6 @@ def main() -> int:
         "| --aux-every | final eval acc (mean ± sd) | per seed | train s (mean) |",
         "|---|---|---|---|",
     ]
-    bars = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         make_demo_dataset(data, per_class=24, size=96, seed=0)
@@ -83,10 +82,35 @@ def main() -> int:
             results["runs"][str(k)] = {"final_eval_acc": accs, "train_s": seconds, "mean_acc": mean, "sd_acc": sd}
             per_seed = ", ".join(f"{a:.3f}" for a in accs)
             lines.append(f"| {k} | {mean:.3f} ± {sd:.3f} | {per_seed} | {statistics.fmean(seconds):.1f} |")
-            bars[f"K = {k}"] = mean
-    title = "AdaRing final eval acc, demo set"
-    emit(Path(args.out), "aux_every_cpu", results, "\n".join(lines), bars, title, "accuracy")
+    out = Path(args.out)
+    write_results(out, "aux_every_cpu", results, "\n".join(lines))
+    plot(out / "aux_every_cpu.png", results, test_images=48)
+    print("\n".join(lines))
     return 0
+
+
+def plot(path: Path, results: dict, test_images: int) -> None:
+    """Every seed's final accuracy per K (dots) with the mean (bar), on an axis from chance to 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for i, run in enumerate(runs.values()):
+        accs = run["final_eval_acc"]
+        ax.scatter([i] * len(accs), accs, color="tab:blue", zorder=3, label="a seed" if i == 0 else None)
+        ax.hlines(run["mean_acc"], i - 0.25, i + 0.25, color="black", label="mean" if i == 0 else None)
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance (4 classes)")
+    ax.set_xticks(range(len(runs)), [f"--aux-every {k}" for k in runs])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"final eval accuracy ({test_images} test images)")
+    ax.set_title(f"AdaRing on the demo set, {results['model']} (random weights)", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
