@@ -190,7 +190,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
         )
     if args.compare_preprocess and not args.images:
         raise RingfoldError("--compare-preprocess needs --images DIR (an ImageFolder gives accuracies too)")
-    tolerance = {"max_abs_logit": args.max_abs_logit, "min_cosine": args.min_cosine, "min_top1": args.min_top1}
+    tolerance = {
+        "max_abs_logit": args.max_abs_logit,
+        "min_cosine": args.min_cosine,
+        "min_top1": args.min_top1,
+        "expected_logit_error": args.logit_error,
+    }
     result = parity(
         args.bundle,
         args.precision,
@@ -493,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-abs-logit", type=T.non_negative_float, help="override the precision's tolerance")
     p.add_argument("--min-cosine", type=T.cosine, help="override the precision's tolerance (-1..1)")
     p.add_argument("--min-top1", type=T.unit_interval, help="override the precision's tolerance (0..1)")
+    p.add_argument(
+        "--logit-error",
+        type=T.non_negative_float,
+        help="the logit error a reduced precision is expected to make (default fp16 0.01, int8 0.1): a top-1 flip "
+        "whose reference margin is within twice it is a near-tie, listed but not failed; --max-abs-logit, "
+        "where given, takes its place",
+    )
     p.add_argument(
         "--compare-preprocess",
         choices=["deepstream", "deepstream-letterbox"],

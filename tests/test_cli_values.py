@@ -47,6 +47,7 @@ FLAGS = [
     ("parity", "--max-abs-logit", NON_NEGATIVE_FLOAT),
     ("parity", "--min-cosine", COSINE),
     ("parity", "--min-top1", UNIT),
+    ("parity", "--logit-error", NON_NEGATIVE_FLOAT),
     ("bench", "--batch-sizes", INT_LIST),
     ("bench", "--runs", POSITIVE_INT),
     ("bench", "--warmup", NON_NEGATIVE_INT),

@@ -178,6 +178,35 @@ def test_cli_prints_the_sample_warning_on_stderr_and_the_pass_line(tiny_bundle, 
     assert f"parity gate passed for {tiny_bundle}: fp32" in captured.out
 
 
+def test_logit_error_override_moves_the_near_tie_band():
+    """--logit-error 0.5: a flip at reference margin 0.8 is a near-tie (≤ 1.0), a failure at the default 0.1."""
+    logits, emb = _outputs(20)
+    ref, out = _flip(logits, 4, 0.8)
+    default = compare("int8 vs ref", "int8", out, emb, ref, emb, tolerance=tolerance_for("int8"))
+    wide = tolerance_for("int8", {"expected_logit_error": 0.5, "max_abs_logit": None})
+    assert wide.tie_margin == pytest.approx(1.0) and "> 1 (2 × logit error 0.5" in wide.describe()
+    widened = compare("int8 vs ref", "int8", out, emb, ref, emb, tolerance=wide)
+    assert not default.passed and len(default.flips_beyond_margin) == 1
+    assert widened.passed and len(widened.near_ties) == 1 and widened.flips_beyond_margin == []
+
+
+def test_cli_passes_logit_error_to_the_gate(tiny_bundle, tmp_path, monkeypatch):
+    from ringfold import commands
+    from ringfold.cli import main
+
+    seen = {}
+    real = commands.parity
+
+    def spy(*args, tolerance=None, **kwargs):
+        seen.update(tolerance)
+        return real(*args, tolerance=tolerance, **kwargs)
+
+    monkeypatch.setattr(commands, "parity", spy)
+    argv = ["parity", str(tiny_bundle), "--logit-error", "0.25", "--report", str(tmp_path / "r"), "--provider", "cpu"]
+    rc = main(argv)
+    assert rc == 0 and seen["expected_logit_error"] == 0.25
+
+
 # ------------------------------------------------------------------------------------------------ plot
 def test_plot_has_one_panel_per_precision_with_axes_from_zero(tmp_path):
     pytest.importorskip("matplotlib")
