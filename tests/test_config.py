@@ -124,6 +124,16 @@ def test_library_errors_name_the_field(make, field, problem):
         ),
         (["params", "--method", "mma", "--scale", "0"], "ringfold params: error: --scale: is 0"),
         (["params", "--towers", "visual,txt"], "ringfold params: error: --towers: must be some of visual, text"),
+        (
+            ["params", "--method", "arc", "--aux-every", "2", "--adapter-opt", "typo=1"],
+            "ringfold params: error: adapter config has unknown keys ['aux_every', 'typo'] for method 'arc' "
+            "(aux_every is a setting of adaring)",
+        ),
+        (
+            ["params", "--method", "mma", "--rank", "8", "--fine-ranks", "2,2,2"],
+            "ringfold params: error: adapter config has unknown keys ['fine_ranks'] for method 'mma' "
+            "(fine_ranks is a setting of adaring)",
+        ),
     ],
 )
 def test_the_cli_reports_a_field_by_its_flag(argv, line, capsys):

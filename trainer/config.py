@@ -246,11 +246,18 @@ def config_from_dict(d: Mapping[str, Any]) -> AdapterConfig:
     if "method" not in d:
         raise FieldError("method", "is missing: an adapter config names its method (arc, adaring, mma)")
     cls = config_class(d["method"])
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _field_names(cls)
     unknown = sorted(set(d) - known - {"method"})
     if unknown:
-        raise RingfoldError(f"adapter config has unknown keys {unknown} for method {cls.method!r}")
+        owners = {key: [m for m, c in sorted(CONFIGS.items()) if key in _field_names(c)] for key in unknown}
+        hint = "; ".join(f"{key} is a setting of {', '.join(methods)}" for key, methods in owners.items() if methods)
+        hint = f" ({hint})" if hint else ""  # a flag of another method, not a typo: say whose
+        raise RingfoldError(f"adapter config has unknown keys {unknown} for method {cls.method!r}{hint}")
     return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def read_adapter_config(
