@@ -17,4 +17,5 @@ PY
     tests/test_export.py tests/test_precision.py tests/test_fp16_convert.py tests/test_runtime.py \
     tests/test_bundle_trust.py tests/test_runtime_only.py tests/test_trt.py tests/test_compress.py \
     tests/test_models.py tests/test_offline.py tests/test_triton.py \
-    tests/test_raw_input.py tests/test_deepstream.py tests/test_open_vocab.py tests/test_tokenizer.py
+    tests/test_raw_input.py tests/test_deepstream.py tests/test_open_vocab.py tests/test_tokenizer.py \
+    tests/test_text_tower.py tests/test_aux_every.py
