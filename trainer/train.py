@@ -253,7 +253,8 @@ class Trainer:
                     sums = state.sums
                     for key, value in out.terms.items():
                         sums[key] = sums.get(key, 0.0) + value * len(labels)
-                        sums[f"seen:{key}"] = sums.get(f"seen:{key}", 0.0) + len(labels)
+                        if _is_term(key):  # counted per term: --aux-every computes some on some steps only
+                            sums[f"seen:{key}"] = sums.get(f"seen:{key}", 0.0) + len(labels)
                     sums["correct"] = sums.get("correct", 0.0) + int((out.logits.argmax(-1) == labels).sum())
                     sums["seen"] = sums.get("seen", 0.0) + len(labels)
                     if cfg.progress and main:
