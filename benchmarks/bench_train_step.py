@@ -114,16 +114,15 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
 
         def step():
             for index in range(steps):
-                step_weights = weights.at_step(index)
                 out = compute_loss(
                     model,
                     aset,
                     images,
                     labels,
                     class_emb,
-                    step_weights,
+                    weights.at_step(index),
                     frozen_class_emb=frozen,
-                    frozen_image=frozen_image if step_weights.consistency > 0 else None,
+                    frozen_image=frozen_image,  # unused on a step without the consistency term
                     paired=adapter.get("paired", True),
                 )
                 opt.zero_grad()

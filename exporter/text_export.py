@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ringfold.errors import RingfoldError
 from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
 from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
+from ringfold.trainer.text import text_features
 
 from .onnx_export import export_module
 
@@ -53,17 +53,7 @@ class TextEncoder(nn.Module):
         self.clip = clip
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        clip = self.clip
-        cast_dtype = clip.transformer.get_cast_dtype()
-        x = clip.token_embedding(input_ids).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
-        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
-        eot = input_ids.to(torch.int32).argmax(dim=-1)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
-        if isinstance(clip.text_projection, nn.Linear):
-            x = clip.text_projection(x)
-        elif clip.text_projection is not None:
-            x = x @ clip.text_projection
-        return F.normalize(x, dim=-1)
+        return text_features(self.clip, input_ids, input_ids.to(torch.int32).argmax(dim=-1))
 
 
 def unsupported_reason(model: nn.Module, tokenizer: Any) -> str | None:

@@ -37,25 +37,35 @@ def prompt_length(model: torch.nn.Module, tokens: torch.Tensor) -> int | None:
     return length
 
 
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Unit text embeddings, equal to ``model.encode_text(tokens, normalize=True)`` (tests hold it to 1e-6).
+def text_features(
+    model: torch.nn.Module, tokens: torch.Tensor, eot: torch.Tensor, length: int | None = None
+) -> torch.Tensor:
+    """open_clip's ``CLIP.encode_text(normalize=True)`` step by step, read out at the positions ``eot``.
 
-    The steps are open_clip's ``CLIP.encode_text`` on the first :func:`prompt_length` tokens, with the
-    positional embedding and causal mask cut to that length.
+    ``length``: ``tokens`` holds only the first ``length`` positions, and the positional embedding and
+    causal mask are cut to match; None runs them whole (the exporter's fixed-context ``text.onnx``).
     """
-    length = prompt_length(model, tokens)
-    if length is None:
-        return model.encode_text(tokens, normalize=True)
-    tokens = tokens[:, :length]
+    positions = model.positional_embedding if length is None else model.positional_embedding[:length]
+    mask = model.attn_mask if length is None else model.attn_mask[:length, :length]
     cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # the EOT token's features
+    x = model.token_embedding(tokens).to(cast_dtype) + positions.to(cast_dtype)
+    x = model.ln_final(model.transformer(x, attn_mask=mask))
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
     if isinstance(model.text_projection, torch.nn.Linear):
         x = model.text_projection(x)
     elif model.text_projection is not None:
         x = x @ model.text_projection
     return F.normalize(x, dim=-1)
+
+
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Unit text embeddings, equal to ``model.encode_text(tokens, normalize=True)`` (tests hold it to 1e-6),
+    computed over the first :func:`prompt_length` tokens only."""
+    length = prompt_length(model, tokens)
+    if length is None:
+        return model.encode_text(tokens, normalize=True)
+    tokens = tokens[:, :length]
+    return text_features(model, tokens, tokens.argmax(dim=-1), length)
 
 
 def class_embeddings(
