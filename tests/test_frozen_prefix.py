@@ -59,14 +59,22 @@ class _nothing:
         return False
 
 
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest difference over the reference's largest entry: fp32 in another summation order gives a few
+    ulps of the largest entry; an entry-wise bound would also hold near-zero entries to that absolute size."""
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
 def _assert_same(want, got):
     (want_terms, want_grads), (got_terms, got_grads) = want, got
     assert set(got_terms) == {"ce", "coarse_ce", "consistency", "total"}
     for key, value in want_terms.items():
-        assert got_terms[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+        assert got_terms[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
     assert set(got_grads) == set(want_grads) and len(got_grads) >= 8
     for name, grad in want_grads.items():
-        assert torch.allclose(got_grads[name], grad, rtol=1e-5, atol=1e-7), name
+        assert grad.abs().max() > 0, name
+        # measured ≤ 2.3e-6 (torch 2.5 and 2.14, 2 threads); other CPUs and thread counts split sums otherwise
+        assert _rel(got_grads[name], grad) <= 3e-5, name
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -193,8 +201,11 @@ def test_paired_passes_train_the_same_adapters_as_separate_passes(tmp_path, demo
     assert set(got) == set(want) and len(want) >= 8
     moved = 0
     for name, tensor in want.items():
-        # summation order differs (matmuls of twice the rows); Adam turns that into ~1e-5 of a tensor's largest
-        # entry after three epochs (measured ≤ 3.4e-5), against entries that moved by ~1e-2 from their init
-        assert float((got[name] - tensor).abs().max()) <= 1e-4 * float(tensor.abs().max()), name
+        # summation order differs (matmuls of twice the rows). Adam steps an entry whose gradient is near zero
+        # by about ±lr whatever the gradient's size, so rounding can flip single entries: held norm-wise
+        # (measured ≤ 9.5e-6) and entry-wise at 1e-3 of the largest entry (measured ≤ 1.1e-4)
+        diff = got[name] - tensor
+        assert float(diff.norm()) <= 1e-4 * float(tensor.norm()), name
+        assert float(diff.abs().max()) <= 1e-3 * float(tensor.abs().max()), name
         moved += name.endswith("g_lay") and float(tensor.abs().max()) > 1e-3
     assert moved == 8  # every layer core left its zero init: the comparison is between trained adapters

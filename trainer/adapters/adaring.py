@@ -111,8 +111,8 @@ class AdaRingAdapter(SiteAdapter):
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
         self.mode = "full"
-        # begin_step's cache: {"fine": (U, V), "coarse": (U, V), "full": (U_cat, V_cat scaled by α/β) when static}
-        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        # begin_step's cache, per mode: {"full" | "paired" | "fine" | "coarse": (U per layer, V), "bias": b per layer}
+        self._factors: dict[str, tuple] | None = None
         self._dense: tuple[torch.Tensor, torch.Tensor] | None = None  # export: dense per-layer matrices
 
     @property
@@ -129,26 +129,44 @@ class AdaRingAdapter(SiteAdapter):
         self._contract()
 
     def _contract(self) -> None:
-        """Fill the factor cache for the current mode (``begin_step``, or lazily from ``delta``)."""
-        coarse = self.coarse.factors()
-        if self.mode == "coarse":  # the coarse-only pass needs nothing else
-            self._factors = {"coarse": coarse}
-            return
-        fine = self.fine.factors()
-        self._factors = {"fine": fine, "coarse": coarse}
-        if not self.gated:  # static: one stacked factor pair per layer, α_l/β_l folded into V
-            w = F.softmax(self.mix, dim=-1)  # (L, 2)
-            u = torch.cat((fine[0], coarse[0]), dim=2)
-            v = torch.cat((w[:, 0, None, None] * fine[1], w[:, 1, None, None] * coarse[1]), dim=1)
-            self._factors["full"] = (u, v)
+        """Fill the per-step factor cache for the current mode (``begin_step``, or lazily from ``delta``).
 
-    @staticmethod
-    def _lowrank(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """(y·u)·v + bias as two matmuls on the flattened tokens, the bias fused into the second."""
-        t = y.reshape(-1, y.shape[-1]) @ u.to(y.dtype)
-        v = v.to(y.dtype)
-        out = t @ v if bias is None else torch.addmm(bias.to(y.dtype), t, v)
-        return out.reshape(y.shape)
+        Every per-layer tensor is cut into its layers once here (``unbind``: one autograd node for all
+        layers, where indexing ``u[layer]`` in every call made one per call), and under autocast cast once to
+        the autocast dtype (the value autocast would give each matmul; done per call, it is a copy per layer).
+        On a GPU a training step of these small adapters is bound by how many operations the host issues.
+        """
+        cast = _autocast_dtype(self.mix.device)
+        cache: dict[str, tuple] = {}
+        rings: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def ring(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+            if name not in rings:
+                rings[name] = getattr(self, name).factors()
+            return rings[name]
+
+        for key in self._needs():
+            if key in ("fine", "coarse"):
+                u, v = ring(key)
+                cache[key] = (_layers(u, cast), _to(v, cast))
+            else:  # static "full" / "paired": both rings as one factor pair, α_l / β_l folded into U's columns
+                (u_f, v_f), (u_c, v_c) = ring("fine"), ring("coarse")
+                w = F.softmax(self.mix, dim=-1)  # (L, 2)
+                u = torch.cat((u_f * w[:, 0, None, None], u_c * w[:, 1, None, None]), dim=2)  # (L, d, K)
+                v = torch.cat((v_f, v_c))  # (K, d), shared by the layers
+                if key == "paired":  # rows [n:] see the coarse ring alone: its columns of U, the fine ones zero
+                    u = torch.stack((u, torch.cat((torch.zeros_like(u_f), u_c), dim=2)), dim=1)  # (L, 2, d, K)
+                cache[key] = (_layers(u, cast), _to(v, cast))
+        # the static modes fuse the bias into an addmm, where autocast would cast it; the gated one adds it
+        bias_cast = None if self.gated else cast
+        cache["bias"] = _layers(self.bias, bias_cast) if self.bias is not None else None
+        self._factors = cache
+
+    def _needs(self) -> tuple[str, ...]:
+        """The cache entries the current mode reads. Gated: both rings apart (its (α, β) is per image)."""
+        if self.mode in ("full", "paired"):
+            return ("fine", "coarse") if self.gated else (self.mode,)
+        return (self.mode,)
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
@@ -164,36 +182,43 @@ class AdaRingAdapter(SiteAdapter):
         return F.softmax(logits, dim=-1)
 
     def delta(self, y: torch.Tensor, layer: int) -> torch.Tensor:
-        bias = self.bias[layer] if self.bias is not None else None
         if self._dense is not None:  # exported graph: dense matrices, no ring contraction on device
+            bias = self.bias[layer] if self.bias is not None else None
             w = self.weights(y, layer)
             alpha, beta = w[..., 0:1], w[..., 1:2]
             fine_out = y @ self._dense[0][layer].to(y.dtype)
             coarse_out = y @ self._dense[1][layer].to(y.dtype)
             return alpha * fine_out + beta * coarse_out + (bias.to(y.dtype) if bias is not None else 0.0)
-        if self.mode != "paired":
-            return self._delta(y, layer, self.mode, bias)
-        rows = y.shape[0]  # batch-first (open_clip >= 3): dim 0 is the batch
-        if rows % 2:
-            raise RingfoldError(f"AdaRing paired mode needs a batch stacked twice, got {rows} rows")
-        half = rows // 2
-        return torch.cat((self._delta(y[:half], layer, "full", bias), self._delta(y[half:], layer, "coarse", bias)))
-
-    def _delta(self, y: torch.Tensor, layer: int, mode: str, bias: torch.Tensor | None) -> torch.Tensor:
-        """The training forward of one mode ("full", "coarse" or "fine") from the contracted factors."""
-        key = "gated" if mode == "full" and self.gated else mode
-        needs = ("fine", "coarse") if key == "gated" else (key,)
-        if self._factors is None or any(k not in self._factors for k in needs):
+        if self.mode == "paired" and y.shape[0] % 2:  # batch-first (open_clip >= 3): dim 0 is the batch
+            raise RingfoldError(f"AdaRing paired mode needs a batch stacked twice, got {y.shape[0]} rows")
+        if self._factors is None or any(k not in self._factors for k in self._needs()):
             self._contract()
-        if key != "gated":
-            u, v = self._factors[key]  # V is per layer ((L, K, d)) once α_l/β_l are folded in
-            return self._lowrank(y, u[layer], v[layer] if v.dim() == 3 else v, bias)
-        # gated full mode: per-image (α, β) on the two rings' outputs
+        factors = self._factors
+        bias = factors["bias"][layer] if factors["bias"] is not None else None
+        if self.mode == "paired" and not self.gated:  # one batched matmul: rows [:n] full, rows [n:] coarse only
+            u, v = factors["paired"]
+            t = torch.bmm(y.reshape(2, -1, y.shape[-1]), _match(u[layer], y))
+            return _linear(t.reshape(-1, t.shape[-1]), v, bias, y).reshape(y.shape)
+        if self.mode == "paired":  # gated: the full half's gates depend on its images, so the halves run apart
+            half = y.shape[0] // 2
+            return torch.cat((self._gated(y[:half], layer, bias), self._lowrank(y[half:], "coarse", layer, bias)))
+        if self.mode == "full" and self.gated:
+            return self._gated(y, layer, bias)
+        return self._lowrank(y, self.mode, layer, bias)
+
+    def _lowrank(self, y: torch.Tensor, key: str, layer: int, bias: torch.Tensor | None) -> torch.Tensor:
+        """(y·U_l)·V + b_l as two matmuls on the flattened tokens, the bias fused into the second."""
+        u, v = self._factors[key]
+        t = y.reshape(-1, y.shape[-1]) @ _match(u[layer], y)
+        return _linear(t, v, bias, y).reshape(y.shape)
+
+    def _gated(self, y: torch.Tensor, layer: int, bias: torch.Tensor | None) -> torch.Tensor:
+        """Gated full mode: per-image (α, β) on the two rings' outputs."""
         w = self.weights(y, layer)
-        alpha, beta = w[..., 0:1], w[..., 1:2]
-        (u_f, v_f), (u_c, v_c) = self._factors["fine"], self._factors["coarse"]
-        out = alpha * self._lowrank(y, u_f[layer], v_f, None) + beta * self._lowrank(y, u_c[layer], v_c, None)
-        return out + bias.to(y.dtype) if bias is not None else out
+        out = w[..., 0:1] * self._lowrank(y, "fine", layer, None) + w[..., 1:2] * self._lowrank(
+            y, "coarse", layer, None
+        )
+        return out + _match(bias, y) if bias is not None else out
 
     # -- export ----------------------------------------------------------------------------------------
     def dense(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +238,33 @@ class AdaRingAdapter(SiteAdapter):
                 self.fine.dense().permute(1, 0, 2).contiguous(),
                 self.coarse.dense().permute(1, 0, 2).contiguous(),
             )
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast gives matmuls on ``device`` right now, or None when autocast is off there."""
+    kind = device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
+def _to(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return t if dtype is None else t.to(dtype)
+
+
+def _layers(t: torch.Tensor, dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
+    """A per-layer stack (L, ...) as L tensors, in the autocast dtype where autocast is on."""
+    return torch.unbind(_to(t, dtype), dim=0)
+
+
+def _match(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``y``'s dtype, unless autocast is on (then ``t`` already is what autocast would make it)."""
+    if t.dtype == y.dtype or torch.is_autocast_enabled(y.device.type):
+        return t
+    return t.to(y.dtype)
+
+
+def _linear(t: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    v = _match(v, y)
+    return t @ v if bias is None else torch.addmm(_match(bias, y), t, v)
 
 
 def adaring_parameter_count(dim: int, num_layers: int, fine, coarse, bias: bool = True, gated: bool = False) -> int:

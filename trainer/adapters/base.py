@@ -192,21 +192,31 @@ class AdapterSet(nn.Module):
         self._hooks: list[Any] = []
         #: (tower blocks, index of the first adapted block) per tower: the frozen prefix a step may share
         self.prefixes: list[tuple[nn.ModuleList, int]] = []
+        #: False between ``set_enabled(False)`` and ``set_enabled(True)``: the model runs as the frozen base
+        self.enabled = True
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
 
-    def begin_step(self) -> None:
-        for adapter in self.adapters.values():
-            adapter.begin_step()
+    def begin_step(self, tower: str | None = None) -> None:
+        """Before a forward pass of ``tower`` (None: every tower): let its adapters prepare (contract cores).
+
+        Nothing to prepare while the adapters are switched off (the frozen reference passes).
+        """
+        if not self.enabled:
+            return
+        for key, adapter in self.adapters.items():
+            if tower is None or self.placements[key].tower == tower:
+                adapter.begin_step()
 
     def set_mode(self, mode: str) -> None:
         for adapter in self.adapters.values():
             adapter.set_mode(mode)
 
     def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
         for wrapper in self._wrappers:
             wrapper.enabled = enabled
         for *_, branch in self._branches:
@@ -274,14 +284,22 @@ def inject(model: nn.Module, config: AdapterConfig) -> AdapterSet:
 
 
 def _install_step_hooks(model: nn.Module, aset: AdapterSet) -> None:
-    """Run ``begin_step`` before each tower's forward so shared cores are contracted once per pass."""
+    """Run ``begin_step`` before each tower's forward so its shared cores are contracted once per pass.
 
-    def hook(_module: nn.Module, _args: Any) -> None:
-        aset.begin_step()
+    Each hook prepares its own tower's adapters only: a step that runs both towers contracts every
+    adapter once, not twice.
+    """
+
+    def hook_for(tower: str):
+        def hook(_module: nn.Module, _args: Any) -> None:
+            aset.begin_step(tower)
+
+        return hook
 
     text = getattr(model, "text", None)
-    for tower in (model.visual, text.transformer if text is not None else model.transformer):
-        aset._hooks.append(tower.register_forward_pre_hook(hook))
+    towers = {"visual": model.visual, "text": text.transformer if text is not None else model.transformer}
+    for name, module in towers.items():
+        aset._hooks.append(module.register_forward_pre_hook(hook_for(name)))
 
 
 def adapted_norms(model: nn.Module) -> list[tuple[str, str, nn.Module, AdaptedNorm]]:
