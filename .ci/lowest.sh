@@ -18,4 +18,4 @@ PY
     tests/test_bundle_trust.py tests/test_runtime_only.py tests/test_trt.py tests/test_compress.py \
     tests/test_models.py tests/test_offline.py tests/test_triton.py \
     tests/test_raw_input.py tests/test_deepstream.py tests/test_open_vocab.py tests/test_tokenizer.py \
-    tests/test_text_tower.py tests/test_aux_every.py
+    tests/test_text_tower.py tests/test_aux_every.py tests/test_adaring_speed.py tests/test_host_ops.py

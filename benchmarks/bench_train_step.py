@@ -186,6 +186,25 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str, amp: s
     return step, sync, clock, params, steps
 
 
+def host_operations(step, sync) -> int:
+    """Top-level ATen operations one call of ``step`` issues (nested ones not counted).
+
+    Device-independent, and what a GPU step's time follows once the host, not the GPU, is the bottleneck:
+    Python, autograd and one kernel launch per operation.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        sync()
+
+    def top_level(event) -> bool:
+        parent = event.cpu_parent
+        return event.name.startswith("aten::") and not (parent is not None and parent.name.startswith("aten::"))
+
+    return sum(1 for event in prof.events() if top_level(event))
+
+
 def profile_step(name: str, step, sync, rows: int = 20) -> str:
     """torch.profiler's top operators of one call of ``step``, by device time where there is a device."""
     import torch
@@ -221,6 +240,7 @@ def bench_model(
             sync()
             times[name].append((time.perf_counter() - t0) / calls)
             contract[name].append(clock.seconds() / calls)
+    ops = {name: host_operations(step, sync) / calls for name, (step, sync, _c, _p, calls) in ready.items()}
     if profile is not None:
         with open(profile, "a") as f:
             for name, (step, sync, *_rest) in ready.items():
@@ -235,6 +255,7 @@ def bench_model(
             "contract_ms": 1000 * contract_s,
             "contract_share": contract_s / step_s,
             "trainable_parameters": params,
+            "host_ops": ops[name],
         }
     return out
 
@@ -273,8 +294,8 @@ def main() -> int:
     lines = [
         f"training step, batch {args.batch}, {where}, autocast {results['autocast']} (random weights)",
         "",
-        "| model | method | trainable params | step ms | × ARC step | core contraction ms | share |",
-        "|---|---|---|---|---|---|---|",
+        "| model | method | trainable params | step ms | × ARC step | host ops | core contraction ms | share |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model in args.models:
         results["models"][model] = bench_model(
@@ -286,7 +307,7 @@ def main() -> int:
             ratio = f"{r['vs_arc']:.2f}" if arc_ms else "–"
             lines.append(
                 f"| {model} | {name} | {r['trainable_parameters']:,} | {r['step_ms']:.0f} | {ratio} | "
-                f"{r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |"
+                f"{r['host_ops']:,.0f} | {r['contract_ms']:.2f} | {100 * r['contract_share']:.2f}% |"
             )
             print(lines[-1], flush=True)
     last = args.models[-1]
