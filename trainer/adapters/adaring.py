@@ -29,14 +29,17 @@ The training forward never builds a d × d matrix: once per forward pass
 (``begin_step``) it contracts, for all layers at once, each ring's input
 factor ``U_l = G_in ×₁ G_lay[:, l, :]`` reshaped to d × (R0·R2) and its output
 factor ``V = G_out`` reshaped to (R0·R2) × d. With the static combinator the
-two rings are stacked into one factor pair per layer, ``[U_l^fine | U_l^coarse]``
-and ``[α_l·V^fine ; β_l·V^coarse]``, so each adapted layer costs two plain
+two rings are one factor pair, ``U_l = [α_l·U_l^fine | β_l·U_l^coarse]`` and
+the shared ``V = [V^fine ; V^coarse]``, so each adapted layer costs two plain
 matmuls (plus the bias, fused into the second) for both rings together.
 
 Mode "paired" serves the generalization-aware objective (DESIGN §4.3): the
 caller stacks the batch twice, rows ``[:n]`` get the full adapter and rows
 ``[n:]`` the coarse ring alone, so the frozen weights run one 2n-row pass
-instead of two n-row passes (same arithmetic, half the kernel launches).
+instead of two n-row passes (same arithmetic, half the kernel launches); each
+adapted layer serves both halves with one batched matmul against
+``(U_l, [0 | U_l^coarse])``. On a GPU such a step is bound by the operations
+the host issues, not by the device, so the forward keeps them few (DESIGN §4.2).
 """
 
 from __future__ import annotations
