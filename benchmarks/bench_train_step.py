@@ -186,25 +186,6 @@ def setup(model_name: str, adapter: dict | None, batch: int, device: str, amp: s
     return step, sync, clock, params, steps
 
 
-def host_operations(step, sync) -> int:
-    """Top-level ATen operations one call of ``step`` issues (nested ones not counted).
-
-    Device-independent, and what a GPU step's time follows once the host, not the GPU, is the bottleneck:
-    Python, autograd and one kernel launch per operation.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-        sync()
-
-    def top_level(event) -> bool:
-        parent = event.cpu_parent
-        return event.name.startswith("aten::") and not (parent is not None and parent.name.startswith("aten::"))
-
-    return sum(1 for event in prof.events() if top_level(event))
-
-
 def profile_step(name: str, step, sync, rows: int = 20) -> str:
     """torch.profiler's top operators of one call of ``step``, by device time where there is a device."""
     import torch
@@ -228,6 +209,8 @@ def bench_model(
     """
     import statistics
 
+    from ringfold.trainer.host_ops import top_level_operations
+
     ready = {name: setup(model_name, METHODS[name], batch, device, amp) for name in methods}
     times: dict[str, list[float]] = {name: [] for name in methods}
     contract: dict[str, list[float]] = {name: [] for name in methods}
@@ -240,7 +223,9 @@ def bench_model(
             sync()
             times[name].append((time.perf_counter() - t0) / calls)
             contract[name].append(clock.seconds() / calls)
-    ops = {name: host_operations(step, sync) / calls for name, (step, sync, _c, _p, calls) in ready.items()}
+    ops = {}
+    for name, (step, sync, _clock, _params, calls) in ready.items():
+        ops[name] = top_level_operations(lambda step=step, sync=sync: (step(), sync())) / calls
     if profile is not None:
         with open(profile, "a") as f:
             for name, (step, sync, *_rest) in ready.items():

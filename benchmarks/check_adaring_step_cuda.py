@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
+from unittest import mock
 
 
 def loss_and_grads(model, aset, images, labels, class_emb, frozen, paired, cached, autocast):
@@ -23,43 +24,26 @@ def loss_and_grads(model, aset, images, labels, class_emb, frozen, paired, cache
 
     weights = losses.LossWeights.from_config(aset.config)
     aset.zero_grad(set_to_none=True)
-    with autocast():
+    # the reference: no shared prefix, every pass on its own
+    apart = mock.patch.object(losses, "shared_prefixes", lambda towers: nullcontext([]))
+    with autocast(), apart if paired is None else nullcontext():
         given = losses.frozen_image_features(model, aset, images) if cached else None
-        if paired is None:  # reference: no shared prefix, every pass on its own
-            with _no_prefix(losses):
-                out = losses.compute_loss(
-                    model, aset, images, labels, class_emb, weights, frozen_class_emb=frozen, paired=False
-                )
-        else:
-            out = losses.compute_loss(
-                model,
-                aset,
-                images,
-                labels,
-                class_emb,
-                weights,
-                frozen_class_emb=frozen,
-                frozen_image=given,
-                paired=paired,
-            )
+        out = losses.compute_loss(
+            model,
+            aset,
+            images,
+            labels,
+            class_emb,
+            weights,
+            frozen_class_emb=frozen,
+            frozen_image=given,
+            paired=bool(paired),
+        )
     out.total.backward()
     grads = {n: p.grad.detach().float().clone() for n, p in aset.named_parameters() if p.grad is not None}
     if images.is_cuda:
         torch.cuda.synchronize()
     return out.terms, grads
-
-
-class _no_prefix:
-    def __init__(self, losses_module) -> None:
-        self.module = losses_module
-
-    def __enter__(self):
-        self.saved = self.module.shared_prefixes
-        self.module.shared_prefixes = lambda towers: nullcontext([])
-
-    def __exit__(self, *exc):
-        self.module.shared_prefixes = self.saved
-        return False
 
 
 def worst(want, got) -> tuple[float, float]:

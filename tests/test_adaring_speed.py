@@ -15,13 +15,9 @@ from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings
 
 from .conftest import TINY
-from .helpers import randomise
+from .helpers import randomise, rel_to_largest
 
 CLASSES = ["cat", "dog", "car", "tree"]
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
 # -- the pre-change forward, re-typed as the reference ------------------------------------------------
@@ -75,7 +71,7 @@ def test_fast_delta_equals_dense_ring_reconstruction(mode):
             }[mode]
             want = y @ a + adapter.bias[layer]
             with torch.no_grad():
-                assert _rel(adapter.delta(y, layer), want) <= 1e-6, (mode, layer)
+                assert rel_to_largest(adapter.delta(y, layer), want) <= 1e-6, (mode, layer)
 
 
 @pytest.mark.parametrize("combinator", ["static", "gated"])
@@ -93,7 +89,7 @@ def test_fast_delta_equals_the_pre_change_forward(combinator, mode, monkeypatch)
             adapter.begin_step()
             old = [adapter.delta(y, layer) for layer in range(adapter.num_layers)]
         for layer, (got, want) in enumerate(zip(new, old, strict=True)):
-            assert _rel(got.detach(), want.detach()) <= 1e-6, (mode, layer)
+            assert rel_to_largest(got.detach(), want.detach()) <= 1e-6, (mode, layer)
 
 
 def _step(loaded, aset, images, labels, paired=True):
@@ -127,13 +123,13 @@ def test_full_training_step_equals_the_pre_change_forward(combinator, monkeypatc
             adapter._factors = None
         # the pre-change forward knew no paired mode: its passes ran one after the other
         old_loss, old_grads = _step(loaded, aset, images, labels, paired=False)
-    assert _rel(loss, old_loss) <= 1e-6
+    assert rel_to_largest(loss, old_loss) <= 1e-6
     assert grads.keys() == old_grads.keys()
     for name, g in grads.items():
         assert g.abs().sum() > 0, name
         # fp32 backward through the whole tower in another summation order (and, paired, matmuls of twice the
         # rows): a few ulps of the largest entry
-        assert _rel(g, old_grads[name]) <= 1e-4, name
+        assert rel_to_largest(g, old_grads[name]) <= 1e-4, name
 
 
 def test_inference_mode_pass_contracts_lazily_and_stays_exact():
@@ -148,7 +144,7 @@ def test_inference_mode_pass_contracts_lazily_and_stays_exact():
         got = adapter.delta(y, 1)
         assert adapter._factors is not None
     a, b = adapter.dense(1)
-    assert _rel(got, (y @ a + b).detach()) <= 1e-6
+    assert rel_to_largest(got, (y @ a + b).detach()) <= 1e-6
 
 
 @pytest.mark.parametrize("combinator", ["static", "gated"])
@@ -166,8 +162,8 @@ def test_paired_delta_is_the_full_delta_on_the_first_half_and_the_coarse_on_the_
         adapter.begin_step()
         for layer in range(adapter.num_layers):
             got = adapter.delta(torch.cat((y, y)), layer).detach()
-            assert _rel(got[:3], want["full"][layer]) <= 1e-6, layer
-            assert _rel(got[3:], want["coarse"][layer]) <= 1e-6, layer
+            assert rel_to_largest(got[:3], want["full"][layer]) <= 1e-6, layer
+            assert rel_to_largest(got[3:], want["coarse"][layer]) <= 1e-6, layer
         with pytest.raises(Exception, match="stacked twice"):
             adapter.delta(y, 0)
 
@@ -206,4 +202,4 @@ def test_autocast_casts_the_factors_once_per_step_not_once_per_layer():
     assert len(casts) == adapter.num_layers  # y's, once per layer; the factors and bias: none
     for layer, g in enumerate(got):
         assert g.dtype == torch.bfloat16
-        assert _rel(g.detach().float(), want[layer]) <= 2e-2, layer  # bf16 operands
+        assert rel_to_largest(g.detach().float(), want[layer]) <= 2e-2, layer  # bf16 operands

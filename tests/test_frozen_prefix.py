@@ -1,5 +1,7 @@
 """A step's passes share the frozen blocks in front of the first adapter (issue 12): exact, and really shared."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings
 
 from .conftest import TINY
-from .helpers import randomise
+from .helpers import randomise, rel_to_largest
 
 CLASSES = ["cat", "dog", "car", "tree"]
 
@@ -41,7 +43,7 @@ def _loss_and_grads(monkeypatch, share: bool, frozen_image_given=False, paired=T
     model, aset, images, labels, class_emb, frozen = _setup(layers, **options)
     model.train()  # as the trainer runs it
     if not share:
-        monkeypatch.setattr(losses, "shared_prefixes", lambda towers: _nothing())
+        monkeypatch.setattr(losses, "shared_prefixes", lambda towers: nullcontext([]))
     weights = LossWeights.from_config(aset.config)
     given = losses.frozen_image_features(model, aset, images) if frozen_image_given else None
     out = compute_loss(
@@ -49,20 +51,6 @@ def _loss_and_grads(monkeypatch, share: bool, frozen_image_given=False, paired=T
     )
     out.total.backward()
     return out.terms, {n: p.grad.clone() for n, p in aset.named_parameters() if p.grad is not None}, model
-
-
-class _nothing:
-    def __enter__(self):
-        return []
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    """Largest difference over the reference's largest entry: fp32 in another summation order gives a few
-    ulps of the largest entry; an entry-wise bound would also hold near-zero entries to that absolute size."""
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
 def _assert_same(want, got):
@@ -74,7 +62,7 @@ def _assert_same(want, got):
     for name, grad in want_grads.items():
         assert grad.abs().max() > 0, name
         # measured ≤ 2.3e-6 (torch 2.5 and 2.14, 2 threads); other CPUs and thread counts split sums otherwise
-        assert _rel(got_grads[name], grad) <= 3e-5, name
+        assert rel_to_largest(got_grads[name], grad) <= 3e-5, name
 
 
 @pytest.mark.parametrize("paired", [True, False])

@@ -3,14 +3,14 @@
 On a GPU, a training step with these small adapters is bound by the host (Python, autograd, one kernel
 launch per operation), not by the device: on an H100 an ARC step on ViT-B/16 kept the GPU busy for 16 of
 91 ms. So AdaRing's speed there is its operation count, which is device-independent and counted here on
-the CPU with torch.profiler, exactly (these are counts, not timings).
+the CPU with torch.profiler (``trainer.host_ops``), exactly (these are counts, not timings).
 """
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from ringfold.trainer.adapters import get, inject
+from ringfold.trainer.host_ops import top_level_operations
 from ringfold.trainer.losses import LossWeights, compute_loss
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings
@@ -20,17 +20,6 @@ from .helpers import randomise
 
 CLASSES = ["cat", "dog", "car", "tree"]
 CE_ONLY = {"coarse_loss_weight": 0.0, "consistency_loss_weight": 0.0}
-
-
-def _top_level_ops(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-
-    def top(event) -> bool:
-        parent = event.cpu_parent
-        return event.name.startswith("aten::") and not (parent is not None and parent.name.startswith("aten::"))
-
-    return sum(1 for event in prof.events() if top(event))
 
 
 def _step_ops(method: str, layers: str, paired: bool = True, **options) -> int:
@@ -56,7 +45,7 @@ def _step_ops(method: str, layers: str, paired: bool = True, **options) -> int:
         out.total.backward()
 
     step()  # warm-up: first-call paths stay out of the count
-    return _top_level_ops(step)
+    return top_level_operations(step)
 
 
 @pytest.fixture(scope="module")
