@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 import ringfold
-from ringfold.atomic import atomic_directory, write_text
+from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
+from ringfold.ownership import check_target, owned_directory
 from ringfold.runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -27,13 +28,12 @@ from ringfold.runtime.bundle import (
     PREPROCESS_FILE,
     REFERENCE_FILE,
     BundleWriter,
-    replaceable_bundle,
 )
 from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
 from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
-from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, splits_from_record
+from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, read_run
 from ringfold.trainer.text import class_embeddings
 
 from . import reference as ref_mod
@@ -41,7 +41,9 @@ from . import text_export
 from .fold import FoldReport, fold_adapters, unfold_is_clean
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, op_histogram
 from .precision import (
+    CalibrationSet,
     PrecisionRequest,
+    check_calibration,
     failure_reason,
     run_variant,
     variant_report,
@@ -61,9 +63,10 @@ class ExportResult:
     seconds: float
     onnx_vs_torch_max_abs: float
     manifest: dict[str, Any]
+    reference: str = ""  # what the figures were measured on (ReferencePlan.describe)
 
     def summary(self) -> str:
-        """One line: where the bundle is, whether the adapters folded, ONNX Runtime vs PyTorch."""
+        """One line: where the bundle is, whether the adapters folded, ONNX Runtime vs PyTorch on which images."""
         fold = self.fold
         state = (
             "fully folded (graph = base model + head)"
@@ -73,30 +76,27 @@ class ExportResult:
         return (
             f"bundle written to {self.bundle} in {self.seconds:.1f}s — {state}; "
             f"ONNX Runtime vs PyTorch max |Δlogit| {self.onnx_vs_torch_max_abs:.2g}"
+            + (f" on the reference set: {self.reference}" if self.reference else "")
         )
 
 
-def _reference_images(record: RunRecord, ref_images: str | None, count: int, size, scratch: Path):
-    if ref_images:
-        from ringfold.runtime.images import list_images
+@dataclass
+class _Inputs:
+    """Everything the export reads besides the model, checked before the model loads."""
 
-        paths = list_images([ref_images])
-        if not paths:
-            raise RingfoldError(f"{ref_images}: no images found for the reference set; pass a folder of images")
-        paths = paths[:count]
-        labels = ref_mod.folder_labels(paths, record.classnames)
-        return [ref_mod.RefImage(p, label) for p, label in zip(paths, labels, strict=True)]
-    if record.data.path and Path(record.data.path).exists():
-        from ringfold.trainer import data as data_mod
+    record: RunRecord
+    reference: ref_mod.ReferencePlan
+    calibration: CalibrationSet | None
 
-        try:
-            splits = splits_from_record(record)  # with the run's seed: the images it held out, not others
-            pool = data_mod.scan_images(splits.test or splits.val or splits.train, "skip")
-            if pool and splits.classnames == record.classnames:
-                return ref_mod.pick_reference_images(pool, record.classnames, count)
-        except RingfoldError:
-            pass
-    return ref_mod.synthetic_reference_images(scratch, count, size)
+
+def _validate_inputs(
+    run_dir: str | Path, ref_images: str | None, ref_count: int, synthetic_ref: bool, precision: PrecisionRequest
+) -> _Inputs:
+    """The run record, the reference images and the calibration folder, each checked now: a typo, a moved
+    dataset or an empty folder is a one-line refusal in a second, never found after the fp32 export."""
+    record = read_run(run_dir)
+    reference = ref_mod.plan_reference(record, ref_images, ref_count, synthetic=synthetic_ref)
+    return _Inputs(record, reference, check_calibration(precision))
 
 
 def export_run(
@@ -105,6 +105,7 @@ def export_run(
     *,
     ref_images: str | None = None,
     ref_count: int = 16,
+    synthetic_ref: bool = False,
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     progress: bool = True,
@@ -113,12 +114,14 @@ def export_run(
     raw_input: Sequence[str] = (),
     text: bool = True,
 ) -> ExportResult:
+    """Export ``run_dir`` as a bundle in ``out``. The reference set is the run's held-out images, or
+    ``ref_images``; ``synthetic_ref`` asks for generated images instead (numerics only, no accuracy)."""
     t0 = time.time()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RingfoldError(f"{out}: already exists; pass --overwrite or choose another --out")
+    check_target(out, overwrite)  # before the long work: absent, or --overwrite and wholly ringfold's
     precision = precision or PrecisionRequest()
-    steps = _Progress(progress, total=6 + len([p for p in precision.precisions if p != "fp32"]))
+    inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision)
+    steps = _Progress(progress, total=7)
     record, loaded, adapters = load_adapted_model(run_dir)
     model = loaded.model
     steps.advance("rebuilt frozen model + adapters")
@@ -128,10 +131,10 @@ def export_run(
     steps.advance("class embeddings from the adapted text tower")
 
     with (
-        atomic_directory(out, overwrite=overwrite, replaceable=replaceable_bundle) as tmp,
+        owned_directory(out, "ringfold export", overwrite) as tmp,
         tempfile.TemporaryDirectory() as scratch,
     ):
-        refs = _reference_images(record, ref_images, ref_count, size, Path(scratch))
+        refs = inputs.reference.images(Path(scratch), ref_count, size)
         ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
         pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
         unfolded = build_classifier(model, class_emb)
@@ -164,30 +167,13 @@ def export_run(
         writer.write_preprocess(record.preprocess)
         onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
         steps.advance("reference set + ONNX Runtime check")
-        variants, failed = write_variants(tmp, precision, record.preprocess)
-        variant_checks = {}
-        for name, entry in list(variants.items()):
-            try:
-                out_v = run_variant(tmp / entry["file"], pixels.numpy(), entry.get("ort_optimization", "all"))
-            except Exception as exc:  # written but ONNX Runtime cannot run it: left out like a failed conversion
-                if name == "fp32":
-                    raise
-                failed[name] = failure_reason("ONNX Runtime could not run it", exc)
-                (tmp / entry["file"]).unlink()
-                del variants[name]
-                continue
-            comp = compare(name, name, out_v["logits"], out_v["embedding"], logits_unfolded, emb_unfolded)
-            variant_checks[name] = {
-                "max_abs_logit": comp.max_abs_logit,
-                "cosine_min": comp.cosine_min,
-                "top1_agreement": comp.top1_agreement,
-            }
-            if name != "fp32":
-                steps.advance(f"{name} variant")
-
+        variants, failed = write_variants(tmp, precision, record.preprocess, inputs.calibration)
+        variant_checks = _check_variants(tmp, variants, failed, pixels.numpy(), logits_unfolded, emb_unfolded)
+        steps.advance(f"{len(variants) - 1} reduced-precision variant(s)")
         histogram = op_histogram(tmp / MODEL_FILE)
         manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
         manifest["variants"] = variants
+        manifest["reference"].update(inputs.reference.manifest_section())
         if raw_input:  # raw-pixel models (mean/std folded into the first Conv) + deepstream/ (exporter/raw_input.py)
             title = f"{record.model_name} ({record.weights.describe()})"
             add_raw_input(tmp, manifest, record.preprocess, raw_input, record.classnames, ref_names, title)
@@ -209,12 +195,36 @@ def export_run(
             manifest["export"]["failed_variants"] = failed
         if text_skipped:
             manifest["export"]["text_skipped"] = text_skipped
-        report = _report(record, fold, manifest, onnx_diff) + variant_report(manifest)
+        described = inputs.reference.describe(len(ref_names))
+        report = _report(record, fold, manifest, onnx_diff, described) + variant_report(manifest)
         write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()
-    return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest)
+    return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest, described)
+
+
+def _check_variants(tmp: Path, variants: dict, failed: dict, pixels, logits, embedding) -> dict[str, dict]:
+    """Each written variant run by ONNX Runtime on the reference set vs the unfolded PyTorch model; a reduced
+    variant ONNX Runtime cannot run is removed and listed in ``failed`` like a failed conversion."""
+    checks = {}
+    for name, entry in list(variants.items()):
+        try:
+            out_v = run_variant(tmp / entry["file"], pixels, entry.get("ort_optimization", "all"))
+        except Exception as exc:  # written but ONNX Runtime cannot run it: left out like a failed conversion
+            if name == "fp32":
+                raise
+            failed[name] = failure_reason("ONNX Runtime could not run it", exc)
+            (tmp / entry["file"]).unlink()
+            del variants[name]
+            continue
+        comp = compare(name, name, out_v["logits"], out_v["embedding"], logits, embedding)
+        checks[name] = {
+            "max_abs_logit": comp.max_abs_logit,
+            "cosine_min": comp.cosine_min,
+            "top1_agreement": comp.top1_agreement,
+        }
+    return checks
 
 
 def _export_base(record: RunRecord, bundle_dir: Path, size, opset: int) -> dict[str, Any]:
@@ -302,7 +312,7 @@ def _manifest(record: RunRecord, fold: FoldReport, opset: int, size, n_ref: int,
     }
 
 
-def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_diff: float) -> str:
+def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_diff: float, reference: str) -> str:
     lines = [
         f"# Export report — {record.model_name}",
         "",
@@ -312,6 +322,7 @@ def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_
         f"trainable parameters {manifest['adapter']['trainable_parameters']:,}",
         f"- classes: {len(record.classnames)}; templates: {len(record.templates)}",
         f"- ONNX opset {manifest['onnx']['opset']}, dynamic batch, outputs logits + embedding",
+        f"- reference set (every figure below is measured on it): {reference}",
         f"- ONNX Runtime (CPU) vs PyTorch on the reference set: max |Δlogit| = {onnx_diff:.3g}",
         "",
     ]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .commands import installed_trt_version as _installed_trt_version  # tests stand in for TensorRT here
 from .errors import FieldError, GateFailed, RingfoldError
+from .ownership import check_owned_json, check_target, owned_directory, write_owned_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             missing.append("--pretrained TAG|FILE or --random-init")
         if missing:
             raise RingfoldError(f"train needs {', '.join(missing)} (or --resume RUN/ to continue a run)")
-        record = train(train_config_from_args(args), args.out)
+        record = train(train_config_from_args(args), args.out, overwrite=args.overwrite)
     if "RANK" in os.environ and os.environ["RANK"] != "0":
         return 0
     print(record.summary(args.out))
@@ -121,6 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.out,
         ref_images=args.ref_images,
         ref_count=args.ref_count,
+        synthetic_ref=args.synthetic_ref,
         opset=args.opset,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -128,7 +130,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raw_input=() if args.raw_input is None else (args.raw_input or ["float32"]),  # bare --raw-input: float32
         text=not args.no_text,
         precision=PrecisionRequest(
-            tuple(dict.fromkeys(["fp32", *args.precision])), args.calib, args.calib_method, args.calib_limit
+            tuple(dict.fromkeys(["fp32", *args.precision])),
+            args.calib,
+            args.calib_method,
+            args.calib_limit,
+            args.calib_min,
         ),
     )
     print(result.summary())
@@ -153,8 +159,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from ringfold.runtime.classify import iter_predictions
 
     from .commands import prediction_line
+    from .open_vocab_cli import open_vocabulary, open_vocabulary_plan
 
     bundle = load_bundle(args.bundle)
+    vocabulary = open_vocabulary_plan(bundle, args)  # --classes/--templates checked before the model loads
     preprocess = None
     if args.input == "normalised":
         model = open_model(bundle, args.precision, args.backend, args.provider, args.threads)
@@ -162,10 +170,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         from .commands import open_raw_input
 
         model, preprocess = open_raw_input(bundle, args)
-    if args.classes or args.templates:  # open vocabulary: a head computed now with the bundle's text tower
-        from .open_vocab_cli import open_vocabulary
-
-        bundle, model = open_vocabulary(bundle, model, args)
+    if vocabulary is not None:  # open vocabulary: a head computed now with the bundle's text tower
+        bundle, model = open_vocabulary(bundle, model, vocabulary, args)
     # Checks --top-k and lists the folders now; images are decoded as the loop asks for them.
     preds = iter_predictions(
         bundle, model, args.images, top_k=args.top_k, skip_bad=args.skip_bad, preprocess=preprocess
@@ -190,6 +196,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
         )
     if args.compare_preprocess and not args.images:
         raise RingfoldError("--compare-preprocess needs --images DIR (an ImageFolder gives accuracies too)")
+    out = Path(args.report) if args.report else _beside(Path(args.bundle), ".parity")
+    check_target(out, args.overwrite, "--report")  # before the comparison runs
     tolerance = {
         "max_abs_logit": args.max_abs_logit,
         "min_cosine": args.min_cosine,
@@ -206,14 +214,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
         images=args.images if args.run else None,
         tolerance=tolerance,
     )
-    out = Path(args.report) if args.report else result.default_report_dir()
-    written = _write_report(result.report.write, out, "--report")
-    print(result.report.to_markdown())
+    comparison = None
     if args.compare_preprocess:
         from .commands import preprocess_comparison
 
         comparison = preprocess_comparison(result.bundle, args)
-        written += _write_report(comparison.write_into, out, "--report")
+
+    def write(folder: Path) -> list[Path]:
+        return result.report.write(folder) + (comparison.write_into(folder) if comparison else [])
+
+    written = _write_report(write, out, "--report", "ringfold parity", args.overwrite)
+    print(result.report.to_markdown())
+    if comparison:
         print(comparison.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     warning = result.report.sample_warning()
@@ -227,10 +239,19 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_report(write, out: Path, flag: str) -> list[Path]:
-    """Write a report folder; where that fails (a bundle on a read-only partition) say which flag moves it."""
+def _beside(bundle: Path, suffix: str) -> Path:
+    """The default report folder: ``BUNDLE.parity`` / ``BUNDLE.bench`` next to the bundle."""
+    bundle = bundle if bundle.name not in ("", ".", "..") else bundle.resolve()
+    return bundle.parent / f"{bundle.name}{suffix}"
+
+
+def _write_report(write, out: Path, flag: str, command: str, overwrite: bool) -> list[Path]:
+    """Write a report folder whole, under the ownership rule (``ringfold.ownership``); where that fails
+    (a bundle on a read-only partition) say which flag moves it."""
     try:
-        return write(out)
+        with owned_directory(out, command, overwrite, flag) as tmp:
+            names = [p.relative_to(tmp) for p in write(tmp)]
+        return [out / name for name in names]
     except OSError as exc:
         raise RingfoldError(f"{os_error_line(exc)} — pass {flag} DIR to put the report elsewhere") from None
 
@@ -239,7 +260,10 @@ def _write_report(write, out: Path, flag: str) -> list[Path]:
 def cmd_deepstream(args: argparse.Namespace) -> int:
     from ringfold.runtime.bundle import load_bundle
     from ringfold.runtime.deepstream import write_for_bundle
+    from ringfold.runtime.text_rules import check_path
 
+    check_path(args.bundle, "bundle")  # the configs name the bundle's model: a newline would add keys to them
+    check_path(args.out, "--out")
     bundle = load_bundle(args.bundle)
     trt_version = args.trt_version or _installed_trt_version()  # the INT8 cache's header names the target's TensorRT
     written = write_for_bundle(
@@ -265,8 +289,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         args.ranks,
         args.coarse_ranks,
         n_iter=args.iterations,
+        images_limit=args.images_limit,
         max_error=args.max_error,
         log=None if args.quiet else stderr_log,
+        images=args.images,
+        allow_larger=args.allow_larger,
     )
     print(format_report(report))
     print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")
@@ -339,6 +366,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .commands import bench
 
+    out = Path(args.out) if args.out else _beside(Path(args.bundle), ".bench")
+    check_target(out, args.overwrite)  # before minutes of timing
     bundle, report = bench(
         args.bundle,
         args.precision,
@@ -349,8 +378,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         base=args.base,
     )
-    out = Path(args.out) if args.out else bundle.path.parent / f"{bundle.path.name}.bench"
-    written = _write_report(lambda d: write_bench(report, d), out, "--out")
+    written = _write_report(lambda d: write_bench(report, d), out, "--out", "ringfold bench", args.overwrite)
     print(report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
     return 0
@@ -371,8 +399,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ringfold.trainer.evaluate import evaluate_run, format_result
 
-    from .atomic import write_json
-
+    if args.out:
+        check_owned_json(args.out, "ringfold evaluate", args.overwrite)  # before minutes of evaluation
     result = evaluate_run(
         args.run,
         args.data,
@@ -383,7 +411,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet and not args.json,
     )
     if args.out:
-        write_json(args.out, result)
+        write_owned_json(args.out, result, "ringfold evaluate")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -397,7 +425,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), epochs=args.epochs, overwrite=True, quiet=args.quiet)
+    return run_demo(Path(args.out), epochs=args.epochs, overwrite=args.overwrite, quiet=args.quiet)
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -420,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)  # one option per TrainConfig field (trainer/config.py)
     add_adapter_options(p)
     p.add_argument("--out", help="run directory to write")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run folder that ringfold wrote, unchanged (--resume continues one)",
+    )
     p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint (other flags ignored)")
     p.add_argument(
         "--nproc", type=T.positive_int, help="data-parallel processes: relaunches under torchrun (gloo/NCCL)"
@@ -429,7 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="fold adapters, bake the head, write an ONNX deploy bundle")
     p.add_argument("run", help="run directory from `ringfold train`")
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--ref-images", help="images for the bundle's reference set (default: the run's test data)")
+    p.add_argument(
+        "--ref-images",
+        metavar="DIR",
+        help="images for the bundle's reference set, one sub-folder per class for labels (default: the run's "
+        "held-out test images, found through the data path it records; refused when that data is gone)",
+    )
+    p.add_argument(
+        "--synthetic-ref",
+        action="store_true",
+        help="use generated smooth-noise images as the reference set when no real ones are at hand: "
+        "synthetic: numerics only, no accuracy (the manifest and every report say so)",
+    )
     p.add_argument("--ref-count", type=T.positive_int, default=16)
     p.add_argument("--opset", type=T.opset, default=17, help=f"ONNX opset, {T.MIN_OPSET}..{T.MAX_OPSET}")
     p.add_argument(
@@ -442,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", help="calibration images for int8 (a folder; the runtime's preprocessing is used)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-limit", type=T.positive_int, help="use at most this many calibration images")
+    p.add_argument(
+        "--calib-min",
+        type=T.positive_int,
+        default=32,
+        help="fewest decodable calibration images int8 accepts (default 32; --calib-min 1 for a smoke test)",
+    )
     p.add_argument("--include-base", action="store_true", help="also write the adapter-free base model (for bench)")
     p.add_argument(
         "--raw-input",
@@ -482,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["normalised", "raw", "raw-uint8"],
         help="which model: the normalised one (default) or the raw-pixel variant (float32 / uint8 input)",
     )
-    p.add_argument("--classes", help="classify into these classes instead: 'cat,dog,…' or a file, one per line")
+    from .open_vocab_cli import CLASSES_HELP
+
+    p.add_argument("--classes", help=f"classify into these classes instead: {CLASSES_HELP}")
     p.add_argument("--templates", help="with --classes: 'bundle' (default), 'a photo of a {}.' or a .txt/.json file")
     p.set_defaults(func=cmd_classify)
 
@@ -495,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", help="more images to compare on (needs --run)")
     p.add_argument("--run", help="the run directory: rebuild the PyTorch model live (needs torch)")
     p.add_argument("--report", help="report directory (default: BUNDLE.parity next to the bundle)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report folder that ringfold wrote, unchanged"
+    )
     p.add_argument("--max-abs-logit", type=T.non_negative_float, help="override the precision's tolerance")
     p.add_argument("--min-cosine", type=T.cosine, help="override the precision's tolerance (-1..1)")
     p.add_argument("--min-top1", type=T.unit_interval, help="override the precision's tolerance (0..1)")
@@ -582,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=T.positive_int, help="ONNX Runtime intra-op threads (default: library default)")
     p.add_argument("--base", help="base model ONNX to compare against (default: the bundle's, if exported)")
     p.add_argument("--out", help="report directory (default BUNDLE.bench next to the bundle)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report folder that ringfold wrote, unchanged"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compress", help="decompose a run's dense adapters into AdaRing tensor-ring cores")
@@ -589,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ranks",
         required=True,
-        help="fine ring ranks R0,R1,R2, or auto: fit a few ranks, write rank_sweep.{json,png} into --out and keep "
-        "the smallest within --max-error",
+        help="fine ring ranks R0,R1,R2, or auto: fit the candidate ranks smaller than the source, write "
+        "rank_sweep.{json,png} into --out and keep the smallest within --max-error (refused if none is)",
     )
     p.add_argument("--coarse-ranks", default="1,1,1", help="coarse ring ranks for the residual (default 1,1,1)")
     p.add_argument(
@@ -600,8 +658,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="--ranks auto keeps the smallest ranks whose worst site relative error is at most this (default 0.2)",
     )
     p.add_argument("--iterations", type=T.positive_int, default=100, help="most ALS sweeps per ring fit")
+    p.add_argument(
+        "--allow-larger",
+        action="store_true",
+        help="accept explicit --ranks whose AdaRing run has more parameters than the source (warned about)",
+    )
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="held-out images to measure agreement and top-1 accuracy on, one sub-folder per class (class name, "
+        "'_' for ' '; other folders count for agreement only); default: the run's own test split (val if none)",
+    )
+    p.add_argument(
+        "--images-limit",
+        type=T.positive_int,
+        default=64,
+        help="measure on at most this many images, round-robin over classes (default 64, at most 1024)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--out", required=True, help="AdaRing run directory to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder that ringfold wrote, unchanged"
+    )
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("check", help="TensorRT-compatibility lint of a bundle's ONNX graphs (no GPU needed)")
@@ -636,11 +714,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--out", help="also write the results to this JSON file (atomically)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an --out file an earlier evaluate wrote, unchanged"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="offline end to end: generate data, train ARC, export, classify, parity")
     p.add_argument("--out", default="ringfold-demo", help="working directory (default ./ringfold-demo)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo folder (only what ringfold wrote, unchanged)"
+    )
     p.add_argument("--epochs", type=T.positive_int, default=30)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -10,53 +10,42 @@ accuracy on real photos with real weights.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
 DEMO_MODEL = "ringfold-tiny-vit"
-#: written first into every demo folder: what proves a folder is the demo's to clear on the next run
-DEMO_MARKER = ".ringfold-demo"
-#: what the demo writes; only these are removed when it runs again (anything else in the folder stays)
-DEMO_PARTS = ("data", "run", "bundle", "bundle.parity")
+#: who wrote a demo folder, in its ownership record (ringfold.ownership); each part (data, run, bundle,
+#: report) carries its own record, written by the command that made it
+DEMO_COMMAND = "ringfold demo"
 
 
 def _say(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
-def prepare_demo_folder(out: Path, overwrite: bool = True) -> None:
-    """Claim ``out`` for the demo: empty or new folders, or an earlier demo's (its parts are cleared).
+def _generate_data(data: Path) -> list[str]:
+    """The generated image set, written whole (a killed demo leaves all of it or none)."""
+    from .demo_data import make_demo_dataset
+    from .ownership import owned_directory
 
-    A folder with anything else in it and no demo marker is refused: the demo never deletes what it
-    did not write, whatever ``--out`` a user types.
+    with owned_directory(data, DEMO_COMMAND) as tmp:
+        return make_demo_dataset(tmp, per_class=24, size=96, seed=0)
+
+
+def run_demo(out: Path, epochs: int = 30, overwrite: bool = False, quiet: bool = False) -> int:
+    """The whole pipeline through the library; 0 when the parity gate passes, 1 when it fails.
+
+    ``out`` follows the rule of every folder ringfold writes: new or empty, or (``overwrite``) an
+    earlier demo with nothing of the user's in it.
     """
-    from .atomic import write_json
-    from .errors import RingfoldError
+    from .ownership import claim_folder, record_files
 
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise RingfoldError(f"{out}: not a folder; pass another --out for the demo")
-    ours = (out / DEMO_MARKER).is_file()
-    if out.exists() and any(out.iterdir()) and not ours:
-        raise RingfoldError(
-            f"{out}: exists and is not a ringfold demo folder; the demo never deletes what it did not write — "
-            "pass another --out (or an empty folder)"
-        )
-    existing = [out / part for part in DEMO_PARTS if os.path.lexists(out / part)]
-    if existing and not overwrite:
-        raise RingfoldError(f"{out}: holds an earlier demo; run it with overwrite or pass another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / DEMO_MARKER, {"written_by": "ringfold demo", "parts": list(DEMO_PARTS)})
-    for part in existing:
-        if part.is_symlink() or not part.is_dir():
-            part.unlink()
-        else:
-            shutil.rmtree(part)
+    with claim_folder(out, DEMO_COMMAND, overwrite=overwrite):
+        record_files(out, DEMO_COMMAND, [])
+        return _run_demo(out, epochs, quiet)
 
 
-def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = False) -> int:
-    """The whole pipeline through the library; 0 when the parity gate passes, 1 when it fails."""
+def _run_demo(out: Path, epochs: int, quiet: bool) -> int:
     from ringfold.exporter.export import export_run
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.bundle import load_bundle
@@ -64,12 +53,11 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = 
     from ringfold.trainer.train import TrainConfig, train
 
     from .commands import parity, prediction_line
-    from .demo_data import make_demo_dataset
+    from .ownership import owned_directory
 
-    prepare_demo_folder(out, overwrite)
     data, run, bundle_dir = out / "data", out / "run", out / "bundle"
     _say(f"1/5 data: generating a 4-class image set in {data} (nothing downloaded)")
-    classes = make_demo_dataset(data, per_class=24, size=96, seed=0)
+    classes = _generate_data(data)
     print(f"classes: {', '.join(classes)}; 24 train + 12 test images per class")
 
     _say(f"2/5 train: ARC on {DEMO_MODEL} — RANDOM WEIGHTS (a built-in small open_clip ViT config)")
@@ -103,7 +91,9 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = True, quiet: bool = 
 
     _say("5/5 parity: ONNX Runtime vs PyTorch (unfolded and folded), preprocessing vs open_clip")
     result = parity(bundle_dir, provider="cpu", run=run, images=[str(data / "test")])
-    written = result.report.write(result.default_report_dir())
+    with owned_directory(result.default_report_dir(), DEMO_COMMAND) as tmp:
+        names = [p.relative_to(tmp) for p in result.report.write(tmp)]
+    written = [result.default_report_dir() / name for name in names]
     print(result.report.to_markdown())
     print(f"report: {', '.join(str(w) for w in written)}")
 

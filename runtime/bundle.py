@@ -24,7 +24,6 @@ Torch-free on purpose: this module ships to edge devices.
 from __future__ import annotations
 
 import math
-import os
 import unicodedata
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
 from .preprocess import PreprocessConfig
 from .text_manifest import TextInfo, parse_text_section
+from .text_rules import check_text
 
 BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -59,6 +59,11 @@ LOGITS, EMBEDDING = "logits", "embedding"
 MIN_STD = 1e-6
 
 FIX = "re-export the bundle with `ringfold export` or copy it again"
+#: where the reference images came from (manifest ``reference.source``; bundles before it say nothing):
+#: the run's held-out images, ``--ref-images DIR``, or generated noise (``--synthetic-ref``)
+REFERENCE_SOURCES = ("run-data", "ref-images", "synthetic")
+#: what the manifest, every report and every summary line say of a synthetic reference set
+SYNTHETIC_NOTE = "synthetic: numerics only, no accuracy"
 
 
 # ------------------------------------------------------------------------------------------ typed parts
@@ -104,6 +109,41 @@ class ReferenceInfo:
     file: str
     count: int
     labelled: bool
+    source: str | None = None  # one of REFERENCE_SOURCES; None: a bundle from before the field
+    origin: str = ""  # the data it came from, for reports ("test split of data/", the --ref-images folder)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+    def describe(self) -> str:
+        """What the reference set is, for every report and summary line that shows a figure measured on it."""
+        if self.synthetic:
+            return f"{self.count} generated images — {SYNTHETIC_NOTE}"
+        if self.source is None:
+            return f"{self.count} images (their source is not recorded: a bundle from an older ringfold)"
+        where = {"run-data": "held-out images of the run's data", "ref-images": "images from --ref-images"}
+        return f"{self.count} {where[self.source]}" + (f" ({self.origin})" if self.origin else "")
+
+    @classmethod
+    def parse(cls, ref: Fields, member, max_count: int) -> ReferenceInfo:
+        """The manifest's reference section; source and origin are optional (older bundles lack them)."""
+        source = ref.string("source", None, choices=REFERENCE_SOURCES)
+        if source == "synthetic" and ref.boolean("labelled"):
+            raise ref.fail("is true for a synthetic reference set, whose images have no labels", "labelled")
+        return cls(
+            file=member(ref, "file"),
+            count=ref.integer("count", lo=1, hi=max_count),
+            labelled=ref.boolean("labelled"),
+            source=source,
+            origin=ref.string("origin", "", max_len=1024, check=_display_text_problem),
+        )
+
+
+def _display_text_problem(text: str) -> str | None:
+    """A report shows this text: no control, format or line/paragraph separator character may reach it."""
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    return None if bad is None else f"holds U+{ord(bad):04X}, a control or invisible character"
 
 
 @dataclass(frozen=True)
@@ -232,11 +272,7 @@ class Manifest:
             base_model=model_file(base, "fp32") if base is not None else None,
             labels_file=member(f, "labels"),
             preprocess_file=member(f, "preprocess"),
-            reference=ReferenceInfo(
-                file=member(ref, "file"),
-                count=ref.integer("count", lo=1, hi=caps.max_reference_images),
-                labelled=ref.boolean("labelled"),
-            ),
+            reference=ReferenceInfo.parse(ref, member, caps.max_reference_images),
             files=files,
             raw_input=raw_input if raw_f is not None else None,
             deepstream_files=deepstream_files if ds_f is not None else (),
@@ -417,12 +453,18 @@ def _labels(path: Path, manifest: Manifest) -> list[str]:
             f"another bundle — {FIX}"
         )
     for i, label in enumerate(data):
-        # control characters would let a label rewrite the terminal or split a one-line result
-        if not 0 < len(label) <= caps.max_label_chars or any(unicodedata.category(c) == "Cc" for c in label):
-            raise BundleError(
-                f"{path}: label {i} must be 1..{caps.max_label_chars} printable characters, got {label[:40]!r}; {FIX}"
-            )
+        label_problem(label, f"{path}: label {i}", BundleError)
     return data
+
+
+def label_problem(label: str, what: str, error: type[RingfoldError] = RingfoldError) -> None:
+    """Refuse a label a reader or a written file could not take as data: empty, over the cap, or holding a
+    control, invisible format or line-separator character (:mod:`.text_rules`: it would rewrite the terminal,
+    split a one-line result, or add lines to DeepStream's and Triton's label files)."""
+    cap = limits().max_label_chars
+    if not 0 < len(label) <= cap:
+        raise error(f"{what} must be 1..{cap} printable characters, got {label[:40]!r}; {FIX}")
+    check_text(label, what, FIX, error)
 
 
 def _preprocess(path: Path, manifest: Manifest) -> PreprocessConfig:
@@ -528,6 +570,9 @@ class BundleWriter:
         self.root = Path(root)
 
     def write_labels(self, classnames: Sequence[str]) -> None:
+        """labels.json; a name a device would refuse (:func:`label_problem`) is refused before it is written."""
+        for i, name in enumerate(classnames):
+            label_problem(name, f"class {i}")
         write_json(self.root / LABELS_FILE, list(classnames))
 
     def write_preprocess(self, cfg: PreprocessConfig) -> None:
@@ -559,46 +604,3 @@ class BundleWriter:
         bundle = load_bundle(self.root)
         bundle.reference()
         return bundle
-
-
-# ------------------------------------------------------------------------------------------ ownership
-def foreign_files(path: Path) -> list[Path]:
-    """Files under ``path`` that ringfold did not write as part of this bundle (empty: safe to replace).
-
-    Raises BundleError when ``path`` is not a ringfold bundle at all.
-    """
-    manifest = read_manifest(path)
-    ours = {MANIFEST_FILE, *manifest.files, *(f"{ENGINE_DIR}/{name}" for name in _engine_files(path))}
-    found = []
-    for dirpath, _dirs, names in os.walk(path):
-        for name in names:
-            if (Path(dirpath) / name).relative_to(path).as_posix() not in ours:
-                found.append(Path(dirpath) / name)
-    return sorted(found)
-
-
-def _engine_files(path: Path) -> set[str]:
-    """What ``ringfold build-engine`` wrote into ``engines/``: the index, the engines it lists, their
-    sidecars, the default calibration cache. A damaged index vouches for nothing."""
-    from .trt_engine import CALIBRATION_CACHE, INDEX_FILE, read_index
-
-    index = path / ENGINE_DIR / INDEX_FILE
-    if not index.is_file():
-        return set()
-    try:
-        engines = read_index(index)
-    except RingfoldError:
-        return set()
-    return {INDEX_FILE, CALIBRATION_CACHE, *engines, *(Path(n).with_suffix(".json").name for n in engines)}
-
-
-def replaceable_bundle(path: Path) -> str | None:
-    """None when ``path`` is a ringfold bundle holding only ringfold's files; else why it must be kept."""
-    try:
-        foreign = foreign_files(path)
-    except BundleError:
-        return "is not a ringfold bundle"
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        return f"holds files ringfold did not write ({foreign[0].relative_to(path)}{more})"
-    return None

@@ -28,10 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ringfold.atomic import atomic_directory, write_text
+from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
+from ringfold.ownership import check_target, owned_directory
 
 from .fields import Fields
+from .text_rules import check_text
 
 FOLDER = "deepstream"
 LABELS = "labels.txt"
@@ -66,13 +68,15 @@ class DeepStreamTarget:
 
 
 def labels_line(labels: Sequence[str]) -> str:
-    """nvinfer's classifier label file: one output layer's labels on one line, separated by semicolons."""
+    """nvinfer's classifier label file: one output layer's labels on one line, separated by semicolons.
+
+    A ';' would split a class in two and a line break would start another output layer's line, so
+    either (and any character :mod:`.text_rules` refuses) is refused, naming the class."""
+    fix = "rename the class (ringfold relabel / re-train) before writing DeepStream files"
     for label in labels:
-        if ";" in label or any(c in label for c in "\r\n"):
-            raise RingfoldError(
-                f"class name {label[:40]!r} holds ';' or a line break, which nvinfer's label file cannot carry; "
-                "rename the class (ringfold relabel / re-train) before writing DeepStream files"
-            )
+        if ";" in label:
+            raise RingfoldError(f"class name {label[:40]!r} holds ';', nvinfer's label separator; {fix}")
+        check_text(label, "class name", f"nvinfer's label file cannot carry it; {fix}")
     return ";".join(labels) + "\n"
 
 
@@ -141,11 +145,27 @@ def app_config(target: DeepStreamTarget, precision: str) -> dict[str, dict[str, 
     }
 
 
+def ini_value(value: str, key: str) -> str:
+    """``value`` when a GLib key file carries it unchanged as the value of ``key``; else a one-line error.
+
+    A line break would end the value and start keys of its own; GLib reads a backslash as an escape
+    (``\\n``) and drops leading spaces; a control or invisible character (:mod:`.text_rules`) has no
+    place in a path or a number either. A bundle folder whose path holds one is refused, never written."""
+    fix = "move or rename the folder (or value) to one without it"
+    if "\\" in value:
+        raise RingfoldError(
+            f"{key} {value[:80]!r} holds a backslash, which nvinfer's key file reads as an escape; {fix}"
+        )
+    if value != value.strip():
+        raise RingfoldError(f"{key} {value[:80]!r} starts or ends with a space, which a key file drops; {fix}")
+    return check_text(value, key, f"it would change the nvinfer config's structure; {fix}")
+
+
 def render(groups: Mapping[str, Mapping[str, str]], header: Sequence[str]) -> str:
-    """GLib key-file text (what nvinfer and deepstream-app parse)."""
-    lines = [f"# {h}" for h in header]
+    """GLib key-file text (what nvinfer and deepstream-app parse); every value and comment checked first."""
+    lines = [f"# {check_text(h, 'config comment', 'rename the model or bundle')}" for h in header]
     for group, keys in groups.items():
-        lines += ["", f"[{group}]"] + [f"{k}={v}" for k, v in keys.items()]
+        lines += ["", f"[{group}]"] + [f"{k}={ini_value(v, k)}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -253,16 +273,6 @@ def write_folder(out: Path, files: Mapping[str, str]) -> None:
         write_text(out / name, text)
 
 
-def _ours(path: Path) -> str | None:
-    """None when ``path`` holds only what a previous ``ringfold deepstream`` wrote there."""
-    try:
-        listed = set(json.loads((path / MARKER).read_text())["files"]) | {MARKER}
-    except (OSError, ValueError, KeyError, TypeError):
-        return "was not written by `ringfold deepstream`"
-    found = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    return None if found <= listed else "holds files `ringfold deepstream` did not write"
-
-
 #: a cache lists one line per tensor; ViT-L/14 has a few thousand, far below this
 MAX_CACHE_BYTES = 16 << 20
 
@@ -320,9 +330,10 @@ def write_for_bundle(
     """``ringfold deepstream``: the folder for ``bundle`` at ``out``, ``onnx-file`` absolute (torch- and onnx-free)."""
     from .raw_input import raw_model_spec
 
+    check_target(out, overwrite)
     onnx_path = os.path.abspath(bundle.file(raw_model_spec(bundle, "float32").file))
     files = deepstream_files(target_for_bundle(bundle, onnx_path, batch_size, gpu_id, trt_version))
-    with atomic_directory(out, overwrite=overwrite, replaceable=_ours) as tmp:
+    with owned_directory(out, "ringfold deepstream", overwrite) as tmp:
         write_folder(tmp, files)
         write_text(tmp / MARKER, json.dumps({"bundle": str(bundle.path), "files": sorted(files)}, indent=2) + "\n")
     return [out / name for name in sorted(files)]

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 import ringfold
-from ringfold.atomic import atomic_directory, write_bytes, write_text
+from ringfold.atomic import write_bytes, write_text
 from ringfold.errors import BundleError, RingfoldError
+from ringfold.ownership import check_target, owned_directory
 
 from .bundle import (
     ENGINE_DIR,
@@ -42,8 +43,9 @@ from .bundle import (
     Bundle,
     BundleWriter,
     load_bundle,
-    replaceable_bundle,
 )
+from .class_list import check_against_bundle
+from .deepstream import labels_line
 from .head_rewrite import HeadNotRewritable, rewrite_head
 from .relabel_raw import raw_files, relabel_raw_input
 from .text_model import open_text_tower
@@ -109,7 +111,9 @@ def relabel_bundle(
     real_out, real_source = os.path.realpath(out), os.path.realpath(source)
     if real_out == real_source or real_out.startswith(real_source.rstrip(os.sep) + os.sep):
         raise RingfoldError(f"{out}: is (inside) the bundle being relabelled; choose another --out")
+    check_target(out, overwrite)
     bundle = load_bundle(source)
+    _check_classes(bundle, classes, templates)
     tower = open_text_tower(bundle, provider, threads)
     templates = tuple(templates or tower.info.templates)
     weight = tower.head_for(classes, templates)
@@ -117,7 +121,7 @@ def relabel_bundle(
     new_index = {name: i for i, name in enumerate(classes)}
     labels = np.array([new_index.get(bundle.labels[i], -1) if i >= 0 else -1 for i in ref.labels], dtype=np.int64)
 
-    with atomic_directory(out, overwrite=overwrite, replaceable=replaceable_bundle) as tmp:
+    with owned_directory(out, "ringfold relabel", overwrite) as tmp:
         variants: dict[str, Any] = {}
         dropped: dict[str, str] = {}
         raw = copy.deepcopy(dict(bundle.manifest.raw))
@@ -169,6 +173,14 @@ def relabel_bundle(
         write_text(tmp / REPORT_FILE, _report(bundle, classes, templates, variants, dropped, max_abs))
         writer.finish(manifest)
     return RelabelResult(out, len(classes), len(templates), list(variants), dropped, max_abs, time.perf_counter() - t0)
+
+
+def _check_classes(bundle: Bundle, classes: list[str], templates: tuple[str, ...] | None) -> None:
+    """Every refusal the class list can cause, before the text tower loads: the list itself (ties, characters)
+    and, for a bundle with a DeepStream folder, what nvinfer's label file cannot carry."""
+    check_against_bundle(bundle, classes, templates, "--classes")
+    if bundle.manifest.deepstream_files:
+        labels_line(classes)
 
 
 def _check_variant(path: Path, entry: dict, pixels: np.ndarray, want: np.ndarray) -> float:

@@ -11,10 +11,11 @@ model-repository docs::
     DIR/<name>_trt_fp16/1/model.plan   tensorrt_plan, only where the bundle has a registered engine
 
 Each precision is a model of its own (what Triton users expect: a client picks one by name). Every
-model folder also holds a README.md (input contract, preprocessing, where the files came from) and
-``ringfold-triton.json``, which lists the sha256 of every file ringfold put there: a folder is
-replaced (``--overwrite``) only when it holds exactly those files, unmodified, so a user's own model
-or an edited config is never deleted. Each folder is written whole (``atomic_directory``); model files
+model folder also holds a README.md (input contract, preprocessing, where the files came from),
+``ringfold-triton.json`` (which bundle and precision it came from) and the ownership record every
+ringfold folder carries (``ringfold.ownership``): a folder is replaced (``--overwrite``) only when it
+holds exactly the files ringfold put there, unmodified, so a user's own model or an edited config is
+never deleted. Each folder is written whole (``owned_directory``); model files
 are copied, never linked, and the copy's sha256 is checked against the bundle's manifest or the
 engine's sidecar.
 """
@@ -30,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import ringfold
-from ringfold.atomic import atomic_directory, sha256_file, write_json, write_text
+from ringfold.atomic import sha256_file, write_json, write_text
 from ringfold.errors import BundleError, RingfoldError
+from ringfold.ownership import check_target, owned_directory
 
 from .bundle import EMBEDDING, LOGITS, PRECISIONS, Bundle, check_model_io, load_bundle
-from .fields import Fields, confined, read_json
-from .limits import limits
-from .triton_config import ORT_GRAPH_LEVELS, TritonModelConfig, TritonTensor
+from .fields import confined
+from .triton_config import ORT_GRAPH_LEVELS, TritonModelConfig, TritonTensor, labels_text
 from .triton_readme import model_readme
 
 MARKER_FILE = "ringfold-triton.json"
@@ -369,46 +370,24 @@ def plan_repository(
                 f"{bundle.path}: has no {precision} model or engine (has {', '.join(bundle.variants)}); "
                 f"re-export with --precision {precision}, or leave {precision} out of --precision"
             )
+    _check_values(bundle, plans)
     return plans, notes
 
 
+def _check_values(bundle: Bundle, plans: Sequence[TritonModelPlan]) -> None:
+    """Every value the repository's files carry, checked before the first folder is written: the labels
+    (one per line), each config.pbtxt, and each model (folder) name, which an engine's sidecar can shape."""
+    labels_text(bundle.labels)
+    for plan in plans:
+        if not _MODEL_NAME.fullmatch(plan.name) or ".." in plan.name:
+            raise BundleError(
+                f"{bundle.path}: Triton model name {plan.name[:80]!r} (from --name or an engine's sidecar) is not "
+                "a folder name (letters, digits, _ . -); choose another --name, or rebuild the engine"
+            )
+        plan.config.to_pbtxt()
+
+
 # --------------------------------------------------------------------------------------------- write
-def _read_marker(model_dir: Path) -> dict[str, str]:
-    fix = "leave the folder as it is and choose another --name or --out"
-    path = model_dir / MARKER_FILE
-    f = Fields(read_json(path, fix, limits().max_json_bytes), path, fix)
-    if f.raw("format", None) != MARKER_FORMAT:
-        raise f.fail(f"is not {MARKER_FORMAT!r}", "format")
-    files = f.section("files")
-    return {rel: files.sha256(digest, rel) for rel, digest in files.data.items()}
-
-
-def replaceable_model_dir(model_dir: Path) -> str | None:
-    """None when ``model_dir`` holds exactly the files ringfold wrote there, unmodified; else why it must stay."""
-    if not (model_dir / MARKER_FILE).is_file():
-        return f"has no {MARKER_FILE}, so ringfold did not write it"
-    try:
-        ours = _read_marker(model_dir)
-    except RingfoldError:
-        return f"has a damaged {MARKER_FILE}"
-    folders = {Path(rel).parent.as_posix() for rel in ours} | {"."}
-    for dirpath, dirs, names in os.walk(model_dir):
-        for sub in dirs:  # an extra folder (a version the user added) or a link would be deleted with ours
-            rel = (Path(dirpath) / sub).relative_to(model_dir).as_posix()
-            if rel not in folders or (Path(dirpath) / sub).is_symlink():
-                return f"holds {rel}/, which ringfold did not write"
-        for file_name in names:
-            path = Path(dirpath) / file_name
-            rel = path.relative_to(model_dir).as_posix()
-            if rel == MARKER_FILE:
-                continue
-            if rel not in ours:
-                return f"holds {rel}, which ringfold did not write"
-            if path.is_symlink() or sha256_file(path) != ours[rel]:
-                return f"holds {rel}, changed since ringfold wrote it"
-    return None
-
-
 def _copy_checked(source: Path, target: Path, sha256: str) -> None:
     """Copy (never link: the bundle must stay as it was hashed) and check the copy is the hashed file."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -418,12 +397,11 @@ def _copy_checked(source: Path, target: Path, sha256: str) -> None:
 
 
 def _write_model(bundle: Bundle, plan: TritonModelPlan, target: Path, overwrite: bool) -> None:
-    with atomic_directory(target, overwrite=overwrite, replaceable=replaceable_model_dir) as tmp:
+    with owned_directory(target, "ringfold triton", overwrite, flag="--name") as tmp:
         _copy_checked(plan.source, tmp / VERSION_DIR / plan.file_name, plan.sha256)
         write_text(tmp / CONFIG_FILE, plan.config.to_pbtxt())
-        write_text(tmp / LABELS_TXT, "".join(f"{label}\n" for label in bundle.labels))
+        write_text(tmp / LABELS_TXT, labels_text(bundle.labels))
         write_text(tmp / README_FILE, model_readme(bundle, plan.config, plan.precision, plan.provenance))
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(
             tmp / MARKER_FILE,
             {
@@ -433,7 +411,6 @@ def _write_model(bundle: Bundle, plan: TritonModelPlan, target: Path, overwrite:
                 "bundle_manifest_sha256": sha256_file(bundle.path / "manifest.json"),
                 "precision": plan.precision,
                 "source": plan.provenance,
-                "files": files,
             },
         )
 
@@ -450,15 +427,7 @@ def check_repository_target(root: Path, bundle_path: Path) -> None:
 
 def check_model_target(target: Path, overwrite: bool) -> None:
     """A model folder may be written: absent, or (``overwrite``) holding only what ringfold wrote there."""
-    if not os.path.lexists(target):
-        return
-    if not overwrite:
-        raise RingfoldError(f"{target}: already exists; pass --overwrite or choose another --name")
-    reason = "is not a folder" if target.is_symlink() or not target.is_dir() else replaceable_model_dir(target)
-    if reason:
-        raise RingfoldError(
-            f"{target}: {reason}; ringfold only replaces what it wrote — choose another --name or move it away"
-        )
+    check_target(target, overwrite, flag="--name")
 
 
 def preflight(out: str | Path, bundle_out: str | Path, overwrite: bool) -> None:

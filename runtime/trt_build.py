@@ -28,9 +28,11 @@ import numpy as np
 
 from ringfold.atomic import atomic_path, write_bytes
 from ringfold.errors import RingfoldError
+from ringfold.ownership import record_files
 
 from .trt_engine import (
     LiveTrtEnvironment,
+    check_engine_slot,
     current_key,
     engine_dir,
     record_engine,
@@ -217,6 +219,7 @@ def build_engine(bundle, options: BuildOptions, env=None, log=print) -> Path:
     plan = plan_build(bundle, options, trt.__version__)
     key = current_key(plan.onnx_sha256 or "", plan.precision, plan.batch, env)  # the GPU, before a long build
     out = engine_dir(bundle.path) / key.file_name()
+    check_engine_slot(out)  # before a long build: never overwrite an engine ringfold did not record
     t0 = time.time()
     calibration = plan.calibration
     with _staged(calibration.cache if calibration else None) as calib_tmp, tempfile.TemporaryFile() as cache_out:
@@ -236,6 +239,9 @@ def build_engine(bundle, options: BuildOptions, env=None, log=print) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, bytes(serialized))
     record_engine(out, key, _sidecar_extra(plan, time.time() - t0, "ringfold build-engine (Polygraphy)"))
+    cache = calibration.cache if calibration else None
+    if cache is not None and Path(cache).parent.resolve() == out.parent.resolve():  # the cache ringfold wrote there
+        record_files(out.parent, "ringfold build-engine", [Path(cache).name])
     return out
 
 
@@ -284,6 +290,8 @@ def register_engine(bundle, engine_file: Path, options: BuildOptions, env=None) 
     directory = engine_dir(bundle.path)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / key.file_name()
+    if source.resolve() != out.resolve():
+        check_engine_slot(out)
     if source.resolve().parent == directory.resolve():
         if source.resolve() != out.resolve():
             source.replace(out)  # a rename inside engines/: atomic, and no stray file left there

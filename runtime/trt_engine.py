@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from typing import Protocol
 
 from ringfold.atomic import sha256_file, write_json
 from ringfold.errors import RingfoldError
+from ringfold.ownership import RECORD_FILE, read_record, record_files
 
 from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
@@ -344,6 +346,27 @@ def record_engine(engine_path: Path, key: EngineKey, extra: dict | None = None) 
     engines = dict(read_index(index_path)) if index_path.is_file() else {}
     engines[engine_path.name] = {**key.to_dict(), "sha256": digest}
     write_json(index_path, {"format": "ringfold-engines", "engines": engines})
+    record_files(engine_path.parent, "ringfold build-engine", [engine_path.name, sidecar(engine_path).name, INDEX_FILE])
+
+
+def check_engine_slot(engine_path: Path) -> None:
+    """Before a build: what ``record_engine`` will replace in engines/ (this engine, its sidecar, the index)
+    must be absent or ringfold's, unchanged — an engine or index someone else put there is never overwritten."""
+    directory = engine_path.parent
+    recorded = None
+    for path in (engine_path, sidecar(engine_path), directory / INDEX_FILE):
+        if not os.path.lexists(path):
+            continue
+        if recorded is None:
+            try:
+                recorded = read_record(directory)
+            except RingfoldError:
+                recorded = {}
+        if path.is_symlink() or sha256_file(path) not in recorded.get(path.name, set()):
+            raise RingfoldError(
+                f"{path}: not written by ringfold build-engine (or changed since); ringfold never replaces it — "
+                "move it out of engines/ and build again"
+            )
 
 
 def read_index(index_path: Path) -> dict[str, dict]:
@@ -404,7 +427,7 @@ def find_engine(bundle_path: Path, precision: str, env: TrtEnvironment, onnx_sha
     directory = engine_dir(bundle_path)
     candidates = []
     for meta in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        if meta.name == INDEX_FILE:
+        if meta.name in (INDEX_FILE, RECORD_FILE):
             continue
         for path in (meta, meta.with_suffix(".engine")):
             if confined(bundle_path, f"{ENGINE_DIR}/{path.name}") is None:

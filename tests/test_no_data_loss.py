@@ -29,7 +29,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_bundle(tiny_run, tmp_pat
     out.mkdir()
     (out / "chapter1.tex").write_text("three years of work")
     assert _export(tiny_run, out, "--overwrite") == 2
-    one_line_error(capsys, "thesis", "not a ringfold bundle", "only replaces what it wrote")
+    one_line_error(capsys, "thesis", "ringfold did not write it", "only replaces what it wrote")
     assert (out / "chapter1.tex").read_text() == "three years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]  # no .partial, no lock left
 
@@ -89,21 +89,27 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
     out = tmp_path / "photos"
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"precious")
-    assert main(["demo", "--out", str(out), "--quiet"]) == 2
-    one_line_error(capsys, "photos", "not a ringfold demo folder")
+    assert main(["demo", "--out", str(out), "--quiet", "--overwrite"]) == 2
+    one_line_error(capsys, "photos", "ringfold did not write it", "only replaces what it wrote")
     assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]
 
 
-def test_demo_clears_only_its_own_parts(tmp_path):
-    from ringfold.demo import DEMO_MARKER, prepare_demo_folder
+def test_demo_over_an_earlier_demo_needs_overwrite_and_keeps_a_user_file(tmp_path, capsys, monkeypatch):
+    """The demo folder follows the one ownership rule: --overwrite, and nothing of the user's in it."""
+    import ringfold.demo as demo
+    from ringfold.ownership import RECORD_FILE
 
+    monkeypatch.setattr(demo, "_run_demo", lambda out, epochs, quiet: demo._generate_data(out / "data") and 0)
     out = tmp_path / "demo"
-    prepare_demo_folder(out)
-    (out / "run").mkdir()
-    (out / "run" / "run.json").write_text("{}")
-    (out / "my_notes.txt").write_text("keep me")
-    prepare_demo_folder(out)
-    assert sorted(p.name for p in out.iterdir()) == [DEMO_MARKER, "my_notes.txt"]
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--quiet"]) == 2
+    one_line_error(capsys, "demo", "already exists", "--overwrite")
+    assert main(["demo", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    (out / "data" / "my_notes.txt").write_text("keep me")
+    assert main(["demo", "--out", str(out), "--quiet", "--overwrite"]) == 2
+    one_line_error(capsys, "data/ holds my_notes.txt, which ringfold did not write")
+    assert (out / "data" / "my_notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == [RECORD_FILE, "data"]
 
 
 # ------------------------------------------------------------------------------------------- races

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ringfold.cli import main
+from ringfold.ownership import RECORD_FILE
 from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.triton_repo import MARKER_FILE
 from ringfold.runtime.trt_engine import EngineKey, record_engine
 from tests.helpers import one_line_error
 
@@ -208,7 +208,7 @@ def test_folders_ringfold_did_not_write_are_never_replaced(tiny_bundle, tmp_path
     assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "clf", "--overwrite"]) == 0
     # the user's own model, or a folder of ours the user changed, is never deleted
     assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "users_model", "--overwrite"]) == 2
-    assert f"has no {MARKER_FILE}, so ringfold did not write it" in one_line_error(capsys)
+    assert f"has no {RECORD_FILE}, so ringfold did not write it" in one_line_error(capsys)
     (repo / "clf" / "2").mkdir()  # an empty version folder the user added would go with ours
     assert main(["triton", str(tiny_bundle), "--out", str(repo), "--name", "clf", "--overwrite"]) == 2
     assert "holds 2/, which ringfold did not write" in one_line_error(capsys)
@@ -294,7 +294,7 @@ def test_export_refuses_an_unwritable_repository_before_exporting(tiny_run, tmp_
     (repo / "pets").mkdir(parents=True)
     (repo / "pets" / "config.pbtxt").write_text('name: "pets"\n')  # the user's own model of that name
     assert main(["export", str(tiny_run), "--out", str(bundle), "--triton", str(repo), "--overwrite"]) == 2
-    assert f"has no {MARKER_FILE}, so ringfold did not write it" in one_line_error(capsys)
+    assert f"has no {RECORD_FILE}, so ringfold did not write it" in one_line_error(capsys)
     assert not bundle.exists() and (repo / "pets" / "config.pbtxt").read_text() == 'name: "pets"\n'
 
 

@@ -31,8 +31,9 @@ from polygraphy.backend.trt import (  # noqa: E402
 
 from ringfold.cli import build_parser, main  # noqa: E402
 from ringfold.errors import RingfoldError  # noqa: E402
+from ringfold.ownership import ownership_problem  # noqa: E402
 from ringfold.runtime import trt_backend, trt_build, trt_engine, trt_plan  # noqa: E402
-from ringfold.runtime.bundle import TensorSpec, foreign_files, load_bundle  # noqa: E402
+from ringfold.runtime.bundle import TensorSpec, load_bundle  # noqa: E402
 from ringfold.runtime.trt_build import (  # noqa: E402
     BuilderConfig,
     CalibrationBatches,
@@ -337,7 +338,7 @@ def test_build_writes_engine_sidecar_and_both_caches_whole(tiny_bundle, tmp_path
     assert key.batch == (1, 2, 4) and key.onnx_sha256 == bundle.model_sha256("fp32")
     extra = json.loads(sidecar(out).read_text())
     assert extra["source_kind"] == "fp32" and extra["fp32_layers"] is True and extra["polygraphy_version"]
-    assert foreign_files(bundle.path) == []  # no staging or lock files: the bundle stays replaceable
+    assert ownership_problem(bundle.path) is None  # no staging or lock files: the bundle stays replaceable
     assert find_engine(bundle.path, "int8", FakeEnv(), [bundle.model_sha256("fp32")]) == out
 
 
@@ -393,7 +394,7 @@ def test_register_renames_a_trtexec_engine_in_engines_and_records_it(tiny_bundle
     assert out.read_bytes() == b"trtexec engine" and not loose.exists()
     assert json.loads(sidecar(out).read_text())["built_by"].startswith("trtexec")
     assert find_engine(bundle.path, "fp16", env, bundle.model_sha256("fp32")) == out
-    assert foreign_files(bundle.path) == []
+    assert ownership_problem(bundle.path) is None
 
 
 def test_register_copies_an_engine_from_elsewhere_and_checks_its_io(tiny_bundle, tmp_path, monkeypatch):

@@ -7,12 +7,14 @@ fp16 + GradScaler) when present, CPU fp32 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from torch.utils.data import DataLoader
 
 from ringfold.atomic import write_json
 from ringfold.errors import FieldError, RingfoldError
+from ringfold.ownership import claim_folder, record_files
 
 from . import data as data_mod
 from .adapters import AdapterSet, inject
-from .checkpoint import LoopState, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FILE, LoopState, load_checkpoint, save_checkpoint
 from .config import CONFIG_FILE, TrainConfig, load_train_config
 from .device import amp_dtype, pick_device
 from .distributed import (
@@ -40,8 +43,13 @@ from .evaluate import count_correct
 from .frozen_features import FrozenFeatureCache
 from .losses import LossWeights, compute_loss, frozen_image_features
 from .models import load_clip, openclip_transform
-from .run import RunData, RunRecord, save_run
+from .run import ADAPTERS_FILE, RUN_FILE, RunData, RunRecord, save_run
 from .text import class_embeddings
+
+#: who writes a run folder, in its ownership record
+RUN_COMMAND = "ringfold train"
+#: every file training writes into the run folder (the only ones its record vouches for)
+RUN_FILES = (CONFIG_FILE, "log.jsonl", CHECKPOINT_FILE, ADAPTERS_FILE, RUN_FILE, "curves.png")
 
 log = logging.getLogger("ringfold.train")
 #: testing aid: slow each step down so a test can kill a real run mid-epoch (seconds; unset in normal use)
@@ -208,6 +216,7 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 write_json(self.out / CONFIG_FILE, cfg.to_dict())
                 log_path.write_text("")
+                self._record_files()
             state = LoopState()
             acc0 = self.evaluate() if main else None
             state.history.append({"epoch": 0, "eval_acc": acc0, "time_s": round(time.time() - t0, 2)})
@@ -294,6 +303,7 @@ class Trainer:
         if main:
             save_run(self.out, record, self.adapters)
             self._plot(state.history)
+            self._record_files()
         barrier(self.dist)
         return record
 
@@ -310,7 +320,12 @@ class Trainer:
     def _checkpoint(self, optimizer, scheduler, state: LoopState) -> None:
         if self.dist.is_main:
             save_checkpoint(self.out, self.adapters, optimizer, scheduler, state)
+            self._record_files()
         barrier(self.dist)
+
+    def _record_files(self) -> None:
+        """Vouch for what training wrote so far (and only that) in the run's ownership record."""
+        record_files(self.out, RUN_COMMAND, [n for n in RUN_FILES if (self.out / n).exists()])
 
     @torch.no_grad()
     def _class_emb_frozen(self) -> torch.Tensor:
@@ -362,12 +377,29 @@ class Trainer:
         plot_training_curves(history, self.out / "curves.png", title)
 
 
-def train(cfg: TrainConfig, out_dir: str | Path) -> RunRecord:
-    trainer = Trainer(cfg, out_dir)
-    try:
-        return trainer.fit()
-    finally:
-        shutdown(trainer.dist)
+def train(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> RunRecord:
+    """Fit adapters into the run folder ``out_dir``: new or empty, or (``overwrite``) one ringfold wrote, unchanged.
+
+    The folder is claimed before the model loads (``claim_folder``: one writer at a time) and its
+    ownership record is rewritten after every step that writes, so ``--overwrite`` and ``--resume`` can
+    always tell ringfold's files from the user's.
+    """
+    with _claimed(out_dir, overwrite=overwrite):
+        trainer = Trainer(cfg, out_dir)
+        try:
+            return trainer.fit()
+        finally:
+            shutdown(trainer.dist)
+
+
+@contextlib.contextmanager
+def _claimed(out_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[None]:
+    """Claim the run folder in the process that writes it (the main one; under torchrun, rank 0)."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with claim_folder(out_dir, RUN_COMMAND, overwrite=overwrite, resume=resume, also=" (or --resume to continue it)"):
+        yield
 
 
 def resume(run_dir: str | Path) -> RunRecord:
@@ -377,11 +409,12 @@ def resume(run_dir: str | Path) -> RunRecord:
     if not config_path.is_file():
         raise FieldError("resume", f"{run_dir} has no {CONFIG_FILE}: give a run directory written by `ringfold train`")
     cfg = load_train_config(config_path)
-    trainer = Trainer(cfg, run_dir)
-    try:
-        return trainer.fit(resume=True)
-    finally:
-        shutdown(trainer.dist)
+    with _claimed(run_dir, resume=True):
+        trainer = Trainer(cfg, run_dir)
+        try:
+            return trainer.fit(resume=True)
+        finally:
+            shutdown(trainer.dist)
 
 
 def _is_term(key: str) -> bool:
