@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from ringfold.errors import RingfoldError
 
+from .text_rules import check_text
+
 #: manifest dtype -> Triton's DataType enum name
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
 #: Triton's instance group kinds ringfold writes (KIND_AUTO: GPU when the server has one, else CPU)
@@ -34,6 +36,23 @@ def safe_name(text: str, what: str) -> str:
             "rename it in the bundle"
         )
     return text
+
+
+def labels_text(labels: Sequence[str]) -> str:
+    """Triton's ``label_filename`` file: one class per line, so a class may hold no line break (nor any
+    character :mod:`.text_rules` refuses), and an empty one would shift every class after it."""
+    for i, label in enumerate(labels):
+        if not label:
+            raise RingfoldError(f"class {i} is empty; Triton's label file needs one name per line — re-export")
+        check_text(label, f"class {i}", "Triton's one-class-per-line label file cannot carry it; rename the class")
+    return "".join(f"{label}\n" for label in labels)
+
+
+def comment_lines(texts: Sequence[str]) -> list[str]:
+    """``# …`` lines for protobuf text format (a comment ends at the line break: one per line of ``texts``),
+    each line refused when it holds a character :mod:`.text_rules` refuses (a bundle or model name)."""
+    lines = [line for text in texts for line in text.split("\n")]
+    return [f"# {check_text(line, 'config comment', 'rename the bundle or model')}".rstrip() for line in lines]
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ class TritonModelConfig:
         """The ``config.pbtxt`` text; ``#`` comments first (protobuf text format ignores them)."""
         if self.instance_kind not in INSTANCE_KINDS:
             raise ValueError(f"instance kind {self.instance_kind!r} is not one of {INSTANCE_KINDS}")
-        out = [f"# {line}".rstrip() for text in self.comments for line in text.splitlines()]
+        out = comment_lines(self.comments)
         out += [
             f'name: "{safe_name(self.name, "model name")}"',
             f'platform: "{self.platform}"',
