@@ -195,7 +195,7 @@ BAD_CLASSES = {
     "duplicate": ("cat,dog,Cat", "same class"),
     "spaces duplicate": ("red fox,red  fox", "same class"),
     "too long": ("cat," + "x" * 1001, "printable characters"),
-    "unprintable": ("cat,do\x07g", "printable characters"),
+    "unprintable": ("cat,do\x07g", "U+0007"),
 }
 
 
