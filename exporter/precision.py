@@ -21,6 +21,7 @@ converting is summarised in the variant's entry instead of printed.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from ringfold.atomic import atomic_path
-from ringfold.errors import FieldError, RingfoldError
+from ringfold.errors import FieldError, ImageError, RingfoldError
 from ringfold.runtime.fields import one_line
+from ringfold.runtime.images import list_images, load_image, open_regular
 from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
 
 from .library_log import captured_library_log
@@ -82,7 +84,6 @@ class ImageCalibrationReader:
     """onnxruntime CalibrationDataReader over images, preprocessed exactly as the runtime does."""
 
     def __init__(self, paths: list[Path], preprocess, input_name: str = "image", batch: int = 8) -> None:
-        from ringfold.runtime.images import load_image
         from ringfold.runtime.preprocess import preprocess_batch
 
         self._batches = [
@@ -98,20 +99,80 @@ class ImageCalibrationReader:
         self._iter = iter(self._batches)
 
 
-def calibration_images(calib: str | Path, limit: int | None = None) -> tuple[list[Path], str]:
-    """Sorted image list and a sha256 over their contents (recorded in the manifest)."""
-    from ringfold.runtime.images import list_images
+#: the fewest decodable calibration images static int8 accepts unless ``--calib-min`` says otherwise:
+#: activation ranges from a handful of pictures do not hold on real inputs (a few hundred is the usual advice)
+DEFAULT_CALIB_MIN = 32
 
-    paths = list_images([calib])
-    if limit:
-        paths = paths[:limit]
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The checked calibration images (regular, decodable files) and a sha256 over their contents."""
+
+    paths: tuple[Path, ...]
+    sha256: str
+    source: str
+
+
+def _calibration_folder(calib: str | Path) -> Path:
+    """``calib`` as a readable folder, or a one-line FieldError naming it."""
+    root = Path(calib)
+    if not root.exists():
+        raise FieldError("calib", f"{calib}: no such folder; check the path (a folder of calibration images)")
+    if not root.is_dir():
+        raise FieldError("calib", f"{calib} is not a folder; pass a folder of calibration images")
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as exc:
+        raise FieldError("calib", f"{calib} cannot be read ({exc.strerror or exc}); fix its permissions") from None
+    return root
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:  # never blocks: a FIFO or device is refused before a read
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def calibration_images(calib: str | Path, limit: int | None = None, minimum: int = 1) -> tuple[list[Path], str]:
+    """Sorted image list and a sha256 over their contents (recorded in the manifest).
+
+    Every image is checked here, before the export loads its model: the folder exists and is
+    readable, each file is regular (a FIFO or device is named, never opened) and decodes, and at
+    least ``minimum`` remain — a typo or an empty folder costs a second, not a whole export.
+    """
+    paths = list_images([_calibration_folder(calib)])
+    cut = bool(limit) and len(paths) > limit
+    paths = paths[:limit] if limit else paths
     if not paths:
         raise FieldError("calib", f"{calib} has no images for int8 calibration; give a folder of a few hundred")
+    if len(paths) < minimum:
+        kept = f"--calib-limit {limit} keeps {len(paths)} of its images" if cut else f"has {len(paths)} image(s)"
+        raise FieldError(
+            "calib",
+            f"{calib} {kept}, fewer than the {minimum} int8 calibration needs (ranges from a few pictures do "
+            f"not hold on real inputs); add images (a few hundred is typical), or pass --calib-min {len(paths)} "
+            "to use them",
+        )
     digest = hashlib.sha256()
     for p in paths:
-        digest.update(p.name.encode())
-        digest.update(hashlib.sha256(p.read_bytes()).digest())
+        try:
+            load_image(p)  # regular file, decodable: found now, not after the fp32 export
+            digest.update(p.name.encode())
+            digest.update(_file_sha256(p))
+        except ImageError as exc:
+            raise FieldError("calib", f"holds an image that cannot be used: {exc}") from None
     return paths, digest.hexdigest()
+
+
+def check_calibration(request: PrecisionRequest) -> CalibrationSet | None:
+    """The request's calibration images, checked (None when no static int8 variant is asked for)."""
+    if "int8" not in request.precisions:
+        return None
+    paths, digest = calibration_images(request.calib, request.calib_limit, request.calib_min)
+    return CalibrationSet(tuple(paths), digest, str(request.calib))
 
 
 def _calibrate_method(name: str):
@@ -140,12 +201,11 @@ def _preprocessed(src: Path, tmpdir: Path) -> Path:
 
 
 def quantize_int8_static(
-    src: Path, dst: Path, calib: str | Path, preprocess, method: str = "minmax", limit: int | None = None
+    src: Path, dst: Path, calib: CalibrationSet, preprocess, method: str = "minmax"
 ) -> dict[str, Any]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    paths, digest = calibration_images(calib, limit)
-    reader = ImageCalibrationReader(paths, preprocess)
+    reader = ImageCalibrationReader(list(calib.paths), preprocess)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
         pre = _preprocessed(src, Path(tmp))
         quantize_static(
@@ -166,7 +226,7 @@ def quantize_int8_static(
         "format": "QDQ",
         "activations": "int8 symmetric",
         "weights": "int8 symmetric per-channel",
-        "calibration": {"method": method, "images": len(paths), "sha256": digest, "source": str(calib)},
+        "calibration": {"method": method, "images": len(calib.paths), "sha256": calib.sha256, "source": calib.source},
         "tool": "onnxruntime.quantization.quantize_static",
     }
 
@@ -194,6 +254,7 @@ class PrecisionRequest:
     calib: str | None = None
     calib_method: str = "minmax"
     calib_limit: int | None = None
+    calib_min: int = DEFAULT_CALIB_MIN
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -201,6 +262,10 @@ class PrecisionRequest:
             raise FieldError("precision", f"{bad[0]!r} is not a precision; use any of {', '.join(PRECISIONS)}")
         if "int8" in self.precisions and not self.calib:
             raise FieldError("calib", "is needed for int8: a folder of calibration images (a few hundred)")
+        if self.calib and "int8" not in self.precisions:
+            raise FieldError("calib", "is only used by the int8 variant; add int8 to --precision or leave it out")
+        if isinstance(self.calib_min, bool) or not isinstance(self.calib_min, int) or self.calib_min < 1:
+            raise FieldError("calib_min", f"must be a positive integer, got {self.calib_min!r}")
         if "int8" in self.precisions:
             _calibrate_method(self.calib_method)  # one-line error for a bad --calib-method, before any work
 
@@ -214,14 +279,17 @@ def failure_reason(stage: str, exc: BaseException) -> str:
 
 
 def write_variants(
-    bundle_dir: Path, request: PrecisionRequest, preprocess
+    bundle_dir: Path, request: PrecisionRequest, preprocess, calibration: CalibrationSet | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Create every requested variant next to the fp32 model: (manifest entries, failed variant → reason).
 
     A variant whose converter raises is left out (no file is left behind) and the
     others are still written; the caller reports the reason. What the libraries
-    log meanwhile is summarised under the entry's ``library_log``.
+    log meanwhile is summarised under the entry's ``library_log``. ``calibration``:
+    the images :func:`check_calibration` checked before the export (checked here if None).
     """
+    if calibration is None:
+        calibration = check_calibration(request)
     src = bundle_dir / VARIANT_FILES["fp32"]
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": VARIANT_FILES["fp32"], "precision": "fp32"}}
     failed: dict[str, str] = {}
@@ -234,9 +302,7 @@ def write_variants(
                 if precision == "fp16":
                     info = convert_fp16(src, dst)
                 elif precision == "int8":
-                    info = quantize_int8_static(
-                        src, dst, request.calib, preprocess, request.calib_method, request.calib_limit
-                    )
+                    info = quantize_int8_static(src, dst, calibration, preprocess, request.calib_method)
                 else:
                     info = quantize_int8_dynamic(src, dst)
         except Exception as exc:  # any converter failure costs this variant only, never the bundle

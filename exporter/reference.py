@@ -2,18 +2,39 @@
 
 Stored images let the device check its own preprocessing against open_clip's
 (no torch there), and the stored logits let it check the model numerics.
+
+Where the images come from is decided (and every image checked) before the
+export loads its model, by :func:`plan_reference`: the run's own held-out
+images (test split, else validation split, found through the data path the
+run records), or ``--ref-images DIR``. Without either the export refuses; a
+generated smooth-noise set is used only when asked for (``--synthetic-ref``),
+and then the manifest, the reports and every summary say
+:data:`~ringfold.runtime.bundle.SYNTHETIC_NOTE`: a figure measured on noise
+never stands where a user would read accuracy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from ringfold.demo_data import smooth_noise_images
-from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
-from ringfold.runtime.images import load_image
+from ringfold.errors import FieldError, ImageError, RingfoldError
+from ringfold.runtime.bundle import REFERENCE_FILE, REFERENCE_IMAGES_DIR, SYNTHETIC_NOTE, ReferenceInfo
+from ringfold.runtime.fields import one_line
+from ringfold.runtime.images import list_images, load_image
+
+#: the two ways out when the run's own held-out images cannot be found, named in every refusal
+REFERENCE_FIX = (
+    "pass --ref-images DIR (held-out images, one sub-folder per class), or --synthetic-ref for generated "
+    f"images ({SYNTHETIC_NOTE})"
+)
 
 
 @dataclass
@@ -29,19 +50,134 @@ def folder_labels(paths: list[Path], classnames: list[str]) -> list[int]:
     return [index.get(p.parent.name, -1) for p in paths]
 
 
-def pick_reference_images(samples: list, classnames: list[str], count: int) -> list[RefImage]:
-    """Round-robin over classes so a small set still covers many labels."""
+def _round_robin(samples: list) -> Iterator:
+    """The samples one class at a time (sorted by label, then path), so a small set covers many labels."""
     by_class: dict[int, list] = {}
     for s in sorted(samples, key=lambda s: str(s.path)):
         by_class.setdefault(s.label, []).append(s)
-    picked: list[RefImage] = []
     depth = 0
-    while len(picked) < count and any(len(v) > depth for v in by_class.values()):
+    while any(len(v) > depth for v in by_class.values()):
         for label in sorted(by_class):
-            if depth < len(by_class[label]) and len(picked) < count:
-                picked.append(RefImage(by_class[label][depth].path, label))
+            if depth < len(by_class[label]):
+                yield by_class[label][depth]
         depth += 1
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        load_image(path)  # regular file (a FIFO is never opened) and decodable
+    except ImageError:
+        return False
+    return True
+
+
+def pick_reference_images(samples: list, classnames: list[str], count: int) -> list[RefImage]:
+    """Round-robin over classes, decoding only the images picked; an undecodable one is passed over."""
+    picked: list[RefImage] = []
+    for s in _round_robin(samples):
+        if len(picked) >= count:
+            break
+        if _decodes(s.path):
+            picked.append(RefImage(s.path, s.label))
     return picked
+
+
+def shown(text: object) -> str:
+    """``text`` safe to write into a manifest and reports: control, format and separator characters escaped."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch
+        for ch in str(text)
+    )
+
+
+@dataclass
+class ReferencePlan:
+    """Where the bundle's reference images come from, decided and checked before the model loads."""
+
+    source: str  # run-data | ref-images | synthetic (manifest reference.source)
+    origin: str  # what a reader is told: "test split of DATA", the --ref-images folder, "generated …"
+    refs: list[RefImage] = field(default_factory=list)  # empty for synthetic: drawn by :meth:`images`
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+    def images(self, scratch: Path, count: int, size: tuple[int, int]) -> list[RefImage]:
+        """The reference images; the synthetic set is drawn into ``scratch`` now."""
+        return synthetic_reference_images(scratch, count, size) if self.synthetic else list(self.refs)
+
+    def manifest_section(self) -> dict[str, Any]:
+        """The manifest's reference.source / origin (and the synthetic note), parsed by runtime/bundle.py."""
+        section: dict[str, Any] = {"source": self.source, "origin": self.origin}
+        if self.synthetic:
+            section["note"] = SYNTHETIC_NOTE
+        return section
+
+    def describe(self, count: int) -> str:
+        """What the figures were measured on, in the words the runtime's reports use for the same bundle."""
+        return ReferenceInfo(REFERENCE_FILE, count, bool(self.refs), self.source, self.origin).describe()
+
+
+def plan_reference(record, ref_images: str | None, count: int, *, synthetic: bool = False) -> ReferencePlan:
+    """The reference set for ``record``'s export, every picked image checked; a one-line refusal otherwise."""
+    if ref_images and synthetic:
+        raise FieldError("synthetic_ref", "and --ref-images exclude each other; pass one of them")
+    if ref_images:
+        return _from_folder(ref_images, record.classnames, count)
+    if synthetic:
+        return ReferencePlan("synthetic", "generated smooth-noise images (demo_data.smooth_noise_images)")
+    return _from_run(record, count)
+
+
+def _from_folder(folder: str, classnames: list[str], count: int) -> ReferencePlan:
+    """``--ref-images``: its first ``count`` images (sorted), each a regular file that decodes."""
+    if not Path(folder).exists():
+        raise FieldError("ref_images", f"{folder}: no such folder; check the path")
+    try:
+        paths = list_images([folder])[:count]
+    except OSError as exc:
+        raise FieldError("ref_images", f"{folder} cannot be read ({exc.strerror or exc})") from None
+    if not paths:
+        raise FieldError("ref_images", f"{folder}: no images found for the reference set; pass a folder of images")
+    for path in paths:
+        try:
+            load_image(path)  # a FIFO or device is named and refused without being opened
+        except ImageError as exc:
+            raise FieldError("ref_images", f"holds an image that cannot be used: {exc}") from None
+    labels = folder_labels(paths, classnames)
+    refs = [RefImage(p, label) for p, label in zip(paths, labels, strict=True)]
+    return ReferencePlan("ref-images", shown(os.fspath(folder)), refs)
+
+
+def _some(names: list[str]) -> str:
+    """``3: cat, dog, fox`` / ``120: a, b, c, d, …`` — shown escaped, never a raw control character."""
+    return shown(f"{len(names)}: {', '.join(names[:4])}{', …' if len(names) > 4 else ''}")
+
+
+def _from_run(record, count: int) -> ReferencePlan:
+    """The run's held-out images (test split, else validation), drawn with the run's seed."""
+    from ringfold.trainer.run import splits_from_record
+
+    data = record.data.path
+    if not data:
+        raise RingfoldError(f"the run records no training data path, so there are no held-out images; {REFERENCE_FIX}")
+    where = f"the run's training data {data}"
+    if not Path(data).exists():
+        raise RingfoldError(f"{where} is gone (moved or deleted): no held-out reference images; {REFERENCE_FIX}")
+    try:
+        splits = splits_from_record(record)  # with the run's seed: the images it held out, not others
+    except RingfoldError as exc:
+        raise RingfoldError(f"{where} cannot be read again ({one_line(exc)[:200]}); {REFERENCE_FIX}") from None
+    if splits.classnames != record.classnames:
+        raise RingfoldError(
+            f"{where} now holds other classes ({_some(splits.classnames)}) than the run was trained on "
+            f"({_some(record.classnames)}); {REFERENCE_FIX}"
+        )
+    split = "test" if splits.test else "val"
+    refs = pick_reference_images(splits.test or splits.val, record.classnames, count)
+    if not refs:
+        raise RingfoldError(f"{where} has no decodable held-out (test or val) images; {REFERENCE_FIX}")
+    return ReferencePlan("run-data", shown(f"{split} split of {data}"), refs)
 
 
 def synthetic_reference_images(out_dir: Path, count: int, size: tuple[int, int], seed: int = 0) -> list[RefImage]:

@@ -80,7 +80,7 @@ class ParityResult:
     def failure_line(self) -> str:
         """``parity gate FAILED for BUNDLE: int8 (1 flip beyond margin)``: failing gates only."""
         parts = [f"{name} ({'; '.join(reasons)})" for name, reasons in self.failing.items()]
-        return f"parity gate FAILED for {self.bundle.path}: {', '.join(parts)}"
+        return f"parity gate FAILED for {self.bundle.path}: {', '.join(parts)}{self.report.reference_note()}"
 
     def pass_line(self) -> str | None:
         """``parity gate passed for BUNDLE: fp32, int8 (1 near-tie)``; None when nothing passed."""
@@ -93,7 +93,7 @@ class ParityResult:
         parts = [
             f"{n} ({len(ties[n])} near-tie{'s' if len(ties[n]) != 1 else ''})" if ties.get(n) else n for n in passing
         ]
-        return f"parity gate passed for {self.bundle.path}: {', '.join(parts)}"
+        return f"parity gate passed for {self.bundle.path}: {', '.join(parts)}{self.report.reference_note()}"
 
 
 def parity(

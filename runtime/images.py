@@ -8,9 +8,11 @@ promises is broken before the model even runs; so every decode goes through
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,7 +21,15 @@ from ringfold.errors import ImageError, RingfoldError
 
 from .limits import Limits, limits
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "list_images", "load_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "list_images",
+    "load_image",
+    "not_regular_file",
+    "open_regular",
+]
 
 #: The default pixel cap (``Limits.max_image_pixels``); the cap in force is ``limits().max_image_pixels``,
 #: which ``RINGFOLD_MAX_IMAGE_PIXELS`` can raise. Kept for code that imports the old constant.
@@ -39,6 +49,55 @@ def _fail(path: str | os.PathLike, problem: str, fix: str) -> ImageError:
     """Build the one-line error the CLI prints; decoder messages may carry newlines."""
     text = f"{os.fspath(path)}: {problem}; {fix}"
     return ImageError(" ".join(text.splitlines()))
+
+
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is ("a named pipe (FIFO)", ...), None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def not_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (symlinks followed) is not a regular file to read, without opening it; None when it is.
+
+    Reading a FIFO blocks until a writer comes, and a device can stream forever: every image
+    read checks this first, so a stray pipe in an image folder is an error, never a hang.
+    """
+    try:
+        kind = _kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot stat it ({exc.strerror or type(exc).__name__})"
+    return f"is {kind}, not a regular file" if kind else None
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for binary reading, only if it is a regular file (else :class:`ImageError`).
+
+    Opened non-blocking, so a file swapped for a FIFO after a check cannot block the open itself;
+    fstat on the open descriptor then refuses anything but a regular file before a byte is read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind:
+            raise _fail(path, f"is {kind}, not a regular file", "remove it or pass image files only")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -87,13 +146,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             raise _fail(path, "no such file", "check the path")
         if p.is_dir():
             raise _fail(path, "is a directory, not an image file", "pass the image files inside it")
+        problem = not_regular_file(p)  # a FIFO or device is never opened: reading one can block forever
+        if problem:
+            raise _fail(path, problem, "remove it or pass image files only")
         if p.stat().st_size == 0:
             raise _fail(path, "empty file (0 bytes)", "re-download or re-export it, or remove it")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Pillow's own bomb guard (~89 Mpx) must not undercut a cap the user raised on purpose
             Image.MAX_IMAGE_PIXELS = max(caps.max_image_pixels, Image.MAX_IMAGE_PIXELS or 0)
-            with Image.open(p) as img:
+            with open_regular(p) as fh, Image.open(fh) as img:
                 # Only the header has been read so far; refuse before decoding (or resizing) anything.
                 width, height = img.size
                 if width * height > caps.max_image_pixels:

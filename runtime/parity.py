@@ -231,10 +231,20 @@ class ParityReport:
     comparisons: list[Comparison] = field(default_factory=list)
     preprocessing: list[PreprocessCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what the bundle's reference set is (ReferenceInfo.describe); its figures are measured on it
+    reference: str = ""
+    #: generated images: every summary says SYNTHETIC_NOTE, and no accuracy is computed on them
+    reference_synthetic: bool = False
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.comparisons) and all(p.passed for p in self.preprocessing)
+
+    def reference_note(self) -> str:
+        """`` — reference set: synthetic: numerics only, no accuracy`` for a summary line; "" for real images."""
+        from .bundle import SYNTHETIC_NOTE
+
+        return f" — reference set: {SYNTHETIC_NOTE}" if self.reference_synthetic else ""
 
     def gates(self) -> dict[str, list[str]]:
         """What the gate judged, in report order ("fp32", "int8", ..., "preprocessing") → its failures, short."""
@@ -286,6 +296,8 @@ class ParityReport:
             "model": self.model,
             "random_weights": self.random_weights,
             "backend": self.backend,
+            "reference": self.reference,
+            "reference_synthetic": self.reference_synthetic,
             "passed": self.passed,
             "gates": {name: {"passed": not reasons, "failures": reasons} for name, reasons in self.gates().items()},
             "sample_warning": self.sample_warning(),
@@ -303,6 +315,7 @@ class ParityReport:
             f"- model: {self.model}"
             + (" — **random weights**: numerics only, not accuracy" if self.random_weights else ""),
             f"- backend: {self.backend}",
+            *([f"- reference set: {self.reference}"] if self.reference else []),
             "",
             "| comparison | precision | n | max abs Δlogit | mean abs Δlogit | min cos | mean cos | top-1 agree "
             "| near-ties | flips beyond margin | acc backend | acc reference | gate |",
@@ -396,6 +409,8 @@ def bundle_parity(
         model=bundle.describe(),
         random_weights=bundle.random_weights,
         backend=f"{model.backend} ({getattr(model, 'provider', '?')})",
+        reference=bundle.manifest.reference.describe(),
+        reference_synthetic=bundle.manifest.reference.synthetic,
     )
     ours = preprocess_batch([load_image(bundle.path / name) for name in ref.images], bundle.preprocess)
     report.preprocessing.append(
@@ -406,7 +421,8 @@ def bundle_parity(
         )
     )
     out = model.run_batched(ref.pixel_values)
-    labels = ref.labels if (ref.labels >= 0).any() else None
+    # generated images have no true class: no accuracy is computed on them, whatever the archive holds
+    labels = ref.labels if (ref.labels >= 0).any() and not report.reference_synthetic else None
     report.comparisons.append(
         compare(
             f"{precision} backend vs PyTorch adapted (unfolded), reference set",
