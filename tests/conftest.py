@@ -109,6 +109,6 @@ def raw_bundle(tmp_path_factory, tiny_run, demo_data) -> Path:
     from ringfold.exporter.precision import PrecisionRequest
 
     out = tmp_path_factory.mktemp("raw_bundle") / "bundle"
-    request = PrecisionRequest(("fp32", "int8"), str(demo_data / "train"), "minmax", 8)
+    request = PrecisionRequest(("fp32", "int8"), str(demo_data / "train"), "minmax", 8, calib_min=8)
     export_run(tiny_run, out, ref_count=8, progress=False, precision=request, raw_input=("float32", "uint8"))
     return out

@@ -82,6 +82,31 @@ def test_skip_bad_reports_each_and_goes_on(tiny_bundle, tmp_path, capsys):
     assert "bad.jpg: ERROR" in out and "good.png:" in out
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
+def test_named_pipe_among_images_is_refused_not_read(tiny_bundle, tmp_path, capsys, kind):
+    """Reading a FIFO blocks until a writer comes: classify (and every image reader) must name it instead."""
+    import signal
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (80, 80), (0, 0, 255)).save(folder / "a_good.png")
+    pipe = folder / "b_pipe.jpg"
+    if kind == "fifo":
+        os.mkfifo(pipe)
+    else:
+        os.mkfifo(tmp_path / "elsewhere")
+        pipe.symlink_to(tmp_path / "elsewhere")
+    signal.alarm(30)  # a read of the pipe would block forever: fail instead
+    try:
+        assert main(["classify", str(tiny_bundle), str(folder), "--provider", "cpu"]) == 2
+        one_line_error(capsys, f"{pipe}: is a named pipe (FIFO), not a regular file")
+        assert main(["classify", str(tiny_bundle), str(folder), "--skip-bad", "--provider", "cpu"]) == 2
+    finally:
+        signal.alarm(0)
+    out = capsys.readouterr().out
+    assert "b_pipe.jpg: ERROR" in out and "a_good.png:" in out
+
+
 # -------------------------------------------------------------------------------------------- datasets
 def _tree(root, counts):
     for cls, n in counts.items():

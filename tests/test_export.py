@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -144,3 +145,177 @@ def test_reference_images_come_from_the_split_the_run_held_out(demo_data, tmp_pa
     assert not {_pixels(p) for p in refs} & trained_on  # no training image among the reference images
     assert {_pixels(p) for p in refs} <= held_out
     assert (load_bundle(bundle).reference().labels >= 0).all()
+
+
+# ------------------------------------------------------------------ the reference set names its data (issue 23)
+SYNTHETIC = "synthetic: numerics only, no accuracy"
+
+
+def _moved_run(tiny_run, root):
+    """tiny_run whose training data has moved away: its record names a folder that is gone."""
+    import shutil
+
+    run = root / "moved_run"
+    shutil.copytree(tiny_run, run)
+    record = json.loads((run / "run.json").read_text())
+    record["data"]["path"] = str(root / "data-that-moved")
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+def _no_model(monkeypatch):
+    """Any model load fails the test: the refusals below must come before the long work."""
+    import ringfold.exporter.export as export_mod
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(export_mod, "load_adapted_model", refuse)
+
+
+@pytest.fixture(scope="module")
+def synthetic_bundle(tiny_run, tmp_path_factory):
+    """A run whose data moved, exported with the explicit synthetic flag; (bundle, summary printed)."""
+    import contextlib
+    import io
+
+    from ringfold.cli import main
+
+    root = tmp_path_factory.mktemp("synthetic")
+    run, out = _moved_run(tiny_run, root), root / "bundle"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["export", str(run), "--out", str(out), "--ref-count", "4", "--synthetic-ref", "--quiet"]) == 0
+    return out, stdout.getvalue()
+
+
+def test_moved_data_is_refused_in_one_line_before_the_model_loads(tiny_run, tmp_path, monkeypatch, capsys):
+    from ringfold.cli import main
+
+    from .helpers import one_line_error
+
+    run, out = _moved_run(tiny_run, tmp_path), tmp_path / "bundle"
+    _no_model(monkeypatch)
+    assert main(["export", str(run), "--out", str(out), "--quiet"]) == 2
+    one_line_error(capsys, str(tmp_path / "data-that-moved"), "is gone", "--ref-images DIR", "--synthetic-ref")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["moved_run"]
+
+
+def test_renamed_classes_in_the_data_are_refused(tiny_run, demo_data, tmp_path, monkeypatch, capsys):
+    """The data path still exists but holds other classes: its images would get the wrong labels."""
+    import shutil
+
+    from ringfold.cli import main
+
+    from .helpers import one_line_error
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    for split in ("train", "test"):
+        first = sorted((data / split).iterdir())[0]
+        first.rename(first.with_name("zebra"))
+    run = _moved_run(tiny_run, tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    record["data"]["path"] = str(data)
+    (run / "run.json").write_text(json.dumps(record))
+    _no_model(monkeypatch)
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle"), "--quiet"]) == 2
+    one_line_error(capsys, "now holds other classes", "zebra", "--ref-images DIR")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_synthetic_reference_set_says_so_in_manifest_summary_and_reports(synthetic_bundle):
+    bundle, summary = synthetic_bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["reference"]["source"] == "synthetic" and manifest["reference"]["note"] == SYNTHETIC
+    assert manifest["reference"]["labelled"] is False
+    assert summary.count("\n") == 1 and f"on the reference set: 4 generated images — {SYNTHETIC}" in summary
+    assert SYNTHETIC in (bundle / "export_report.md").read_text()
+    info = load_bundle(bundle).manifest.reference
+    assert info.synthetic and info.describe() == f"4 generated images — {SYNTHETIC}"
+
+
+def test_parity_on_a_synthetic_reference_set_says_so(synthetic_bundle, tmp_path, capsys):
+    from ringfold.cli import main
+
+    bundle, _ = synthetic_bundle
+    assert main(["parity", str(bundle), "--provider", "cpu", "--report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"- reference set: 4 generated images — {SYNTHETIC}" in out
+    passed = [line for line in out.splitlines() if line.startswith("parity gate passed")]
+    assert passed and passed[0].endswith(f"reference set: {SYNTHETIC}")
+    assert SYNTHETIC in (tmp_path / "r" / "parity.md").read_text()
+    report = json.loads((tmp_path / "r" / "parity.json").read_text())
+    assert report["reference_synthetic"] is True
+    assert all(c["accuracy_backend"] is None for c in report["comparisons"])  # no accuracy on noise
+
+
+def test_real_reference_sets_record_where_they_came_from(tiny_bundle, tiny_run, demo_data, tmp_path):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["reference"]["source"] == "run-data" and manifest["reference"]["count"] == 8
+    assert manifest["reference"]["origin"] == f"test split of {demo_data}" and "note" not in manifest["reference"]
+    assert load_bundle(tiny_bundle).manifest.reference.describe() == (
+        f"8 held-out images of the run's data (test split of {demo_data})"
+    )
+    result = export_run(
+        _moved_run(tiny_run, tmp_path), tmp_path / "b", ref_images=str(demo_data / "test"), ref_count=3, progress=False
+    )
+    assert result.manifest["reference"]["source"] == "ref-images"
+    assert result.manifest["reference"]["origin"] == str(demo_data / "test")
+    assert f"on the reference set: 3 images from --ref-images ({demo_data / 'test'})" in result.summary()
+    assert SYNTHETIC not in result.summary()
+
+
+def test_bundle_without_a_reference_source_still_loads_and_a_bad_one_is_refused(tiny_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for key in ("source", "origin"):
+        del manifest["reference"][key]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    info = load_bundle(copy).manifest.reference
+    assert info.source is None and "not recorded" in info.describe()
+    for key, value, needle in [
+        ("source", "imagined", "reference.source is 'imagined', not one of run-data, ref-images, synthetic"),
+        ("origin", "data\u202e/gpj.exe", "reference.origin holds U+202E"),
+        ("source", "synthetic", "reference.labelled is true for a synthetic reference set"),
+    ]:
+        bad = {**manifest, "reference": {**manifest["reference"], key: value}}
+        (copy / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(BundleError, match=re.escape(needle)) as err:
+            load_bundle(copy)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "fifo", "both"])
+def test_bad_ref_images_are_refused_before_the_model_loads(tiny_run, tmp_path, monkeypatch, capsys, case):
+    import os
+    import signal
+
+    from ringfold.cli import main
+
+    from .helpers import one_line_error
+
+    refs = tmp_path / "refs"
+    if case != "missing":
+        (refs / "cat").mkdir(parents=True)
+    if case == "fifo":
+        os.mkfifo(refs / "cat" / "pipe.png")
+    extra = ["--synthetic-ref"] if case == "both" else []
+    _no_model(monkeypatch)
+    signal.alarm(30)  # a FIFO that is read blocks forever: fail instead of hanging
+    try:
+        code = main(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--ref-images", str(refs), *extra])
+    finally:
+        signal.alarm(0)
+    assert code == 2
+    needle = {
+        "missing": "no such folder",
+        "empty": "no images found",
+        "fifo": "pipe.png: is a named pipe (FIFO), not a regular file",
+        "both": "--synthetic-ref: and --ref-images exclude each other",
+    }[case]
+    one_line_error(capsys, needle)
+    assert not (tmp_path / "b").exists()

@@ -36,6 +36,8 @@ def multi_bundle(tmp_path_factory, trained_run, demo_data):
             "int8-dynamic",
             "--calib",
             str(demo_data / "train"),
+            "--calib-min",
+            "24",  # the demo set's 24 training images, under the default minimum
             "--ref-count",
             "8",
             "--quiet",
@@ -123,6 +125,8 @@ def test_outlier_calibration_is_worse_than_real_calibration(trained_run, multi_b
                 "int8",
                 "--calib",
                 str(calib),
+                "--calib-min",
+                "2",
                 "--ref-count",
                 "8",
                 "--quiet",
@@ -187,3 +191,116 @@ def test_relabel_to_the_same_classes_requantizes_like_quantize_dynamic(multi_bun
     got = open_bundle_model(new, "int8-dynamic").run(pixels)["logits"]
     want = open_bundle_model(old, "int8-dynamic").run(pixels)["logits"]
     assert np.abs(got - want).max() <= 0.05
+
+
+# ------------------------------------------------------------- calibration checked before the export (issue 23)
+def _no_model(monkeypatch):
+    import ringfold.exporter.export as export_mod
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the calibration folder was checked")
+
+    monkeypatch.setattr(export_mod, "load_adapted_model", refuse)
+
+
+def _calib_folder(root, demo_data, n):
+    root.mkdir()
+    for i, src in enumerate(sorted((demo_data / "train").rglob("*.png"))[:n]):
+        (root / f"{i:03d}.png").write_bytes(src.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("typo", "--calib: {calib}: no such folder; check the path"),
+        ("empty", "--calib: {calib} has no images for int8 calibration"),
+        ("file", "--calib: {calib} is not a folder"),
+        ("one", "--calib: {calib} has 1 image(s), fewer than the 32 int8 calibration needs"),
+        ("corrupt", "--calib: holds an image that cannot be used: {calib}/040.png: not a readable image"),
+        ("not-int8", "--calib: is only used by the int8 variant"),
+    ],
+)
+def test_bad_calibration_is_refused_before_the_model_loads(
+    tiny_run, demo_data, tmp_path, monkeypatch, capsys, case, needle
+):
+    from .helpers import one_line_error
+
+    calib = tmp_path / "calib"
+    if case == "empty":
+        calib.mkdir()
+    elif case == "file":
+        calib.write_bytes(b"not a folder")
+    elif case == "one":
+        _calib_folder(calib, demo_data, 1)
+    elif case in ("corrupt", "not-int8"):
+        _calib_folder(calib, demo_data, 24)
+        for i in range(24, 40):  # 40 files: the default minimum is met, one of them is not an image
+            (calib / f"{i:03d}.png").write_bytes((calib / f"{i % 24:03d}.png").read_bytes())
+        (calib / "040.png").write_bytes(b"text, not a PNG")
+    _no_model(monkeypatch)
+    out = tmp_path / "b"
+    precision = [] if case == "not-int8" else ["--precision", "int8"]
+    assert main(["export", str(tiny_run), "--out", str(out), *precision, "--calib", str(calib), "--quiet"]) == 2
+    one_line_error(capsys, needle.format(calib=calib))
+    assert not out.exists()
+
+
+def test_one_calibration_image_is_accepted_with_calib_min(tiny_run, demo_data, tmp_path, capsys):
+    calib = _calib_folder(tmp_path / "calib", demo_data, 1)
+    out = tmp_path / "b"
+    args = ["export", str(tiny_run), "--out", str(out), "--precision", "int8", "--calib", str(calib), "--quiet"]
+    assert main(args) == 2
+    assert "or pass --calib-min 1 to use them" in capsys.readouterr().err
+    assert main([*args, "--calib-min", "1"]) == 0
+    int8 = json.loads((out / "manifest.json").read_text())["variants"]["int8"]
+    assert int8["calibration"]["images"] == 1 and int8["calibration"]["source"] == str(calib)
+
+
+def test_fifo_in_the_calibration_folder_is_named_and_never_opened(tiny_run, demo_data, tmp_path, monkeypatch, capsys):
+    """Reading a named pipe blocks until someone writes to it: the export used to hang there forever."""
+    import builtins
+    import os
+    import signal
+
+    from .helpers import one_line_error
+
+    calib = _calib_folder(tmp_path / "calib", demo_data, 24)
+    pipe = calib / "050_pipe.png"
+    os.mkfifo(pipe)
+    opened = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(os.fspath(file) if isinstance(file, (str, os.PathLike)) else file)
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return real_os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    _no_model(monkeypatch)
+    out = tmp_path / "b"
+    signal.alarm(30)  # the old code blocks in read(): fail the test instead of hanging the suite
+    try:
+        code = main(
+            [
+                "export",
+                str(tiny_run),
+                "--out",
+                str(out),
+                "--precision",
+                "int8",
+                "--calib",
+                str(calib),
+                "--calib-min",
+                "1",
+            ]
+        )
+    finally:
+        signal.alarm(0)
+    assert code == 2
+    one_line_error(capsys, "--calib: ", f"{pipe}: is a named pipe (FIFO), not a regular file")
+    assert str(pipe) not in opened and not out.exists()
