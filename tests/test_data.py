@@ -384,3 +384,14 @@ def test_demo_dataset_is_deterministic_and_loads(tmp_path: Path) -> None:
     assert _labels(splits.test) == {i: 2 for i in range(4)}
     with Image.open(splits.test[0].path) as img:
         assert img.size == (32, 32) and img.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "folders, needle",
+    [(["Cat", "cat"], "'Cat' and 'cat' are the same class"), (["cat", "do\u200bg"], "U+200B (ZERO WIDTH SPACE)")],
+)
+def test_class_names_from_folders_follow_the_runtime_rule(tmp_path: Path, folders: list[str], needle: str) -> None:
+    """A class name a bundle's labels.json would refuse (or that ties another) is refused before training."""
+    _tree(tmp_path, {name: 3 for name in folders})
+    with pytest.raises(RingfoldError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        from_image_folder(tmp_path)

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ringfold.errors import FieldError, ImageError, RingfoldError
+from ringfold.runtime.class_list import check_class_names
 from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,15 @@ def _random_split(
 
 
 def _check_class_count(classnames: list[str], where: Path) -> None:
+    """At least two classes, and names the bundle's labels.json will take (the runtime's class-name rule:
+    no control, invisible or separator character, no two equal to the tokenizer) — before any training."""
     if not classnames:
         raise RingfoldError(f"{where} has no classes: give it one sub-folder (or label) per class, at least two")
     if len(classnames) == 1:
         raise RingfoldError(
-            f"{where} has one class ('{classnames[0]}'): a classifier needs at least two, add another class"
+            f"{where} has one class ({classnames[0]!r}): a classifier needs at least two, add another class"
         )
+    check_class_names(classnames, str(where))
 
 
 def _check_files_exist(paths: Iterable[Path], listed_in: Path, under: Path) -> None:
