@@ -104,9 +104,8 @@ def main() -> int:
                 tmp / model / "run", model, {"method": "arc", "rank": 8, "layers": "all"}, ["cat", "dog", "owl", "fox"]
             )
             t0 = time.perf_counter()
-            export_run(
-                run, tmp / model / "bundle", ref_count=8, progress=False, precision=PrecisionRequest(("fp32", "fp16"))
-            )
+            request = PrecisionRequest(("fp32", "fp16"))  # a synthetic run has no images: numerics only
+            export_run(run, tmp / model / "bundle", ref_count=8, synthetic_ref=True, progress=False, precision=request)
             export_s = time.perf_counter() - t0
             text_check = json.loads((tmp / model / "bundle" / "manifest.json").read_text())["text"]["check"]
             out_json = tmp / model / "device.json"

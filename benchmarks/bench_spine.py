@@ -53,7 +53,7 @@ def main() -> int:
         tmp = Path(tmp)
         run = write_synthetic_run(tmp / "run", args.model, adapter, classes)
         t0 = time.perf_counter()
-        result = export_run(run, tmp / "bundle", ref_count=4, progress=False)
+        result = export_run(run, tmp / "bundle", ref_count=4, synthetic_ref=True, progress=False)  # no data: numerics
         export_s = time.perf_counter() - t0
 
         record, loaded, _ = load_adapted_model(run)

@@ -102,7 +102,7 @@ def _run_and_export(tmp_path, combinator):
     adapter = {"method": "adaring", "layers": "all", "combinator": combinator}
     run = write_synthetic_run(tmp_path / f"run_{combinator}", TINY, adapter, CLASSES, adapter_std=0.3)
     bundle = tmp_path / f"bundle_{combinator}"
-    export_run(run, bundle, ref_count=4, progress=False)
+    export_run(run, bundle, ref_count=4, synthetic_ref=True, progress=False)  # a synthetic run has no data
     return run, bundle
 
 

@@ -56,7 +56,7 @@ def exported_with_new_classes(tiny_run, tmp_path_factory):
     record["data"]["path"] = str(run / "no-data-here")
     (run / "run.json").write_text(json.dumps(record))
     out = tmp_path_factory.mktemp("bundle_new") / "bundle"
-    export_run(run, out, ref_count=4, progress=False)
+    export_run(run, out, ref_count=4, synthetic_ref=True, progress=False)
     return out
 
 
@@ -317,7 +317,7 @@ def test_vit_b32_text_tower_and_relabel(tmp_path):
     from ringfold.trainer.run import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "run", "ViT-B-32", {"method": "arc", "rank": 16, "layers": "all"}, ["a", "b"])
-    result = export_run(run, tmp_path / "bundle", ref_count=4, progress=False)
+    result = export_run(run, tmp_path / "bundle", ref_count=4, synthetic_ref=True, progress=False)
     assert result.manifest["text"]["check"]["onnx_vs_torch_max_abs"] <= 1e-4
     assert result.manifest["text"]["context_length"] == 77
     relabel_bundle(tmp_path / "bundle", tmp_path / "new", NEW_CLASSES, tuple(NEW_TEMPLATES))

@@ -25,7 +25,7 @@ def trt_bundle(tmp_path_factory, tiny_run, demo_data):
     """A real export with every precision: fp32, fp16, int8 (static QDQ) and int8-dynamic."""
     out = tmp_path_factory.mktemp("trt_lint") / "bundle"
     argv = ["export", str(tiny_run), "--out", str(out), "--precision", "fp16", "int8", "int8-dynamic"]
-    assert main([*argv, "--calib", str(demo_data / "train"), "--quiet"]) == 0
+    assert main([*argv, "--calib", str(demo_data / "train"), "--calib-min", "24", "--quiet"]) == 0
     return out
 
 
@@ -438,6 +438,6 @@ def test_bundles_of_every_method_pass_the_trt10_lint(tmp_path, adapter):
     from ringfold.trainer.run import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "run", "ringfold-tiny-vit", adapter, ["a", "b", "c"], adapter_std=0.1)
-    export_run(run, tmp_path / "bundle", ref_count=2, progress=False)
+    export_run(run, tmp_path / "bundle", ref_count=2, synthetic_ref=True, progress=False)
     findings = lint_bundle(load_bundle(tmp_path / "bundle"), "trt-10", ["fp32"])["fp32"]
     assert _blockers(findings) == []
