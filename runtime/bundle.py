@@ -24,7 +24,6 @@ Torch-free on purpose: this module ships to edge devices.
 from __future__ import annotations
 
 import math
-import unicodedata
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .fields import Fields, confined, read_json, relative_member_problem
 from .limits import limits
 from .preprocess import PreprocessConfig
 from .text_manifest import TextInfo, parse_text_section
-from .text_rules import check_text
+from .text_rules import check_text, forbidden_char
 
 BUNDLE_FORMAT = "ringfold-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -142,8 +141,8 @@ class ReferenceInfo:
 
 def _display_text_problem(text: str) -> str | None:
     """A report shows this text: no control, format or line/paragraph separator character may reach it."""
-    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
-    return None if bad is None else f"holds U+{ord(bad):04X}, a control or invisible character"
+    bad = forbidden_char(text)
+    return None if bad is None else f"holds {bad}"
 
 
 @dataclass(frozen=True)

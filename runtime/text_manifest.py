@@ -14,11 +14,11 @@ Bundles written before this section existed have none and load as before;
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .fields import Fields
+from .text_rules import forbidden_char
 
 TEXT_FILE = "text.onnx"
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -43,9 +43,10 @@ def template_problem(template: str) -> str | None:
     rest = template.replace("{}", "")
     if template.count("{}") != 1 or "{" in rest or "}" in rest:
         return f"{template[:60]!r} must contain exactly one '{{}}' (where the class name goes) and no other braces"
-    if len(template) > MAX_TEMPLATE_CHARS or any(unicodedata.category(c) == "Cc" for c in template):
+    if len(template) > MAX_TEMPLATE_CHARS:
         return f"{template[:60]!r} must be at most {MAX_TEMPLATE_CHARS} printable characters"
-    return None
+    bad = forbidden_char(template)  # the class-name rule: a prompt is text too (:mod:`.text_rules`)
+    return f"{template[:60]!r} holds {bad}" if bad else None
 
 
 def fill(template: str, classname: str) -> str:

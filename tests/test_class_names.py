@@ -197,3 +197,10 @@ def test_open_vocabulary_model_is_a_backend_scoring_only_the_new_classes(tiny_bu
     assert dict((n, s[-1]) for n, _, s in outputs)["logits"] == len(classes)
     assert "__getattr__" not in vars(OpenVocabularyModel) and not hasattr(model, "session")
     assert (model.backend, model.provider, model.max_batch) == (inner.backend, inner.provider, inner.max_batch)
+
+
+def test_templates_follow_the_same_character_rule(tiny_bundle, tmp_path, capsys):
+    argv = ["relabel", str(tiny_bundle), "--classes", "cat,dog", "--out", str(tmp_path / "n")]
+    assert main([*argv, "--templates", "a photo of a {}\u202e."]) == 2
+    one_line_error(capsys, "--templates", "U+202E (RIGHT-TO-LEFT OVERRIDE)")
+    assert not (tmp_path / "n").exists()
