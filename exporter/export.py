@@ -20,7 +20,7 @@ import torch
 import ringfold
 from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
-from ringfold.ownership import check_target, owned_directory
+from ringfold.ownership import check_apart, check_target, owned_directory
 from ringfold.runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -118,6 +118,7 @@ def export_run(
     ``ref_images``; ``synthetic_ref`` asks for generated images instead (numerics only, no accuracy)."""
     t0 = time.time()
     out = Path(out)
+    check_apart(out, run_dir, "run being exported")
     check_target(out, overwrite)  # before the long work: absent, or --overwrite and wholly ringfold's
     precision = precision or PrecisionRequest()
     inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision)

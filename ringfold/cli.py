@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .commands import installed_trt_version as _installed_trt_version  # tests stand in for TensorRT here
 from .errors import FieldError, GateFailed, RingfoldError
-from .ownership import check_owned_json, check_target, owned_directory, write_owned_json
+from .ownership import check_apart, check_owned_json, check_target, owned_directory, write_owned_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,6 +197,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.compare_preprocess and not args.images:
         raise RingfoldError("--compare-preprocess needs --images DIR (an ImageFolder gives accuracies too)")
     out = Path(args.report) if args.report else _beside(Path(args.bundle), ".parity")
+    check_apart(out, args.bundle, "bundle", "--report")
+    if args.run:
+        check_apart(out, args.run, "run", "--report")
     check_target(out, args.overwrite, "--report")  # before the comparison runs
     tolerance = {
         "max_abs_logit": args.max_abs_logit,
@@ -367,6 +370,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .commands import bench
 
     out = Path(args.out) if args.out else _beside(Path(args.bundle), ".bench")
+    check_apart(out, args.bundle, "bundle")
     check_target(out, args.overwrite)  # before minutes of timing
     bundle, report = bench(
         args.bundle,

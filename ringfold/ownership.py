@@ -267,3 +267,16 @@ def write_owned_json(path: str | os.PathLike, obj: dict, command: str) -> None:
     obj = {k: v for k, v in obj.items() if k != OWNED_JSON_KEY}
     obj[OWNED_JSON_KEY] = {"by": command, "sha256": _content_sha256(obj)}
     write_json(path, obj)
+
+
+def check_apart(target: str | os.PathLike, source: str | os.PathLike, what: str, flag: str = "--out") -> None:
+    """``target`` must not be ``source`` (what the command reads), lie inside it, or hold it.
+
+    Even a folder that is wholly ringfold's must not be replaced by an output made from it: ``export
+    RUN --out RUN --overwrite`` would otherwise delete the run it exports, ``parity B --report B`` the
+    bundle it checks.
+    """
+    target_real = Path(os.path.realpath(target))
+    source_real = Path(os.path.realpath(source))
+    if target_real == source_real or source_real in target_real.parents or target_real in source_real.parents:
+        raise RingfoldError(f"{target}: is, holds or lies inside the {what} {source}; choose another {flag}")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
-from ringfold.ownership import check_target, owned_directory
+from ringfold.ownership import check_apart, check_target, owned_directory
 
 from .fields import Fields
 from .text_rules import check_text
@@ -330,6 +330,7 @@ def write_for_bundle(
     """``ringfold deepstream``: the folder for ``bundle`` at ``out``, ``onnx-file`` absolute (torch- and onnx-free)."""
     from .raw_input import raw_model_spec
 
+    check_apart(out, bundle.path, "bundle")
     check_target(out, overwrite)
     onnx_path = os.path.abspath(bundle.file(raw_model_spec(bundle, "float32").file))
     files = deepstream_files(target_for_bundle(bundle, onnx_path, batch_size, gpu_id, trt_version))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import ringfold
 from ringfold.atomic import write_bytes, write_text
 from ringfold.errors import BundleError, RingfoldError
-from ringfold.ownership import check_target, owned_directory
+from ringfold.ownership import check_apart, check_target, owned_directory
 
 from .bundle import (
     ENGINE_DIR,
@@ -108,9 +107,7 @@ def relabel_bundle(
 
     t0 = time.perf_counter()
     source, out = Path(source), Path(out)
-    real_out, real_source = os.path.realpath(out), os.path.realpath(source)
-    if real_out == real_source or real_out.startswith(real_source.rstrip(os.sep) + os.sep):
-        raise RingfoldError(f"{out}: is (inside) the bundle being relabelled; choose another --out")
+    check_apart(out, source, "bundle being relabelled")
     check_target(out, overwrite)
     bundle = load_bundle(source)
     _check_classes(bundle, classes, templates)

@@ -230,7 +230,7 @@ def test_relabel_refuses_foreign_or_same_folder(tiny_bundle, tmp_path, capsys):
     assert (foreign / "holiday.jpg").read_bytes() == b"mine"
     for out in (tiny_bundle, tiny_bundle / "reference" / "new"):
         assert main(["relabel", str(tiny_bundle), "--classes", "a,b", "--out", str(out), "--overwrite"]) == 2
-        one_line_error(capsys, "is (inside) the bundle being relabelled")
+        one_line_error(capsys, "lies inside the bundle being relabelled")
     assert not (tiny_bundle / "reference" / "new").exists()
 
 

@@ -189,3 +189,28 @@ def test_claim_is_one_writer_at_a_time(tmp_path):
         with pytest.raises(RingfoldError, match="another ringfold process is writing it"):
             with claim_folder(tmp_path / "run", "ringfold train"):
                 pass
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("export into its own run", ["export", "RUN", "--out", "RUN", "--overwrite", "--quiet"]),
+        ("export beside, inside the run", ["export", "RUN", "--out", "RUN/bundle", "--quiet"]),
+        ("parity report over its bundle", ["parity", "BUNDLE", "--report", "BUNDLE", "--overwrite"]),
+        ("bench report over its bundle", ["bench", "BUNDLE", "--out", "BUNDLE", "--overwrite"]),
+        ("deepstream over its bundle", ["deepstream", "RAW", "--out", "RAW", "--overwrite"]),
+        ("relabel over its bundle", ["relabel", "BUNDLE", "--classes", "a,b", "--out", "BUNDLE", "--overwrite"]),
+    ],
+)
+def test_an_output_never_replaces_what_the_command_reads(
+    name, argv, tmp_path, tiny_run, tiny_bundle, raw_bundle, capsys
+):
+    """Even a folder that is wholly ringfold's is not replaced by an output made from it."""
+    copies = {"RUN": tmp_path / "run", "BUNDLE": tmp_path / "bundle", "RAW": tmp_path / "raw"}
+    for key, source in (("RUN", tiny_run), ("BUNDLE", tiny_bundle), ("RAW", raw_bundle)):
+        shutil.copytree(source, copies[key])
+    argv = [str(copies[a.split("/")[0]].joinpath(*a.split("/")[1:])) if a.split("/")[0] in copies else a for a in argv]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(argv) == 2
+    one_line_error(capsys, "is, holds or lies inside the")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
