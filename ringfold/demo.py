@@ -101,7 +101,8 @@ def _run_demo(out: Path, epochs: int, quiet: bool) -> int:
     print(
         f"\ndemo summary (random-weights model): test accuracy {100 * metrics['zero_shot_eval_acc']:.1f}% before "
         f"training → {100 * metrics['final_eval_acc']:.1f}% after ARC (chance {100 * metrics['chance_acc']:.0f}%); "
-        f"parity {'PASSED' if result.passed else 'FAILED'}. Outputs in {out}/ (curves.png, bundle/, bundle.parity/)."
+        f"parity {'PASSED' if result.passed else 'FAILED'}. "
+        f"Outputs in {out}/ (run/curves.png, bundle/, bundle.parity/)."
     )
     return 0 if result.passed else 1
 
