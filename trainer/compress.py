@@ -249,7 +249,8 @@ def rank_sweep(
     shapes = {k: (t.shape[0], t.shape[1]) for k, t in tensors.items()}
     candidates, skipped = partition_candidates(shapes, coarse_ranks, candidates, source_parameters, bias)
     if not candidates:
-        raise RingfoldError(f"no candidate ranks to fit: {'; '.join(s['reason'] for s in skipped)}")
+        why = "; ".join(f"{_r(s['fine_ranks'])} {s['reason']}" for s in skipped)
+        raise RingfoldError(f"no candidate ranks to fit: {why}")
     points, fits = [], []
     for n, ranks in enumerate(candidates, 1):
         t0 = time.perf_counter()

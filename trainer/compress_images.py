@@ -103,8 +103,8 @@ def _run_images(record: RunRecord, limit: int, transform: Callable) -> ImageSet:
         return ImageSet(None, path=where, reason=f"the run's data {where} is gone (moved or deleted)")
     try:
         splits = splits_from_record(record)  # with the run's seed: the very images it held out
-    except RingfoldError as exc:
-        return ImageSet(None, path=where, reason=f"the run's data {where} cannot be read ({exc})")
+    except (RingfoldError, OSError) as exc:
+        return ImageSet(None, path=where, reason=one_line(f"the run's data {where} cannot be read ({exc})"))
     split = "test" if splits.test else "val"
     samples = splits.test or splits.val
     if not samples:
