@@ -26,3 +26,29 @@ def rel_to_largest(got, want) -> float:
     """Largest difference over the reference's largest entry: fp32 in another summation order gives a few
     ulps of the largest entry; an entry-wise bound would also hold near-zero entries to that absolute size."""
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+class Hung(Exception):
+    """Raised by :func:`no_hang` when the code under test blocks past its deadline."""
+
+
+def no_hang(seconds: int):
+    """A context manager failing the test with :class:`Hung` after ``seconds`` (SIGALRM, main thread, POSIX):
+    for code that used to block forever, e.g. reading a FIFO, so a regression fails instead of hanging pytest."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def deadline():
+        def expire(_signum, _frame):
+            raise Hung(f"still running after {seconds}s: blocked")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return deadline()

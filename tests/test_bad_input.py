@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ringfold.cli import main
-from tests.helpers import one_line_error
+from tests.helpers import no_hang, one_line_error
 
 TINY = ["--model", "ringfold-tiny-vit", "--random-init", "--quiet", "--epochs", "0", "--shots", "2"]
 
@@ -85,8 +85,6 @@ def test_skip_bad_reports_each_and_goes_on(tiny_bundle, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
 def test_named_pipe_among_images_is_refused_not_read(tiny_bundle, tmp_path, capsys, kind):
     """Reading a FIFO blocks until a writer comes: classify (and every image reader) must name it instead."""
-    import signal
-
     folder = tmp_path / "images"
     folder.mkdir()
     Image.new("RGB", (80, 80), (0, 0, 255)).save(folder / "a_good.png")
@@ -96,13 +94,10 @@ def test_named_pipe_among_images_is_refused_not_read(tiny_bundle, tmp_path, caps
     else:
         os.mkfifo(tmp_path / "elsewhere")
         pipe.symlink_to(tmp_path / "elsewhere")
-    signal.alarm(30)  # a read of the pipe would block forever: fail instead
-    try:
+    with no_hang(30):  # a read of the pipe would block forever: fail instead
         assert main(["classify", str(tiny_bundle), str(folder), "--provider", "cpu"]) == 2
         one_line_error(capsys, f"{pipe}: is a named pipe (FIFO), not a regular file")
         assert main(["classify", str(tiny_bundle), str(folder), "--skip-bad", "--provider", "cpu"]) == 2
-    finally:
-        signal.alarm(0)
     out = capsys.readouterr().out
     assert "b_pipe.jpg: ERROR" in out and "a_good.png:" in out
 

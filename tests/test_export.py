@@ -292,11 +292,10 @@ def test_bundle_without_a_reference_source_still_loads_and_a_bad_one_is_refused(
 @pytest.mark.parametrize("case", ["missing", "empty", "fifo", "both"])
 def test_bad_ref_images_are_refused_before_the_model_loads(tiny_run, tmp_path, monkeypatch, capsys, case):
     import os
-    import signal
 
     from ringfold.cli import main
 
-    from .helpers import one_line_error
+    from .helpers import no_hang, one_line_error
 
     refs = tmp_path / "refs"
     if case != "missing":
@@ -305,11 +304,8 @@ def test_bad_ref_images_are_refused_before_the_model_loads(tiny_run, tmp_path, m
         os.mkfifo(refs / "cat" / "pipe.png")
     extra = ["--synthetic-ref"] if case == "both" else []
     _no_model(monkeypatch)
-    signal.alarm(30)  # a FIFO that is read blocks forever: fail instead of hanging
-    try:
+    with no_hang(30):  # a FIFO that is read blocks forever: fail instead of hanging
         code = main(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--ref-images", str(refs), *extra])
-    finally:
-        signal.alarm(0)
     assert code == 2
     needle = {
         "missing": "no such folder",
