@@ -297,6 +297,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         log=None if args.quiet else stderr_log,
         images=args.images,
         allow_larger=args.allow_larger,
+        overwrite=args.overwrite,
     )
     print(format_report(report))
     print(f"AdaRing run written to {args.out}; export it with `ringfold export {args.out} --out BUNDLE`")

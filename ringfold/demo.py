@@ -40,7 +40,8 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = False, quiet: bool =
     """
     from .ownership import claim_folder, record_files
 
-    with claim_folder(out, DEMO_COMMAND, overwrite=overwrite):
+    with claim_folder(out, DEMO_COMMAND, overwrite=overwrite) as claim:
+        claim.prepare()
         record_files(out, DEMO_COMMAND, [])
         return _run_demo(out, epochs, quiet)
 

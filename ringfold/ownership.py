@@ -183,6 +183,22 @@ def owned_directory(
         write_record(tmp, command)
 
 
+class Claim:
+    """A folder held by ``claim_folder``; ``prepare`` empties (on ``--overwrite``) and creates it at the
+    first write, so a command refused after the claim (bad data found while loading) leaves it as it was."""
+
+    def __init__(self, target: Path, clear: bool) -> None:
+        self.path = target
+        self._clear = clear
+
+    def prepare(self) -> Path:
+        if self._clear:
+            _remove_owned(self.path)
+            self._clear = False
+        self.path.mkdir(exist_ok=True)
+        return self.path
+
+
 @contextlib.contextmanager
 def claim_folder(
     target: str | os.PathLike,
@@ -192,24 +208,24 @@ def claim_folder(
     resume: bool = False,
     flag: str = "--out",
     also: str = "",
-) -> Iterator[Path]:
+) -> Iterator[Claim]:
     """Hold ``target`` for a command that fills it step by step (train, demo); one holder at a time.
 
-    New or empty: taken. ``resume``: taken as it is (continuing ringfold's own run). ``overwrite``: the
-    files the record vouches for are removed first; anything else refuses. The caller records what it
-    wrote with ``write_record`` after each step.
+    New or empty: taken. ``resume``: taken as it is (continuing ringfold's own run). ``overwrite``: taken
+    when the record vouches for everything in it, which ``Claim.prepare`` removes just before the first
+    write; anything else refuses now. The caller records what it wrote with ``record_files`` after each
+    step.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = _DirectoryLock(target)
     try:
-        if not resume and _has_content(target):
+        clear = not resume and _has_content(target)
+        if clear:
             check_target(target, overwrite, flag, also)
-            _remove_owned(target)
         elif target.is_symlink() or (target.exists() and not target.is_dir()):
             raise RingfoldError(f"{target}: is not a folder; choose another {flag}")
-        target.mkdir(exist_ok=True)
-        yield target
+        yield Claim(target, clear)
     finally:
         lock.release()
 

@@ -247,7 +247,7 @@ def test_deepstream_command_on_a_runtime_only_install(raw_bundle, tmp_path, monk
     (foreign / "notes.txt").write_text("keep me")
     capsys.readouterr()
     assert main(["deepstream", str(raw_bundle), "--out", str(foreign), "--overwrite"]) == 2
-    one_line_error(capsys, "was not written by `ringfold deepstream`")
+    one_line_error(capsys, "mine", "ringfold did not write it")
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 

@@ -35,6 +35,7 @@ def _command(name: str, tmp: Path, run: Path, bundle: Path, raw_bundle: Path, da
     argv = {
         "train": ["train", *TINY_TRAIN, "--data", str(data), "--out", str(out)],
         "export": ["export", str(run), "--out", str(out), "--ref-count", "4", "--quiet"],
+        "compress": ["compress", str(run), "--ranks", "1,1,1", "--iterations", "2", "--quiet", "--out", str(out)],
         "relabel": ["relabel", str(bundle), "--classes", "cat,dog,red fox", "--out", str(out)],
         "parity": ["parity", str(bundle), "--report", str(out)],
         "bench": ["bench", str(bundle), "--runs", "1", "--warmup", "0", "--batch-sizes", "1", "--out", str(out)],
@@ -44,7 +45,7 @@ def _command(name: str, tmp: Path, run: Path, bundle: Path, raw_bundle: Path, da
     return argv, (tmp / "repo" / "pets" if name == "triton" else out)
 
 
-COMMANDS = ["train", "export", "relabel", "parity", "bench", "deepstream", "triton"]
+COMMANDS = ["train", "compress", "export", "relabel", "parity", "bench", "deepstream", "triton"]
 
 
 def _any_recorded_file(folder: Path) -> Path:
@@ -196,6 +197,7 @@ def test_claim_is_one_writer_at_a_time(tmp_path):
     [
         ("export into its own run", ["export", "RUN", "--out", "RUN", "--overwrite", "--quiet"]),
         ("export beside, inside the run", ["export", "RUN", "--out", "RUN/bundle", "--quiet"]),
+        ("compress over its run", ["compress", "RUN", "--ranks", "1,1,1", "--out", "RUN", "--overwrite"]),
         ("parity report over its bundle", ["parity", "BUNDLE", "--report", "BUNDLE", "--overwrite"]),
         ("bench report over its bundle", ["bench", "BUNDLE", "--out", "BUNDLE", "--overwrite"]),
         ("deepstream over its bundle", ["deepstream", "RAW", "--out", "RAW", "--overwrite"]),
@@ -214,3 +216,22 @@ def test_an_output_never_replaces_what_the_command_reads(
     assert main(argv) == 2
     one_line_error(capsys, "is, holds or lies inside the")
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_train_overwrite_refused_later_keeps_the_old_run(tiny_run, tmp_path, capsys):
+    """--overwrite clears the old run only at the first write: bad --data found while loading leaves it whole."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    empty = tmp_path / "no images"
+    empty.mkdir()
+    assert main(["train", *TINY_TRAIN, "--data", str(empty), "--out", str(run), "--overwrite"]) == 2
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_refused_train_leaves_no_folder_behind(tmp_path, capsys):
+    empty = tmp_path / "no images"
+    empty.mkdir()
+    assert main(["train", *TINY_TRAIN, "--data", str(empty), "--out", str(tmp_path / "new run")]) == 2
+    assert not (tmp_path / "new run").exists()

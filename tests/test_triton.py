@@ -38,7 +38,7 @@ def exported(tmp_path_factory, tiny_run, demo_data) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("triton")
     bundle, repo = root / "tiny bundle", root / "repo"
     argv = ["export", str(tiny_run), "--out", str(bundle), "--ref-count", "8", "--quiet", "--triton", str(repo)]
-    argv += ["--precision", *VARIANTS[1:], "--calib", str(demo_data / "test")]
+    argv += ["--precision", *VARIANTS[1:], "--calib", str(demo_data / "test"), "--calib-min", "8"]
     assert main(argv) == 0
     return bundle, repo
 

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ringfold.atomic import atomic_directory, atomic_path, write_json, write_text
+from ringfold.atomic import atomic_path, write_json, write_text
 from ringfold.errors import FieldError, RingfoldError
+from ringfold.ownership import check_apart, check_target, owned_directory
 
 from .adapters import inject
 from .adapters.adaring import TensorRing
@@ -446,12 +447,13 @@ def plan_compression(
     images: str | None = None,
     images_limit: int = DEFAULT_IMAGES_LIMIT,
     allow_larger: bool = False,
+    overwrite: bool = False,
 ) -> Plan:
     """Check every input compress needs — ranks against the sites' widths and the source's size, the output
     folder, the images — from run.json and the model config alone, so a mistake costs no load and no fit."""
     fine, coarse = _parse_ranks(fine_ranks, coarse_ranks)
-    if Path(out).exists():
-        raise RingfoldError(f"{out}: already exists; choose another --out")
+    check_apart(out, run_dir, "run being compressed")
+    check_target(out, overwrite)
     record = read_run(run_dir)
     if record.adapter.method != "arc" and getattr(record.adapter, "combinator", None) != "static":
         raise RingfoldError(
@@ -519,6 +521,7 @@ def compress_run(
     *,
     images: str | None = None,
     allow_larger: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write an AdaRing run at ``out`` approximating ``run_dir``'s adapters; return the report.
 
@@ -527,10 +530,18 @@ def compress_run(
     ``max_error`` (see ``rank_sweep``), or refuses. Agreement and accuracy are measured on up to
     ``images_limit`` real images: ``images`` (a folder) or the run's held-out split. Every input is checked
     first (``plan_compression``). Progress goes to ``log`` (stderr by default; None for silence). ``out``
-    appears whole or not at all.
+    appears whole or not at all; an existing one is replaced only with ``overwrite`` and only when
+    ringfold wrote it and nothing in it changed (``ringfold.ownership``).
     """
     plan = plan_compression(
-        run_dir, out, fine_ranks, coarse_ranks, images=images, images_limit=images_limit, allow_larger=allow_larger
+        run_dir,
+        out,
+        fine_ranks,
+        coarse_ranks,
+        images=images,
+        images_limit=images_limit,
+        allow_larger=allow_larger,
+        overwrite=overwrite,
     )
     record, loaded, source = load_adapted_model(run_dir)
     tensors, biases = _dense_stacks(source)
@@ -562,7 +573,7 @@ def compress_run(
         "warnings": warnings,
         "weights": record.weights.describe(),
     }
-    _write_run(out, record, cfg, target, report, sweep)
+    _write_run(out, record, cfg, target, report, sweep, overwrite)
     if sweep is not None:
         report["rank_sweep"] = sweep
     return report
@@ -668,7 +679,9 @@ def _error_warnings(sites: list[SiteCompression]) -> list[str]:
     ]
 
 
-def _write_run(out, record: RunRecord, cfg: AdaRingConfig, target, report: dict[str, Any], sweep) -> None:
+def _write_run(
+    out, record: RunRecord, cfg: AdaRingConfig, target, report: dict[str, Any], sweep, overwrite: bool
+) -> None:
     new_record = RunRecord(
         model_name=record.model_name,
         weights=record.weights,
@@ -681,7 +694,7 @@ def _write_run(out, record: RunRecord, cfg: AdaRingConfig, target, report: dict[
         train={"compressed_from": report["source_run"]},
         metrics={"compression": report},
     )
-    with atomic_directory(Path(out)) as tmp:
+    with owned_directory(Path(out), "ringfold compress", overwrite) as tmp:
         save_run(tmp, new_record, target)
         write_json(tmp / "compress_report.json", report)
         write_text(tmp / "compress_report.md", format_report(report, sweep))

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from ringfold.atomic import write_json
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.ownership import claim_folder, record_files
+from ringfold.ownership import Claim, claim_folder, record_files
 
 from . import data as data_mod
 from .adapters import AdapterSet, inject
@@ -94,6 +94,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | Path) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
+        self.claim: Claim | None = None  # set by train(): the run folder, emptied at the first write
         self.device = pick_device(cfg.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -213,6 +214,8 @@ class Trainer:
                 log_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
         else:
             if main:
+                if self.claim is not None:
+                    self.claim.prepare()  # --overwrite: the old run's files go only now, after every check
                 self.out.mkdir(parents=True, exist_ok=True)
                 write_json(self.out / CONFIG_FILE, cfg.to_dict())
                 log_path.write_text("")
@@ -384,8 +387,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> Run
     ownership record is rewritten after every step that writes, so ``--overwrite`` and ``--resume`` can
     always tell ringfold's files from the user's.
     """
-    with _claimed(out_dir, overwrite=overwrite):
+    with _claimed(out_dir, overwrite=overwrite) as claim:
         trainer = Trainer(cfg, out_dir)
+        trainer.claim = claim
         try:
             return trainer.fit()
         finally:
@@ -393,13 +397,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, overwrite: bool = False) -> Run
 
 
 @contextlib.contextmanager
-def _claimed(out_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[None]:
+def _claimed(out_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[Claim | None]:
     """Claim the run folder in the process that writes it (the main one; under torchrun, rank 0)."""
     if os.environ.get("RANK", "0") != "0":
-        yield
+        yield None
         return
-    with claim_folder(out_dir, RUN_COMMAND, overwrite=overwrite, resume=resume, also=" (or --resume to continue it)"):
-        yield
+    also = " (or --resume to continue it)"
+    with claim_folder(out_dir, RUN_COMMAND, overwrite=overwrite, resume=resume, also=also) as claim:
+        yield claim
 
 
 def resume(run_dir: str | Path) -> RunRecord:
