@@ -110,7 +110,9 @@ def test_cli_evaluate_json_and_out(base_run, coop_tiny, tmp_path, capsys):
     code = main(["evaluate", str(base_run), "--data", str(coop_tiny), "--device", "cpu", "--json", "--out", str(out)])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert written.pop("ringfold_written")["by"] == "ringfold evaluate"  # its ownership mark (ringfold.ownership)
+    assert printed == written
     assert set(printed["accuracy"]) == {"base", "novel", "hm"}
     assert "random weights" in printed["weights"] and "random weights" in printed["note"]
 
