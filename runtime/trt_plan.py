@@ -41,6 +41,7 @@ class BuildOptions:
     calibrator: str | None = None  # "entropy": implicit INT8 calibration (TensorRT 8.6 only)
     calib: str | None = None
     calib_cache: Path | None = None
+    calib_min: int = 32  # fewer images give ranges that do not hold on real inputs (--calib-min overrides)
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,20 @@ def _input_chw(bundle) -> tuple[str, tuple[int, ...]]:
 
 
 def _calibration(bundle, options: BuildOptions, input_name: str, batch: int) -> CalibrationPlan:
-    from .images import list_images
+    from .images import list_images, load_image
 
     if not options.calib:
         raise RingfoldError("--calibrator entropy needs --calib DIR (images, preprocessed like the runtime's input)")
+    if not Path(options.calib).is_dir():
+        raise RingfoldError(f"--calib {options.calib}: no such folder; pass a folder of calibration images")
     paths = list_images([options.calib])
+    if len(paths) < options.calib_min:
+        raise RingfoldError(
+            f"--calib {options.calib}: {len(paths)} image(s), fewer than the {options.calib_min} INT8 calibration "
+            f"needs; add images (a few hundred is typical), or pass --calib-min {max(1, len(paths))} to use them"
+        )
+    for path in paths:
+        load_image(path)  # regular file that decodes: found before a build, not in TensorRT's calibrator
     if len(paths) < batch:
         raise RingfoldError(
             f"{options.calib}: {len(paths)} images; INT8 calibration needs at least one batch of {batch} "

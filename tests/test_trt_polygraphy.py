@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -146,7 +147,7 @@ def test_plan_refusals_are_one_line(fake, options, version, variants, needle):
 
 def test_calibration_plan_batches_at_the_opt_size_with_the_cache_in_engines(fake, demo_data):
     bundle = fake("fp32")
-    options = BuildOptions("int8", (1, 4, 8), calibrator="entropy", calib=str(demo_data / "train"))
+    options = BuildOptions("int8", (1, 4, 8), calibrator="entropy", calib=str(demo_data / "train"), calib_min=8)
     plan = plan_build(bundle, options, "8.6.2")
     cal = plan.calibration
     assert (plan.source_kind, plan.fp16, plan.int8) == ("fp32", True, True)
@@ -160,7 +161,9 @@ def test_calibration_plan_batches_at_the_opt_size_with_the_cache_in_engines(fake
 
 def test_calibration_batches_are_the_runtime_preprocessing_as_float32(fake, demo_data):
     plan = plan_build(
-        fake("fp32"), BuildOptions("int8", (1, 2, 4), calibrator="entropy", calib=str(demo_data / "train")), "8.6"
+        fake("fp32"),
+        BuildOptions("int8", (1, 2, 4), calibrator="entropy", calib=str(demo_data / "train"), calib_min=8),
+        "8.6",
     )
     batches = CalibrationBatches(plan.calibration)
     first = list(batches)
@@ -220,7 +223,9 @@ def test_tensorrt_typed_settings_are_filled_in_when_tensorrt_builds(fake, demo_d
 
     monkeypatch.setattr("polygraphy.backend.trt.Calibrator", calibrator)
     trt = types.SimpleNamespace(MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"))
-    options = BuildOptions("int8", (1, 2, 4), workspace_mib=64, calibrator="entropy", calib=str(demo_data / "train"))
+    options = BuildOptions(
+        "int8", (1, 2, 4), workspace_mib=64, calibrator="entropy", calib=str(demo_data / "train"), calib_min=8
+    )
     plan = plan_build(fake(), options, "8.6.2")
     loaders = polygraphy_loaders(plan)
     assert loaders.create_config.calibrator is None and loaders.config.calibration is plan.calibration
@@ -327,7 +332,13 @@ def test_build_writes_engine_sidecar_and_both_caches_whole(tiny_bundle, tmp_path
     monkeypatch.setattr(trt_build.TrtLoaders, "engine_bytes", engine_bytes)
     cache = tmp_path / "timing cache.bin"
     options = BuildOptions(
-        "int8", (1, 2, 4), timing_cache=cache, fp32_layers=True, calibrator="entropy", calib=str(demo_data / "train")
+        "int8",
+        (1, 2, 4),
+        timing_cache=cache,
+        fp32_layers=True,
+        calibrator="entropy",
+        calib=str(demo_data / "train"),
+        calib_min=8,
     )
     out = build_engine(bundle, options, env=FakeEnv(), log=lambda *_: None)
     assert out.name == f"model-int8-trt8.6-orin-sm87-b1-2-4-{bundle.model_sha256('fp32')[:12]}.engine"
@@ -359,7 +370,7 @@ def test_failed_build_is_one_line_and_leaves_the_caches_as_they_were(tiny_bundle
     cal = bundle.path / "engines" / "calibration.cache"
     cal.parent.mkdir()
     cal.write_bytes(b"good cache")
-    options = BuildOptions("int8", (1, 2, 4), calibrator="entropy", calib=str(demo_data / "train"))
+    options = BuildOptions("int8", (1, 2, 4), calibrator="entropy", calib=str(demo_data / "train"), calib_min=8)
     with pytest.raises(RingfoldError) as info:
         build_engine(bundle, options, env=FakeEnv())
     msg = str(info.value)
@@ -661,3 +672,25 @@ def test_gpu_queries_never_raise_on_a_machine_without_cuda(monkeypatch):
     assert isinstance(trt_engine.cuda_device_count(), int)
     found = trt_engine.detect_gpu()
     assert found is None or (isinstance(found[0], str) and "." in found[1])
+
+
+@pytest.mark.parametrize("count, calib_min, needle", [(3, 32, "3 image(s), fewer than the 32"), (0, 1, "0 image(s)")])
+def test_calibrator_folder_is_checked_before_a_build(fake, tmp_path, demo_data, count, calib_min, needle):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for src in sorted((demo_data / "train").rglob("*.png"))[:count]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    options = BuildOptions("int8", (1, 1, 1), calibrator="entropy", calib=str(folder), calib_min=calib_min)
+    with pytest.raises(RingfoldError, match=re.escape(needle)):
+        plan_build(fake("fp32"), options, "8.6")
+    with pytest.raises(RingfoldError, match="no such folder"):
+        plan_build(fake("fp32"), BuildOptions("int8", calibrator="entropy", calib=str(tmp_path / "typo")), "8.6")
+
+
+def test_calibrator_refuses_an_undecodable_image_before_a_build(fake, tmp_path, demo_data):
+    folder = tmp_path / "calib"
+    shutil.copytree(demo_data / "train", folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    options = BuildOptions("int8", (1, 1, 1), calibrator="entropy", calib=str(folder), calib_min=8)
+    with pytest.raises(RingfoldError, match="broken.png"):
+        plan_build(fake("fp32"), options, "8.6")
