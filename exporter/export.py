@@ -29,6 +29,8 @@ from ringfold.runtime.bundle import (
     REFERENCE_FILE,
     BundleWriter,
 )
+from ringfold.runtime.class_list import check_class_names
+from ringfold.runtime.deepstream import labels_line
 from ringfold.runtime.images import load_image
 from ringfold.runtime.parity import compare
 from ringfold.trainer.head import build_classifier, classifier_outputs
@@ -90,11 +92,22 @@ class _Inputs:
 
 
 def _validate_inputs(
-    run_dir: str | Path, ref_images: str | None, ref_count: int, synthetic_ref: bool, precision: PrecisionRequest
+    run_dir: str | Path,
+    ref_images: str | None,
+    ref_count: int,
+    synthetic_ref: bool,
+    precision: PrecisionRequest,
+    raw_input: Sequence[str] = (),
 ) -> _Inputs:
     """The run record, the reference images and the calibration folder, each checked now: a typo, a moved
-    dataset or an empty folder is a one-line refusal in a second, never found after the fp32 export."""
+    dataset or an empty folder is a one-line refusal in a second, never found after the fp32 export.
+
+    The run's class names become labels.json (and, with ``raw_input``, DeepStream's label file): a name
+    those files cannot carry is refused here, not when the bundle is written."""
     record = read_run(run_dir)
+    check_class_names(record.classnames, f"{Path(run_dir) / 'run.json'}: classnames")
+    if raw_input:
+        labels_line(record.classnames)
     reference = ref_mod.plan_reference(record, ref_images, ref_count, synthetic=synthetic_ref)
     return _Inputs(record, reference, check_calibration(precision))
 
@@ -121,7 +134,7 @@ def export_run(
     check_apart(out, run_dir, "run being exported")
     check_target(out, overwrite)  # before the long work: absent, or --overwrite and wholly ringfold's
     precision = precision or PrecisionRequest()
-    inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision)
+    inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision, raw_input)
     steps = _Progress(progress, total=7)
     record, loaded, adapters = load_adapted_model(run_dir)
     model = loaded.model

@@ -252,3 +252,29 @@ def test_trainer_never_saves_a_nan_checkpoint(tmp_path):
         save_checkpoint(tmp_path, adapters, optimizer, scheduler, LoopState(step=2))
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]  # no temporary left behind
+
+
+@pytest.mark.parametrize(
+    "names, raw, needle",
+    [
+        (["cat", "dog\u2028fox"], False, "U+2028"),
+        (["cat", "Cat"], False, "same class to the model"),
+        (["cat", "red;fox"], True, "';'"),
+    ],
+)
+def test_run_class_names_a_bundle_cannot_carry_are_refused_before_export(
+    tiny_run, tmp_path, capsys, monkeypatch, names, raw, needle
+):
+    """labels.json and DeepStream's label file are written from run.json's classnames: checked first."""
+    import ringfold.exporter.export as export_mod
+
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_json(run / "run.json", _set("classnames", names + ["bird", "fish"][: 4 - len(names)]))
+    monkeypatch.setattr(export_mod, "load_adapted_model", lambda *a: pytest.fail("loaded before the refusal"))
+    out = tmp_path / "b"
+    argv = ["export", str(run), "--out", str(out), "--quiet", "--synthetic-ref"] + (
+        ["--raw-input", "float32"] if raw else []
+    )
+    assert main(argv) == 2
+    one_line_error(capsys, needle)
+    assert not out.exists()
