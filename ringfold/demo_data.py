@@ -144,8 +144,8 @@ def make_demo_dataset(root: Path, per_class: int = 24, size: int = 96, seed: int
 def smooth_noise_images(count: int, size: tuple[int, int], seed: int = 0) -> list[Image.Image]:
     """Deterministic smooth-noise RGB pictures of odd aspect ratios (at least ``size`` = (height, width)).
 
-    For model-to-model comparisons where no real images are at hand: the bundle's reference set of a run
-    whose data is gone, and ``ringfold compress``'s check of the compressed adapters against the source.
+    Numerics only, never accuracy: the bundle's reference set when the user asks for it with
+    ``export --synthetic-ref`` (recorded as "synthetic: numerics only, no accuracy"), and tests.
     """
     rng = np.random.default_rng(seed)
     images = []
