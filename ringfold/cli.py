@@ -609,9 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calibrator", choices=["entropy"], help="implicit INT8 calibration (TensorRT 8.6 only)")
     p.add_argument("--calib", help="calibration images for --calibrator")
-    p.add_argument(
-        "--calib-min", type=T.positive_int, default=32, help="fewest --calib images accepted (default 32)"
-    )
+    p.add_argument("--calib-min", type=T.positive_int, default=32, help="fewest --calib images accepted (default 32)")
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--print-trtexec", action="store_true", help="print the equivalent trtexec command (shell-quoted) and exit"
