@@ -88,6 +88,22 @@ def test_registry_knows_arc_and_rejects_unknown():
         get("lora-nope")
 
 
+def test_registry_holds_the_table_and_never_imports_a_method():
+    """PEFT's shape: the methods register themselves when imported; the registry imports none (no circle)."""
+    import ast
+    from pathlib import Path
+
+    from ringfold.trainer.adapters import registry
+    from ringfold.trainer.config import CONFIGS
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"arc", "adaring", "mma"}
+    # importing the package registered every method: the table is full before any lookup
+    assert sorted(registry._METHODS) == sorted(CONFIGS) == registry.names()
+
+
 def test_text_embeddings_match_open_clip_zero_shot_classifier():
     import open_clip
 

@@ -28,6 +28,7 @@ from torch import nn
 from ringfold.errors import FieldError, RingfoldError
 
 from ..config import TOWERS, AdapterConfig
+from . import registry
 
 #: tower × site kinds an adapter can sit at; the config's ``sites`` picks among them
 SITE_KINDS = ("attn", "mlp")
@@ -234,8 +235,6 @@ def build_site_adapter(
     config: AdapterConfig, dim: int, num_layers: int, tower: str, site: str, shared: nn.ModuleDict | None = None
 ) -> SiteAdapter:
     """``shared`` holds cross-tower modules; a method creates them on first use and reuses them after."""
-    from . import registry
-
     shared = nn.ModuleDict() if shared is None else shared
     method = registry.get(config.method)
     return method.adapter_cls(config, dim=dim, num_layers=num_layers, tower=tower, site=site, shared=shared)
