@@ -28,7 +28,7 @@ from torch import nn
 from ringfold.errors import FieldError, RingfoldError
 
 from ..config import TOWERS, AdapterConfig
-from . import registry
+from .registry import get as get_method
 
 #: tower × site kinds an adapter can sit at; the config's ``sites`` picks among them
 SITE_KINDS = ("attn", "mlp")
@@ -236,7 +236,7 @@ def build_site_adapter(
 ) -> SiteAdapter:
     """``shared`` holds cross-tower modules; a method creates them on first use and reuses them after."""
     shared = nn.ModuleDict() if shared is None else shared
-    method = registry.get(config.method)
+    method = get_method(config.method)
     return method.adapter_cls(config, dim=dim, num_layers=num_layers, tower=tower, site=site, shared=shared)
 
 

@@ -10,21 +10,19 @@ calls :func:`register` when it is imported, and the package's ``__init__`` impor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ringfold.errors import RingfoldError
 
 from ..config import CONFIGS, AdapterConfig
 
-if TYPE_CHECKING:  # annotation only: base.py imports this module
-    from .base import SiteAdapter
-
 
 @dataclass(frozen=True)
 class Method:
+    """One adapter method: its name, config class, ``SiteAdapter`` subclass (``base.py``) and a one-line summary."""
+
     name: str
     config_cls: type[AdapterConfig]
-    adapter_cls: type[SiteAdapter]
+    adapter_cls: type  # a base.SiteAdapter subclass; not imported here, base.py imports this module
     summary: str
 
 
