@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,36 @@ def evaluate_run(
     """
     t0 = time.time()
     run_dir = Path(run_dir)
+    record, data, image_root = _checked_request(run_dir, data, image_root, split, batch_size)
+    splits = splits_from_record(record, data=data, image_root=image_root, classes="all")  # _subsets cuts them
+    subsets = _subsets(record, splits, data)
+
+    torch_device = pick_device(device)
+    record, loaded, adapters = load_adapted_model(run_dir, device=str(torch_device))
+    scorer = _Scorer(
+        loaded.model,
+        loaded.tokenizer,
+        adapters,
+        openclip_transform(record.preprocess),
+        list(record.templates),
+        torch_device,
+        batch_size,
+        workers,
+        progress,
+    )
+    results = {name: _evaluate_subset(scorer, name, subset, split, data, zero_shot) for name, subset in subsets.items()}
+    out = _result(run_dir, record, results, scorer, splits.source, data, split, zero_shot)
+    out["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def _checked_request(
+    run_dir: Path, data: str | Path | None, image_root: str | Path | None, split: str, batch_size: int
+) -> tuple[Any, str | Path, str | Path | None]:
+    """The run's record and the dataset to read (run.json's when ``data`` is None), every argument checked first.
+
+    One-line errors for a missing run, a bad batch size or split and a damaged run.json, before anything heavy.
+    """
     if not run_dir.is_dir():
         raise RingfoldError(
             f"{run_dir}: no such run directory (no {RUN_FILE}); pass a directory written by `ringfold train`"
@@ -147,62 +178,89 @@ def evaluate_run(
         raise FieldError("batch_size", f"must be >= 1, got {batch_size}")
     if split not in data_mod.SPLIT_NAMES:
         raise FieldError("split", f"must be one of {', '.join(data_mod.SPLIT_NAMES)}, got {split!r}")
-    record = read_run(run_dir)  # one-line error for a missing/damaged run.json before anything heavy
+    record = read_run(run_dir)
     if data is None:
         if not record.data.path:
             raise FieldError("data", f"is needed: {run_dir / RUN_FILE} records no dataset path")
         data = record.data.path
         if image_root is None:
             image_root = record.data.image_root
-    splits = splits_from_record(record, data=data, image_root=image_root, classes="all")  # _subsets cuts them
-    subsets = _subsets(record, splits, data)
+    return record, data, image_root
 
-    torch_device = pick_device(device)
-    record, loaded, adapters = load_adapted_model(run_dir, device=str(torch_device))
-    model = loaded.model
-    transform = openclip_transform(record.preprocess)
-    templates = list(record.templates)
 
-    results: dict[str, dict[str, Any]] = {}
-    for name, subset in subsets.items():
-        samples = subset.split(split)
-        if not samples:
-            raise RingfoldError(
-                f"{data}: the {name} classes have no {split} images: pass a dataset with a {split} split "
-                f"(or --split {'val' if split == 'test' else 'test'})"
-            )
-        usable = data_mod.scan_images(samples, "skip")
-        if not usable:
-            raise RingfoldError(f"{data}: none of the {len(samples)} {name} {split} images can be decoded; fix them")
-        counts = [0] * len(subset.classnames)
-        for s in usable:
-            counts[s.label] += 1
-        args = (model, loaded.tokenizer, list(subset.classnames), templates, usable, transform, torch_device)
-        rest = (batch_size, workers, progress)
-        adapters.set_enabled(True)
-        correct, per_class = _accuracy(*args, *rest, desc=f"{name} ({len(usable)} images)")
-        entry: dict[str, Any] = {
-            "classes": len(subset.classnames),
-            "classnames": list(subset.classnames),
-            "images": len(usable),
-            "skipped_images": len(samples) - len(usable),
-            "correct": correct,
-            "accuracy": correct / len(usable),
-            "chance": 1.0 / len(subset.classnames),
-            "per_class_accuracy": {
-                c: (per_class[i] / counts[i] if counts[i] else None) for i, c in enumerate(subset.classnames)
-            },
-        }
-        if zero_shot:
-            adapters.set_enabled(False)
-            try:
-                zs_correct, _ = _accuracy(*args, *rest, desc=f"{name} zero-shot")
-            finally:
-                adapters.set_enabled(True)
-            entry["zero_shot_correct"] = zs_correct
-            entry["zero_shot_accuracy"] = zs_correct / len(usable)
-        results[name] = entry
+@dataclass
+class _Scorer:
+    """The loaded model and how to batch images through it: what every subset's accuracy needs."""
 
+    model: torch.nn.Module
+    tokenizer: Any
+    adapters: Any
+    transform: Any
+    templates: list[str]
+    device: torch.device
+    batch_size: int
+    workers: int
+    progress: bool
+
+    def correct(self, classnames: list[str], samples: list[data_mod.Sample], desc: str) -> tuple[int, list[int]]:
+        """(correct, per-class correct counts) for ``samples`` among ``classnames``, adapters as they are now."""
+        args = (self.model, self.tokenizer, classnames, self.templates, samples, self.transform, self.device)
+        return _accuracy(*args, self.batch_size, self.workers, self.progress, desc=desc)
+
+
+def _evaluate_subset(
+    scorer: _Scorer, name: str, subset: data_mod.LabelledSplits, split: str, data: str | Path, zero_shot: bool
+) -> dict[str, Any]:
+    """One subset's entry of the result: its decodable ``split`` images classified among its classes only."""
+    samples = subset.split(split)
+    if not samples:
+        raise RingfoldError(
+            f"{data}: the {name} classes have no {split} images: pass a dataset with a {split} split "
+            f"(or --split {'val' if split == 'test' else 'test'})"
+        )
+    usable = data_mod.scan_images(samples, "skip")
+    if not usable:
+        raise RingfoldError(f"{data}: none of the {len(samples)} {name} {split} images can be decoded; fix them")
+    counts = [0] * len(subset.classnames)
+    for s in usable:
+        counts[s.label] += 1
+    classnames = list(subset.classnames)
+    scorer.adapters.set_enabled(True)
+    correct, per_class = scorer.correct(classnames, usable, desc=f"{name} ({len(usable)} images)")
+    entry: dict[str, Any] = {
+        "classes": len(subset.classnames),
+        "classnames": classnames,
+        "images": len(usable),
+        "skipped_images": len(samples) - len(usable),
+        "correct": correct,
+        "accuracy": correct / len(usable),
+        "chance": 1.0 / len(subset.classnames),
+        "per_class_accuracy": {
+            c: (per_class[i] / counts[i] if counts[i] else None) for i, c in enumerate(subset.classnames)
+        },
+    }
+    if zero_shot:
+        scorer.adapters.set_enabled(False)
+        try:
+            zs_correct, _ = scorer.correct(classnames, usable, desc=f"{name} zero-shot")
+        finally:
+            scorer.adapters.set_enabled(True)
+        entry["zero_shot_correct"] = zs_correct
+        entry["zero_shot_accuracy"] = zs_correct / len(usable)
+    return entry
+
+
+def _result(
+    run_dir: Path,
+    record,
+    results: dict[str, dict[str, Any]],
+    scorer: _Scorer,
+    data_source: str,
+    data: str | Path,
+    split: str,
+    zero_shot: bool,
+) -> dict[str, Any]:
+    """The JSON-ready result: the subsets' entries, the accuracies (with H for base-to-novel) and the run's facts."""
     protocol = "base-to-novel" if "novel" in results else record.data.classes
     accuracy: dict[str, float] = {name: r["accuracy"] for name, r in results.items()}
     if protocol == "base-to-novel":
@@ -217,10 +275,10 @@ def evaluate_run(
         "method": record.adapter.method,
         "protocol": protocol,
         "data": str(data),
-        "data_source": splits.source,
+        "data_source": data_source,
         "split": split,
-        "templates": templates,
-        "device": str(torch_device),
+        "templates": scorer.templates,
+        "device": str(scorer.device),
         "accuracy": accuracy,
         "subsets": results,
     }
@@ -234,7 +292,6 @@ def evaluate_run(
             f"{RANDOM_WEIGHTS}: the frozen model is a random-init {record.model_name}; these accuracies test the "
             "machinery and say nothing about accuracy on real photos"
         )
-    out["seconds"] = round(time.time() - t0, 2)
     return out
 
 
@@ -269,6 +326,3 @@ def format_result(result: dict[str, Any]) -> str:
     if result.get("random_weights"):
         lines.append(f"note: {result['note']}")
     return "\n".join(lines)
-
-
-format_table = format_result
