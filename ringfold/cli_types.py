@@ -19,8 +19,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ringfold import values as V
-from ringfold.values import MAX_LIST_ENTRIES, MAX_OPSET, MAX_SEED, MIN_OPSET, ValueKindError
+from . import values as V
+from .values import MAX_LIST_ENTRIES, MAX_OPSET, MAX_SEED, MIN_OPSET, ValueKindError
 
 __all__ = [
     "MAX_LIST_ENTRIES",

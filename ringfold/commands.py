@@ -1,8 +1,9 @@
 """The library behind the ``ringfold`` commands that combine several packages: one function per command.
 
-``ringfold/cli.py`` parses a command line, calls one function (from here or from the package that owns
-the work: ``trainer.train.train``, ``exporter.export.export_run``, ...) and prints what it returns.
-The demo and the examples call the same functions from Python.
+The CLI (``ringfold/cli/``) parses a command line, calls one function (from here or from the package
+that owns the work: ``trainer.train.train``, ``exporter.export.export_run``, ...) and prints what it
+returns. The demo and the examples call the same functions from Python; they take typed values, never
+the parsed command line.
 
 Everything heavy is imported inside the functions: parity, bench and classify run on the torch-free
 runtime install, and importing this module costs nothing.
@@ -15,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RingfoldError
-
 
 # --------------------------------------------------------------------------------------------- classify
 def prediction_line(prediction) -> str:
@@ -27,28 +26,56 @@ def prediction_line(prediction) -> str:
     return f"{prediction.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in tops)
 
 
-def open_raw_input(bundle, args):
-    """``classify --input raw|raw-uint8``: the raw-pixel model and the client-side resize that feeds it."""
+def open_raw_input(bundle, dtype: str = "float32", *, provider: str | None = "auto", threads: int | None = None):
+    """(model, preprocess) for ``classify --input raw|raw-uint8``: the fp32 raw-pixel model with ``dtype`` input
+    ("float32" or "uint8") on ONNX Runtime, and the client-side resize that feeds it (the model normalises)."""
     from functools import partial
 
     from ringfold.runtime.raw_input import open_raw_model
     from ringfold.runtime.raw_preprocess import raw_pixels, raw_pixels_uint8
 
-    if args.backend != "onnxruntime" or args.precision != "fp32":
-        raise RingfoldError("--input raw runs the fp32 raw-pixel model on ONNX Runtime; drop --backend/--precision")
-    dtype = "uint8" if args.input == "raw-uint8" else "float32"
-    model = open_raw_model(bundle, dtype, provider=args.provider, threads=args.threads)
+    model = open_raw_model(bundle, dtype, provider=provider, threads=threads)
     resize = raw_pixels_uint8 if dtype == "uint8" else raw_pixels
     return model, partial(resize, cfg=bundle.preprocess)
 
 
-def preprocess_comparison(bundle, args):
-    """``parity --compare-preprocess``: the fp32 model under open_clip's and DeepStream's resize."""
+def text_provider(provider: str | None) -> str:
+    """The text tower runs once per class list: CUDA when asked for, else the CPU (never a TensorRT build)."""
+    return "cuda" if provider == "cuda" else "cpu"
+
+
+def open_vocabulary(
+    bundle,
+    model,
+    classes: Sequence[str],
+    templates: Sequence[str],
+    *,
+    provider: str | None = "auto",
+    threads: int | None = None,
+):
+    """(bundle with the new labels, model scoring them) for ``classify --classes``: the head for ``classes`` is
+    computed now with the bundle's text tower (on the CPU, or CUDA when ``provider`` is "cuda")."""
+    from ringfold.runtime.open_vocab import with_classes
+
+    return with_classes(bundle, model, classes, templates, text_provider(provider), threads)
+
+
+def preprocess_comparison(
+    bundle,
+    images: Sequence[str],
+    geometry: str = "deepstream",
+    *,
+    backend: str = "onnxruntime",
+    provider: str | None = "auto",
+    threads: int | None = None,
+):
+    """``parity --compare-preprocess``: the fp32 model on ``images`` under open_clip's resize and DeepStream's
+    (``geometry``: "deepstream" stretches, "deepstream-letterbox" pads)."""
     from ringfold.runtime.backends import open_model
     from ringfold.runtime.preprocess_compare import compare_preprocessing
 
-    model = open_model(bundle, "fp32", args.backend, args.provider, args.threads)
-    return compare_preprocessing(bundle, model, args.images, args.compare_preprocess)
+    model = open_model(bundle, "fp32", backend, provider, threads)
+    return compare_preprocessing(bundle, model, images, geometry)
 
 
 # ----------------------------------------------------------------------------------------------- parity

@@ -15,8 +15,8 @@ import pytest
 
 from ringfold import cli_types as T
 from ringfold.cli import build_parser, main
+from ringfold.cli.options import add_config_options, train_config_from_argv
 from ringfold.errors import FieldError
-from ringfold.options import add_config_options, train_config_from_argv
 from ringfold.trainer.config import (
     CONFIGS,
     AdaRingConfig,

@@ -311,6 +311,6 @@ def test_cache_header_names_the_devices_tensorrt(raw_bundle, tmp_path, capsys, v
 
 
 def test_cache_header_note_without_tensorrt(raw_bundle, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("ringfold.cli._installed_trt_version", lambda: None)
+    monkeypatch.setattr("ringfold.commands.installed_trt_version", lambda: None)
     assert main(["deepstream", str(raw_bundle), "--out", str(tmp_path / "ds")]) == 0
     assert "pass --trt-version" in capsys.readouterr().err

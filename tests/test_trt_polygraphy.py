@@ -579,7 +579,7 @@ def test_print_trtexec_line_round_trips_through_a_shell(tiny_bundle, tmp_path, c
 
 def test_print_trtexec_without_a_gpu_names_the_engine_without_it(tiny_bundle, capsys, gpu, monkeypatch):
     gpu(None)
-    monkeypatch.setattr("ringfold.cli._installed_trt_version", lambda: None)
+    monkeypatch.setattr("ringfold.commands.installed_trt_version", lambda: None)
     code, out, err = _print(capsys, tiny_bundle, version=None)
     assert code == 0
     sha = load_bundle(tiny_bundle).model_sha256("fp32")[:12]

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_plan(args: argparse.Namespace, spec: dict, plan: list, work: Path) -> int:
     """Train each seed that has no run yet, evaluate every seed, write the summary (the library, not the CLI)."""
     from ringfold.atomic import write_json, write_text
-    from ringfold.options import train_config_from_argv
+    from ringfold.cli.options import train_config_from_argv
     from ringfold.trainer.evaluate import evaluate_run, format_result
     from ringfold.trainer.train import train
 

@@ -3,7 +3,7 @@
 The fields of ``trainer/config.py`` carry their flag, value kind, choices and help
 (:func:`ringfold.trainer.config.setting`); this module turns them into argparse options, so
 ``ringfold train``'s options are the TrainConfig fields, ``ringfold params``' and the adapter group
-the adapter configs' fields, and a new setting needs no edit here or in the CLI. Scripts that take
+the adapter configs' fields, and a new setting needs no edit here or in ``cli/train.py``. Scripts that take
 ``ringfold train`` flags (examples/b2n) build their config with :func:`train_config_from_argv`.
 
 Standard library and ``trainer/config.py`` only (no torch): the CLI builds its parser on a
@@ -20,7 +20,8 @@ from typing import Any
 
 from ringfold.trainer.config import CONFIGS, TrainConfig, field_metadata
 
-from .errors import RingfoldError
+from ..cli_types import arg_type
+from ..errors import RingfoldError
 
 
 def _shown_default(value: Any) -> str:
@@ -50,7 +51,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type = TrainConfig)
             action = "store_false" if f.default else "store_true"
             target.add_argument(flag, dest=f.name, action=action, help=meta["help"])
         else:
-            kind, choices = meta.get("kind"), meta.get("choices")
+            kind, choices = arg_type(meta.get("kind")), meta.get("choices")
             target.add_argument(flag, dest=f.name, type=kind, choices=choices, default=f.default, help=meta["help"])
 
 
@@ -96,7 +97,7 @@ def add_adapter_options(parser: argparse.ArgumentParser, *, allow_all: bool = Fa
         g.add_argument(
             flag,
             dest=name,
-            type=meta.get("kind"),
+            type=arg_type(meta.get("kind")),
             choices=meta.get("choices"),
             default=None,
             help=f"{meta['help']} (default {defaults})",
