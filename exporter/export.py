@@ -137,69 +137,30 @@ def export_run(
     inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision, raw_input)
     steps = _Progress(progress, total=7)
     record, loaded, adapters = load_adapted_model(run_dir)
-    model = loaded.model
     steps.advance("rebuilt frozen model + adapters")
-    class_emb = class_embeddings(model, loaded.tokenizer, record.classnames, record.templates).detach()
+    class_emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates).detach()
     size = record.preprocess.size  # (height, width)
-    transform = openclip_transform(record.preprocess)
     steps.advance("class embeddings from the adapted text tower")
 
     with (
         owned_directory(out, "ringfold export", overwrite) as tmp,
         tempfile.TemporaryDirectory() as scratch,
     ):
-        refs = inputs.reference.images(Path(scratch), ref_count, size)
-        ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
-        pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
-        unfolded = build_classifier(model, class_emb)
-        logits_unfolded, emb_unfolded = classifier_outputs(unfolded, pixels)
-        text_skipped = text_export.unsupported_reason(model, loaded.tokenizer) if text else "not requested (--no-text)"
-        text_check = None if text_skipped else text_export.text_reference(model, loaded.tokenizer, record)
-        fold = fold_adapters(model)
-        if fold.fully_folded and not unfold_is_clean(model):
-            raise RingfoldError("internal: adapter wrappers left after a full fold")
-        folded = build_classifier(model, class_emb)
-        logits_folded, emb_folded = classifier_outputs(folded, pixels)
-        steps.advance(f"folded {fold.folded_sites} adapter sites")
+        ref = _fold_on_reference(loaded, record, class_emb, inputs.reference, Path(scratch), tmp, ref_count, text)
+        steps.advance(f"folded {ref.fold.folded_sites} adapter sites")
 
-        export_onnx(folded, size, tmp / MODEL_FILE, opset=opset)
+        export_onnx(ref.folded, size, tmp / MODEL_FILE, opset=opset)
         steps.advance("exported ONNX + onnx.checker")
 
         writer = BundleWriter(tmp)
-        writer.write_reference(
-            {
-                "pixel_values": pixels.numpy().astype(np.float32),
-                "logits": logits_unfolded,
-                "embedding": emb_unfolded,
-                "logits_folded": logits_folded,
-                "embedding_folded": emb_folded,
-                "labels": np.array([r.label for r in refs], dtype=np.int64),
-                "images": np.array(ref_names),
-            },
-        )
-        writer.write_labels(record.classnames)
-        writer.write_preprocess(record.preprocess)
-        onnx_diff = _ort_check(tmp / MODEL_FILE, pixels.numpy(), logits_unfolded)
+        onnx_diff = _write_reference(writer, tmp, record, ref)
         steps.advance("reference set + ONNX Runtime check")
         variants, failed = write_variants(tmp, precision, record.preprocess, inputs.calibration)
-        variant_checks = _check_variants(tmp, variants, failed, pixels.numpy(), logits_unfolded, emb_unfolded)
+        variant_checks = _check_variants(tmp, variants, failed, ref.pixels.numpy(), ref.logits, ref.embedding)
         steps.advance(f"{len(variants) - 1} reduced-precision variant(s)")
-        histogram = op_histogram(tmp / MODEL_FILE)
-        manifest = _manifest(record, fold, opset, size, len(ref_names), refs, histogram, adapters.num_parameters())
-        manifest["variants"] = variants
-        manifest["reference"].update(inputs.reference.manifest_section())
-        if raw_input:  # raw-pixel models (mean/std folded into the first Conv) + deepstream/ (exporter/raw_input.py)
-            title = f"{record.model_name} ({record.weights.describe()})"
-            add_raw_input(tmp, manifest, record.preprocess, raw_input, record.classnames, ref_names, title)
-        if text_check is not None:  # the folded text tower, checked against the unfolded one
-            text_section, text_skipped = text_export.write_text_tower(model, tmp, opset, text_check, record.templates)
-            if text_section:
-                manifest["text"] = text_section
-        if include_base or not fold.fully_folded:
-            manifest["base_model"] = _export_base(record, tmp, size, opset)
-        if not fold.fully_folded:
-            manifest["fold"]["extra_macs_per_image"] = fold.extra_macs_per_image
-            manifest["fold"]["latency_vs_base"] = _latency_cost(tmp / MODEL_FILE, tmp / BASE_MODEL_FILE, size)
+        manifest, text_skipped = _bundle_manifest(
+            tmp, record, ref, inputs.reference, variants, opset, raw_input, include_base, adapters.num_parameters()
+        )
         manifest["export"] = {
             "seconds": round(time.time() - t0, 2),
             "onnx_vs_torch_max_abs_logit": onnx_diff,
@@ -209,13 +170,108 @@ def export_run(
             manifest["export"]["failed_variants"] = failed
         if text_skipped:
             manifest["export"]["text_skipped"] = text_skipped
-        described = inputs.reference.describe(len(ref_names))
-        report = _report(record, fold, manifest, onnx_diff, described) + variant_report(manifest)
+        described = inputs.reference.describe(len(ref.names))
+        report = _report(record, ref.fold, manifest, onnx_diff, described) + variant_report(manifest)
         write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()
-    return ExportResult(out, fold, time.time() - t0, onnx_diff, manifest, described)
+    return ExportResult(out, ref.fold, time.time() - t0, onnx_diff, manifest, described)
+
+
+@dataclass
+class _Reference:
+    """The reference images and the PyTorch outputs on them, unfolded (the truth) and folded, and the fold."""
+
+    refs: list[Any]  # the reference images (path, label)
+    names: list[str]  # their file names in the bundle
+    pixels: torch.Tensor
+    logits: np.ndarray  # unfolded adapted model
+    embedding: np.ndarray
+    logits_folded: np.ndarray
+    embedding_folded: np.ndarray
+    fold: FoldReport
+    model: torch.nn.Module  # the adapted CLIP model, folded in place
+    folded: torch.nn.Module  # the folded classifier, the graph to export
+    text_check: Any  # the text tower's unfolded reference, or None
+    text_skipped: str | None  # why the text tower is not exported, or None
+
+
+def _fold_on_reference(
+    loaded, record: RunRecord, class_emb, plan: ref_mod.ReferencePlan, scratch: Path, tmp: Path, count: int, text: bool
+) -> _Reference:
+    """Store the reference images in the bundle, run the unfolded model on them, fold the adapters, run it again."""
+    model = loaded.model
+    size = record.preprocess.size
+    transform = openclip_transform(record.preprocess)
+    refs = plan.images(scratch, count, size)
+    ref_names = ref_mod.store_reference_images(refs, tmp, max_side=2 * max(size))
+    pixels = torch.stack([transform(load_image(tmp / name)) for name in ref_names])
+    unfolded = build_classifier(model, class_emb)
+    logits_unfolded, emb_unfolded = classifier_outputs(unfolded, pixels)
+    text_skipped = text_export.unsupported_reason(model, loaded.tokenizer) if text else "not requested (--no-text)"
+    text_check = None if text_skipped else text_export.text_reference(model, loaded.tokenizer, record)
+    fold = fold_adapters(model)
+    if fold.fully_folded and not unfold_is_clean(model):
+        raise RingfoldError("internal: adapter wrappers left after a full fold")
+    folded = build_classifier(model, class_emb)
+    logits_folded, emb_folded = classifier_outputs(folded, pixels)
+    outputs = (logits_unfolded, emb_unfolded, logits_folded, emb_folded)
+    return _Reference(refs, ref_names, pixels, *outputs, fold, model, folded, text_check, text_skipped)
+
+
+def _write_reference(writer: BundleWriter, tmp: Path, record: RunRecord, ref: _Reference) -> float:
+    """reference.npz, labels.json and preprocess.json; then ONNX Runtime's max |Δlogit| against the unfolded model."""
+    writer.write_reference(
+        {
+            "pixel_values": ref.pixels.numpy().astype(np.float32),
+            "logits": ref.logits,
+            "embedding": ref.embedding,
+            "logits_folded": ref.logits_folded,
+            "embedding_folded": ref.embedding_folded,
+            "labels": np.array([r.label for r in ref.refs], dtype=np.int64),
+            "images": np.array(ref.names),
+        },
+    )
+    writer.write_labels(record.classnames)
+    writer.write_preprocess(record.preprocess)
+    return _ort_check(tmp / MODEL_FILE, ref.pixels.numpy(), ref.logits)
+
+
+def _bundle_manifest(
+    tmp: Path,
+    record: RunRecord,
+    ref: _Reference,
+    plan: ref_mod.ReferencePlan,
+    variants: dict,
+    opset: int,
+    raw_input: Sequence[str],
+    include_base: bool,
+    n_params: int,
+) -> tuple[dict[str, Any], str | None]:
+    """The manifest (without its export section) and the optional parts written beside it: raw-input models and
+    DeepStream files, the text tower, the base model. Also returns why the text tower was skipped, or None."""
+    size, fold = record.preprocess.size, ref.fold
+    histogram = op_histogram(tmp / MODEL_FILE)
+    manifest = _manifest(record, fold, opset, size, len(ref.names), ref.refs, histogram, n_params)
+    manifest["variants"] = variants
+    manifest["reference"].update(plan.manifest_section())
+    if raw_input:  # raw-pixel models (mean/std folded into the first Conv) + deepstream/ (exporter/raw_input.py)
+        title = f"{record.model_name} ({record.weights.describe()})"
+        add_raw_input(tmp, manifest, record.preprocess, raw_input, record.classnames, ref.names, title)
+    text_skipped = ref.text_skipped
+    if ref.text_check is not None:  # the folded text tower, checked against the unfolded one
+        text_section, text_skipped = text_export.write_text_tower(
+            ref.model, tmp, opset, ref.text_check, record.templates
+        )
+        if text_section:
+            manifest["text"] = text_section
+    if include_base or not fold.fully_folded:
+        manifest["base_model"] = _export_base(record, tmp, size, opset)
+    if not fold.fully_folded:
+        manifest["fold"]["extra_macs_per_image"] = fold.extra_macs_per_image
+        manifest["fold"]["latency_vs_base"] = _latency_cost(tmp / MODEL_FILE, tmp / BASE_MODEL_FILE, size)
+    return manifest, text_skipped
 
 
 def _check_variants(tmp: Path, variants: dict, failed: dict, pixels, logits, embedding) -> dict[str, dict]:
