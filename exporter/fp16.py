@@ -33,7 +33,7 @@ The rules, in order:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import onnx
@@ -332,10 +332,22 @@ class _Converter:
         graph = out.graph
         del graph.value_info[:]
         del graph.node[:]
+        #: (tensor name, element type) → the name that holds it at that type (the tensor or a Cast's output)
+        self.available = {(i.name, self.types[i.name]): i.name for i in graph.input if i.name in self.types}
+        self.emitted: list[onnx.NodeProto] = []
+        self.counts = dict.fromkeys((f.name for f in fields(Fp16Stats)), 0)
+        self._convert_initializers(graph)
+        for idx, node in enumerate(self.nodes):
+            self._rewrite_node(idx, node)
+        graph.node.extend(self.emitted)
+        return shape_inference.infer_shapes(out), Fp16Stats(**self.counts)
 
-        # rule 4: initializers
-        available = {(i.name, self.types[i.name]): i.name for i in graph.input if i.name in self.types}
-        init_fp16 = clipped_tensors = clipped_values = 0
+    def _clipped(self, n: int) -> None:
+        self.counts["clipped_tensors"] += int(n > 0)
+        self.counts["clipped_values"] += n
+
+    def _convert_initializers(self, graph: onnx.GraphProto) -> None:
+        """Rule 4: a float32 initializer only fp16 nodes read (and not a graph input) becomes fp16."""
         for init in graph.initializer:
             if init.data_type != FLOAT:
                 continue
@@ -343,80 +355,67 @@ class _Converter:
             if FLOAT16 in wants and FLOAT not in wants and init.name not in self.graph_inputs:
                 half, n = to_fp16_array(numpy_helper.to_array(init))
                 init.CopyFrom(numpy_helper.from_array(half, init.name))
-                available[(init.name, FLOAT16)] = init.name
-                init_fp16 += 1
-                clipped_tensors += int(n > 0)
-                clipped_values += n
+                self.available[(init.name, FLOAT16)] = init.name
+                self.counts["initializers_fp16"] += 1
+                self._clipped(n)
             else:
-                available[(init.name, FLOAT)] = init.name
+                self.available[(init.name, FLOAT)] = init.name
 
-        emitted: list[onnx.NodeProto] = []
-        casts = 0
+    def _view(self, name: str, want: int) -> str:
+        """The name of tensor ``name`` at type ``want``: itself, or a Cast emitted once and reused."""
+        if (name, want) in self.available:
+            return self.available[(name, want)]
+        source = self.available.get((name, FLOAT if want == FLOAT16 else FLOAT16))
+        if source is None:  # a tensor of unknown type: left as it is
+            return name
+        cast = self._unique(f"{name}_{'fp16' if want == FLOAT16 else 'fp32'}")
+        self.emitted.append(helper.make_node("Cast", [source], [cast], name=self._unique(f"{cast}_cast"), to=want))
+        self.available[(name, want)] = cast
+        self.counts["casts_inserted"] += 1
+        return cast
 
-        def view(name: str, want: int) -> str:
-            nonlocal casts
-            if (name, want) in available:
-                return available[(name, want)]
-            source = available.get((name, FLOAT if want == FLOAT16 else FLOAT16))
-            if source is None:  # a tensor of unknown type: left as it is
-                return name
-            cast = self._unique(f"{name}_{'fp16' if want == FLOAT16 else 'fp32'}")
-            emitted.append(helper.make_node("Cast", [source], [cast], name=self._unique(f"{cast}_cast"), to=want))
-            available[(name, want)] = cast
-            casts += 1
-            return cast
+    def _rewrite_node(self, idx: int, node: onnx.NodeProto) -> None:
+        """Emit node ``idx`` at its decided precision: inputs cast as it needs them, a Constant's value or a Cast's
+        target halved, its outputs made available (a pinned fp16 output cast back to its float32 name)."""
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        for slot, name in enumerate(node.input):
+            if not name:
+                continue
+            want = self._required(idx, slot)
+            if want is not None:  # else it reads the tensor at whatever type it has
+                new.input[slot] = self._view(name, want)
+        half = self.fp16[idx]
+        if half and node.op_type == "Constant":
+            value, n = to_fp16_array(_constant_value(node))
+            del new.attribute[:]
+            new.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value, "value")))
+            self.counts["constants_fp16"] += 1
+            self._clipped(n)
+        elif half and node.op_type == "Cast":
+            for attr in new.attribute:
+                if attr.name == "to":
+                    attr.i = FLOAT16
+        if node.op_type != "Constant":
+            touches_fp32 = any(self.types.get(x) == FLOAT for x in (*node.input, *node.output) if x)
+            self.counts["nodes_fp16"] += half
+            self.counts["nodes_fp32"] += not half and touches_fp32 and node.op_type not in ("Shape", "Size")
+        self.emitted.append(new)
+        self._bind_outputs(idx, node, new, half)
 
-        nodes_fp16 = nodes_fp32 = constants_fp16 = 0
-        for idx, node in enumerate(self.nodes):
-            new = onnx.NodeProto()
-            new.CopyFrom(node)
-            for slot, name in enumerate(node.input):
-                if not name:
-                    continue
-                want = self._required(idx, slot)
-                if want is not None:  # else it reads the tensor at whatever type it has
-                    new.input[slot] = view(name, want)
-            half = self.fp16[idx]
-            if half and node.op_type == "Constant":
-                value, n = to_fp16_array(_constant_value(node))
-                del new.attribute[:]
-                new.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value, "value")))
-                constants_fp16 += 1
-                clipped_tensors += int(n > 0)
-                clipped_values += n
-            elif half and node.op_type == "Cast":
-                for attr in new.attribute:
-                    if attr.name == "to":
-                        attr.i = FLOAT16
-            if node.op_type != "Constant":
-                touches_fp32 = any(self.types.get(x) == FLOAT for x in (*node.input, *node.output) if x)
-                nodes_fp16 += half
-                nodes_fp32 += not half and touches_fp32 and node.op_type not in ("Shape", "Size")
-            emitted.append(new)
-            float_outs = self.slots[idx].outputs if half else set()
-            for j, name in enumerate(node.output):
-                if not name:
-                    continue
-                kind = FLOAT16 if j in float_outs else self.types.get(name)
-                if kind == FLOAT16 and name in self.pinned:  # rule 6: keep the float32 name and type
-                    new.output[j] = renamed = self._unique(f"{name}_fp16")
-                    available[(name, FLOAT16)] = renamed
-                    emitted.append(
-                        helper.make_node("Cast", [renamed], [name], name=self._unique(f"{name}_cast"), to=FLOAT)
-                    )
-                    casts += 1
-                    available[(name, FLOAT)] = name
-                elif kind in (FLOAT, FLOAT16):
-                    available[(name, kind)] = name
-
-        graph.node.extend(emitted)
-        stats = Fp16Stats(
-            nodes_fp16=nodes_fp16,
-            nodes_fp32=nodes_fp32,
-            casts_inserted=casts,
-            initializers_fp16=init_fp16,
-            constants_fp16=constants_fp16,
-            clipped_tensors=clipped_tensors,
-            clipped_values=clipped_values,
-        )
-        return shape_inference.infer_shapes(out), stats
+    def _bind_outputs(self, idx: int, node: onnx.NodeProto, new: onnx.NodeProto, half: bool) -> None:
+        float_outs = self.slots[idx].outputs if half else set()
+        for j, name in enumerate(node.output):
+            if not name:
+                continue
+            kind = FLOAT16 if j in float_outs else self.types.get(name)
+            if kind == FLOAT16 and name in self.pinned:  # rule 6: keep the float32 name and type
+                new.output[j] = renamed = self._unique(f"{name}_fp16")
+                self.available[(name, FLOAT16)] = renamed
+                self.emitted.append(
+                    helper.make_node("Cast", [renamed], [name], name=self._unique(f"{name}_cast"), to=FLOAT)
+                )
+                self.counts["casts_inserted"] += 1
+                self.available[(name, FLOAT)] = name
+            elif kind in (FLOAT, FLOAT16):
+                self.available[(name, kind)] = name
