@@ -175,70 +175,21 @@ def fit_tensor_ring(
     if norm == 0.0:
         cores = [np.zeros((r0, d_in, r1)), np.zeros((r1, layers, r2)), np.zeros((r2, d_out, r0))]
         return RingFit(cores, 0.0, 0, time.perf_counter() - start, 0.0, "zero")
-    work = target.unit(dtype)  # unit norm: errors are relative
-    by_in = work.reshape(d_in, layers * d_out)
-    by_out = work.reshape(d_in * layers, d_out)
-
-    if isinstance(init, list):  # continue from given cores (scaled to the unit-norm tensor)
-        g0, g1, g2 = (np.asarray(c, dtype=np.float64) / norm ** (1 / 3) for c in init)
-    elif init == "svd":
-        g0, g1, g2 = tr_svd(work, (r0, r1, r2))
-    else:
-        rng = np.random.default_rng(int(init))
-        g0, g1, g2 = (rng.standard_normal(s) for s in ((r0, d_in, r1), (r1, layers, r2), (r2, d_out, r0)))
-
-    def rel_error(core: np.ndarray, rhs: np.ndarray, gram: np.ndarray) -> float:
-        # ‖𝒜 − TR‖² = 1 − 2⟨𝒜, TR⟩ + ‖TR‖², with ⟨𝒜, TR⟩ = Σ rhs ⊙ core and ‖TR‖² = Σ (core·gram) ⊙ core
-        return float(np.sqrt(max(1.0 - 2.0 * np.sum(rhs * core) + np.sum((core @ gram) * core), 0.0)))
-
-    def layer_rhs() -> np.ndarray:  # (L, R1·R2): Σ_{i,j} 𝒜[i,l,j] G0[a,i,b] G2[c,j,a]
-        left = g0.transpose(0, 2, 1).reshape(r0 * r1, d_in).astype(dtype)
-        x = (left @ by_in).astype(np.float64).reshape(r0, r1, layers, d_out)
-        return np.einsum("ablj,cja->lbc", x, g2, optimize=True).reshape(layers, r1 * r2)
-
-    w0, w1 = _gram(g0), _gram(g1)
-    history: list[float] = []
-    # error of the start (exactly, on the layer core's products)
-    w2 = _gram(g2)
-    gram1 = np.einsum("cxdy,xbye->bced", w2, w0, optimize=True).reshape(r1 * r2, r1 * r2)
-    init_error = rel_error(g1.reshape(r1, layers, r2).transpose(1, 0, 2).reshape(layers, r1 * r2), layer_rhs(), gram1)
+    als = _Als(target, (r0, r1, r2), dtype, init)
+    init_error = als.start_error()
     if progress:
         progress(0, init_error)
     error, stopped, sweep = init_error, "max_sweeps", 0
-    if init_error < 1e-12 and work.dtype == np.float64:
+    if init_error < 1e-12 and als.work.dtype == np.float64:
         stopped = "exact"
     while sweep < max_sweeps and stopped != "exact":
         sweep += 1
-        # G0: 𝒜[i, (l, j)] ≈ Σ_{a,b} G0[a,i,b] M[(l,j),(a,b)],  M = Σ_c G1[b,l,c] G2[c,j,a]
-        chain = np.einsum("blc,cja->ljab", g1, g2, optimize=True).reshape(layers * d_out, r0 * r1)
-        rhs = (by_in @ chain.astype(dtype)).astype(np.float64)  # (d_in, R0·R1)
-        w2 = _gram(g2)
-        gram = np.einsum("bxcy,xayd->abdc", w1, w2, optimize=True)
-        gram = gram.reshape(r0 * r1, r0 * r1)
-        sol = _solve(gram, rhs)
-        g0 = sol.reshape(d_in, r0, r1).transpose(1, 0, 2)
-        w0 = _gram(g0)
-        # G1: 𝒜[(i, j), l] ≈ Σ_{b,c} G1[b,l,c] · Σ_a G0[a,i,b] G2[c,j,a]
-        rhs = layer_rhs()
-        gram = np.einsum("cxdy,xbye->bced", w2, w0, optimize=True).reshape(r1 * r2, r1 * r2)
-        sol = _solve(gram, rhs)
-        g1 = sol.reshape(layers, r1, r2).transpose(1, 0, 2)
-        w1 = _gram(g1)
-        # G2: 𝒜[(i, l), j] ≈ Σ_{c,a} G2[c,j,a] K[(i,l),(c,a)],  K = Σ_b G0[a,i,b] G1[b,l,c]
-        chain = np.einsum("aib,blc->ilca", g0, g1, optimize=True).reshape(d_in * layers, r2 * r0)
-        rhs = (by_out.T @ chain.astype(dtype)).astype(np.float64)  # (d_out, R2·R0)
-        gram = np.einsum("axby,xcyd->cadb", w0, w1, optimize=True).reshape(r2 * r0, r2 * r0)
-        sol = _solve(gram, rhs)
-        g2 = sol.reshape(d_out, r2, r0).transpose(1, 0, 2)
-        new_error = rel_error(sol, rhs, gram)
-        history.append(new_error)
+        new_error = als.sweep()
         if progress:
             progress(sweep, new_error)
         improvement, error = error - new_error, new_error
-        if error < _FLOOR[work.dtype] and work.dtype != np.float64:
-            # float32's products cannot see errors this small: go on in float64
-            work = target.unit(np.float64)
-            by_in, by_out, dtype = work.reshape(d_in, layers * d_out), work.reshape(d_in * layers, d_out), np.float64
+        if error < _FLOOR[als.work.dtype] and als.work.dtype != np.float64:
+            als.to_float64()  # float32's products cannot see errors this small: go on in float64
             error = np.inf
             continue
         if error < 1e-12:
@@ -250,6 +201,84 @@ def fit_tensor_ring(
         if time_budget is not None and time.perf_counter() - start > time_budget:
             stopped = "time_budget"
             break
-    cores = [g0 * norm ** (1 / 3), g1 * norm ** (1 / 3), g2 * norm ** (1 / 3)]
-    final = target.error(cores) if measure else (history[-1] if history else init_error)
-    return RingFit(cores, final, sweep, time.perf_counter() - start, init_error, stopped, history)
+    cores = [g * norm ** (1 / 3) for g in (als.g0, als.g1, als.g2)]
+    final = target.error(cores) if measure else (als.history[-1] if als.history else init_error)
+    return RingFit(cores, final, sweep, time.perf_counter() - start, init_error, stopped, als.history)
+
+
+class _Als:
+    """The ALS state of one fit: the unit-norm tensor in the working precision, the three cores and their Grams."""
+
+    def __init__(self, target: Prepared, ranks: tuple[int, int, int], dtype: type, init: str | int | list) -> None:
+        self.target, self.ranks = target, ranks
+        self.d_in, self.layers, self.d_out = target.tensor64.shape
+        self._use(target.unit(dtype), dtype)  # unit norm: errors are relative
+        r0, r1, r2 = ranks
+        if isinstance(init, list):  # continue from given cores (scaled to the unit-norm tensor)
+            self.g0, self.g1, self.g2 = (np.asarray(c, dtype=np.float64) / target.norm ** (1 / 3) for c in init)
+        elif init == "svd":
+            self.g0, self.g1, self.g2 = tr_svd(self.work, ranks)
+        else:
+            rng = np.random.default_rng(int(init))
+            shapes = ((r0, self.d_in, r1), (r1, self.layers, r2), (r2, self.d_out, r0))
+            self.g0, self.g1, self.g2 = (rng.standard_normal(s) for s in shapes)
+        self.w0, self.w1 = _gram(self.g0), _gram(self.g1)
+        self.history: list[float] = []  # error after each sweep (from the small products)
+
+    def _use(self, work: np.ndarray, dtype: type) -> None:
+        self.work, self.dtype = work, dtype
+        self.by_in = work.reshape(self.d_in, self.layers * self.d_out)
+        self.by_out = work.reshape(self.d_in * self.layers, self.d_out)
+
+    def to_float64(self) -> None:
+        """Go on in float64: below ``_FLOOR`` float32's products no longer measure the fit."""
+        self._use(self.target.unit(np.float64), np.float64)
+
+    @staticmethod
+    def rel_error(core: np.ndarray, rhs: np.ndarray, gram: np.ndarray) -> float:
+        # ‖𝒜 − TR‖² = 1 − 2⟨𝒜, TR⟩ + ‖TR‖², with ⟨𝒜, TR⟩ = Σ rhs ⊙ core and ‖TR‖² = Σ (core·gram) ⊙ core
+        return float(np.sqrt(max(1.0 - 2.0 * np.sum(rhs * core) + np.sum((core @ gram) * core), 0.0)))
+
+    def layer_rhs(self) -> np.ndarray:
+        """(L, R1·R2): Σ_{i,j} 𝒜[i,l,j] G0[a,i,b] G2[c,j,a]."""
+        r0, r1, r2 = self.ranks
+        left = self.g0.transpose(0, 2, 1).reshape(r0 * r1, self.d_in).astype(self.dtype)
+        x = (left @ self.by_in).astype(np.float64).reshape(r0, r1, self.layers, self.d_out)
+        return np.einsum("ablj,cja->lbc", x, self.g2, optimize=True).reshape(self.layers, r1 * r2)
+
+    def start_error(self) -> float:
+        """The error of the start, exactly, on the layer core's products."""
+        _, r1, r2 = self.ranks
+        w2 = _gram(self.g2)
+        gram1 = np.einsum("cxdy,xbye->bced", w2, self.w0, optimize=True).reshape(r1 * r2, r1 * r2)
+        layer_core = self.g1.reshape(r1, self.layers, r2).transpose(1, 0, 2).reshape(self.layers, r1 * r2)
+        return self.rel_error(layer_core, self.layer_rhs(), gram1)
+
+    def sweep(self) -> float:
+        """One ALS sweep (G0, G1, G2 each solved from its normal equations); returns the error after it."""
+        r0, r1, r2 = self.ranks
+        d_in, layers, d_out = self.d_in, self.layers, self.d_out
+        # G0: 𝒜[i, (l, j)] ≈ Σ_{a,b} G0[a,i,b] M[(l,j),(a,b)],  M = Σ_c G1[b,l,c] G2[c,j,a]
+        chain = np.einsum("blc,cja->ljab", self.g1, self.g2, optimize=True).reshape(layers * d_out, r0 * r1)
+        rhs = (self.by_in @ chain.astype(self.dtype)).astype(np.float64)  # (d_in, R0·R1)
+        w2 = _gram(self.g2)
+        gram = np.einsum("bxcy,xayd->abdc", self.w1, w2, optimize=True)
+        gram = gram.reshape(r0 * r1, r0 * r1)
+        sol = _solve(gram, rhs)
+        self.g0 = sol.reshape(d_in, r0, r1).transpose(1, 0, 2)
+        self.w0 = _gram(self.g0)
+        # G1: 𝒜[(i, j), l] ≈ Σ_{b,c} G1[b,l,c] · Σ_a G0[a,i,b] G2[c,j,a]
+        rhs = self.layer_rhs()
+        gram = np.einsum("cxdy,xbye->bced", w2, self.w0, optimize=True).reshape(r1 * r2, r1 * r2)
+        sol = _solve(gram, rhs)
+        self.g1 = sol.reshape(layers, r1, r2).transpose(1, 0, 2)
+        self.w1 = _gram(self.g1)
+        # G2: 𝒜[(i, l), j] ≈ Σ_{c,a} G2[c,j,a] K[(i,l),(c,a)],  K = Σ_b G0[a,i,b] G1[b,l,c]
+        chain = np.einsum("aib,blc->ilca", self.g0, self.g1, optimize=True).reshape(d_in * layers, r2 * r0)
+        rhs = (self.by_out.T @ chain.astype(self.dtype)).astype(np.float64)  # (d_out, R2·R0)
+        gram = np.einsum("axby,xcyd->cadb", self.w0, self.w1, optimize=True).reshape(r2 * r0, r2 * r0)
+        sol = _solve(gram, rhs)
+        self.g2 = sol.reshape(d_out, r2, r0).transpose(1, 0, 2)
+        error = self.rel_error(sol, rhs, gram)
+        self.history.append(error)
+        return error
