@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,95 +214,14 @@ class Trainer:
             if main:
                 log_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
         else:
-            if main:
-                if self.claim is not None:
-                    self.claim.prepare()  # --overwrite: the old run's files go only now, after every check
-                self.out.mkdir(parents=True, exist_ok=True)
-                write_json(self.out / CONFIG_FILE, cfg.to_dict())
-                log_path.write_text("")
-                self._record_files()
-            state = LoopState()
-            acc0 = self.evaluate() if main else None
-            state.history.append({"epoch": 0, "eval_acc": acc0, "time_s": round(time.time() - t0, 2)})
-            if main:
-                self._append_log(log_path, state.history[-1])
+            state = self._start_run(log_path, t0)
         if cfg.epochs > 0 and state.epoch <= cfg.epochs:
-            scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-            weights = LossWeights.from_config(self.adapter_cfg)
-            need_frozen = not self.text_adapted or weights.consistency > 0
-            frozen_text_emb = self._class_emb_frozen() if need_frozen else None
-            step_module = self._train_step_module(frozen_text_emb)
-            # without augmentation a sample's frozen features never change: pay their forward pass once
-            frozen_cache = FrozenFeatureCache() if weights.consistency > 0 and not cfg.augment else None
-            dataset = data_mod.ImageDataset(self.train_samples, self.train_transform)
-            bar = _tqdm(range(total), cfg.progress and main, desc="train", unit="step", initial=state.step)
+            loop = self._loop(optimizer, scheduler, params, state, total, log_path, t0)
             for epoch in range(state.epoch, cfg.epochs + 1):
-                self.model.train()
-                batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch)
-                first = state.step_in_epoch if epoch == state.epoch else 0
-                if first == 0:
-                    state.sums = {}
-                local = [local_share(b, self.dist) for b in batches[first:]]
-                loader = DataLoader(dataset, batch_sampler=local, num_workers=cfg.workers)
-                for offset, (images, labels) in enumerate(loader):
-                    images, labels = images.to(self.device), labels.to(self.device)
-                    global_size = len(batches[first + offset])
-                    share = len(labels) * self.dist.world_size / global_size
-                    step_weights = weights.at_step(state.step)  # --aux-every K: auxiliary terms every K-th step
-                    with self._autocast():
-                        frozen_image = (
-                            self._frozen_features(frozen_cache, local[offset], images)
-                            if step_weights.consistency > 0
-                            else None
-                        )
-                        loss, out = step_module(images, labels, share, step_weights, frozen_image)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    state.step += 1
-                    state.step_in_epoch = first + offset + 1
-                    sums = state.sums
-                    for key, value in out.terms.items():
-                        sums[key] = sums.get(key, 0.0) + value * len(labels)
-                        if _is_term(key):  # counted per term: --aux-every computes some on some steps only
-                            sums[f"seen:{key}"] = sums.get(f"seen:{key}", 0.0) + len(labels)
-                    sums["correct"] = sums.get("correct", 0.0) + int((out.logits.argmax(-1) == labels).sum())
-                    sums["seen"] = sums.get("seen", 0.0) + len(labels)
-                    if cfg.progress and main:
-                        bar.update(1)
-                        bar.set_postfix(epoch=epoch, loss=f"{out.terms['total']:.3f}")
-                    if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                        self._checkpoint(optimizer, scheduler, state)
-                    if _STEP_DELAY:
-                        time.sleep(_STEP_DELAY)
-                if not all(torch.isfinite(p).all() for p in params):
-                    raise FieldError("lr", f"is too high: training diverged (NaN/Inf adapter weights) at epoch {epoch}")
-                keys = sorted(state.sums)
-                totals = dict(
-                    zip(keys, all_reduce_sum([state.sums[k] for k in keys], self.dist, self.device), strict=True)
-                )
-                seen = max(1.0, totals.get("seen", 0.0))
-                acc = self.evaluate() if main else None
-                row = {
-                    "epoch": epoch,
-                    "step": state.step,
-                    "loss": totals.get("total", 0.0) / seen,
-                    **{f"loss_{k}": v / max(1.0, totals[f"seen:{k}"]) for k, v in totals.items() if _is_term(k)},
-                    "train_acc": totals.get("correct", 0.0) / seen,
-                    "eval_acc": acc,
-                    "lr": scheduler.get_last_lr()[0],
-                    "time_s": round(time.time() - t0, 2),
-                }
-                state.history.append(row)
-                state.epoch, state.step_in_epoch, state.sums = epoch + 1, 0, {}
-                if main:
-                    self._append_log(log_path, row)
-                    log.info("epoch %d loss %.4f train_acc %.3f eval_acc %s", epoch, row["loss"], row["train_acc"], acc)
-                self._checkpoint(optimizer, scheduler, state)
+                self._train_epoch(loop, epoch)
+                self._end_epoch(loop, epoch)
             if cfg.progress and main:
-                bar.close()
+                loop.bar.close()
         record = self._record(state.history)
         if main:
             save_run(self.out, record, self.adapters)
@@ -309,6 +229,108 @@ class Trainer:
             self._record_files()
         barrier(self.dist)
         return record
+
+    def _start_run(self, log_path: Path, t0: float) -> LoopState:
+        """A new run: the folder claimed and its config written (main process), then epoch 0's accuracy."""
+        main = self.dist.is_main
+        if main:
+            if self.claim is not None:
+                self.claim.prepare()  # --overwrite: the old run's files go only now, after every check
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / CONFIG_FILE, self.cfg.to_dict())
+            log_path.write_text("")
+            self._record_files()
+        state = LoopState()
+        acc0 = self.evaluate() if main else None
+        state.history.append({"epoch": 0, "eval_acc": acc0, "time_s": round(time.time() - t0, 2)})
+        if main:
+            self._append_log(log_path, state.history[-1])
+        return state
+
+    def _loop(self, optimizer, scheduler, params, state: LoopState, total: int, log_path: Path, t0: float) -> _Loop:
+        """What every step of the loop uses: the optimiser, the loss's weights and module, the frozen-feature cache."""
+        cfg = self.cfg
+        weights = LossWeights.from_config(self.adapter_cfg)
+        need_frozen = not self.text_adapted or weights.consistency > 0
+        frozen_text_emb = self._class_emb_frozen() if need_frozen else None
+        return _Loop(
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16),
+            params=params,
+            weights=weights,
+            step_module=self._train_step_module(frozen_text_emb),
+            # without augmentation a sample's frozen features never change: pay their forward pass once
+            frozen_cache=FrozenFeatureCache() if weights.consistency > 0 and not cfg.augment else None,
+            dataset=data_mod.ImageDataset(self.train_samples, self.train_transform),
+            bar=_tqdm(range(total), cfg.progress and self.dist.is_main, desc="train", unit="step", initial=state.step),
+            state=state,
+            log_path=log_path,
+            t0=t0,
+        )
+
+    def _train_epoch(self, loop: _Loop, epoch: int) -> None:
+        """The optimizer steps of ``epoch`` this process takes (from where a resumed run stopped)."""
+        cfg, state = self.cfg, loop.state
+        self.model.train()
+        batches = epoch_batches(len(loop.dataset), cfg.batch_size, cfg.seed, epoch)
+        first = state.step_in_epoch if epoch == state.epoch else 0
+        if first == 0:
+            state.sums = {}
+        local = [local_share(b, self.dist) for b in batches[first:]]
+        loader = DataLoader(loop.dataset, batch_sampler=local, num_workers=cfg.workers)
+        for offset, (images, labels) in enumerate(loader):
+            images, labels = images.to(self.device), labels.to(self.device)
+            share = len(labels) * self.dist.world_size / len(batches[first + offset])
+            step_weights = loop.weights.at_step(state.step)  # --aux-every K: auxiliary terms every K-th step
+            with self._autocast():
+                frozen_image = (
+                    self._frozen_features(loop.frozen_cache, local[offset], images)
+                    if step_weights.consistency > 0
+                    else None
+                )
+                loss, out = loop.step_module(images, labels, share, step_weights, frozen_image)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loop.scaler.scale(loss).backward()
+            loop.scaler.step(loop.optimizer)
+            loop.scaler.update()
+            loop.scheduler.step()
+            state.step += 1
+            state.step_in_epoch = first + offset + 1
+            _add_step_sums(state.sums, out, labels)
+            if cfg.progress and self.dist.is_main:
+                loop.bar.update(1)
+                loop.bar.set_postfix(epoch=epoch, loss=f"{out.terms['total']:.3f}")
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                self._checkpoint(loop.optimizer, loop.scheduler, state)
+            if _STEP_DELAY:
+                time.sleep(_STEP_DELAY)
+
+    def _end_epoch(self, loop: _Loop, epoch: int) -> None:
+        """The epoch's row (losses and accuracy summed over every process, eval accuracy), logged; a checkpoint."""
+        state = loop.state
+        if not all(torch.isfinite(p).all() for p in loop.params):
+            raise FieldError("lr", f"is too high: training diverged (NaN/Inf adapter weights) at epoch {epoch}")
+        keys = sorted(state.sums)
+        totals = dict(zip(keys, all_reduce_sum([state.sums[k] for k in keys], self.dist, self.device), strict=True))
+        seen = max(1.0, totals.get("seen", 0.0))
+        acc = self.evaluate() if self.dist.is_main else None
+        row = {
+            "epoch": epoch,
+            "step": state.step,
+            "loss": totals.get("total", 0.0) / seen,
+            **{f"loss_{k}": v / max(1.0, totals[f"seen:{k}"]) for k, v in totals.items() if _is_term(k)},
+            "train_acc": totals.get("correct", 0.0) / seen,
+            "eval_acc": acc,
+            "lr": loop.scheduler.get_last_lr()[0],
+            "time_s": round(time.time() - loop.t0, 2),
+        }
+        state.history.append(row)
+        state.epoch, state.step_in_epoch, state.sums = epoch + 1, 0, {}
+        if self.dist.is_main:
+            self._append_log(loop.log_path, row)
+            log.info("epoch %d loss %.4f train_acc %.3f eval_acc %s", epoch, row["loss"], row["train_acc"], acc)
+        self._checkpoint(loop.optimizer, loop.scheduler, state)
 
     def _frozen_features(self, cache: FrozenFeatureCache | None, indices, images: torch.Tensor):
         """The batch's frozen image features from ``cache`` (computed and stored on a miss); None without one."""
@@ -420,6 +442,34 @@ def resume(run_dir: str | Path) -> RunRecord:
             return trainer.fit(resume=True)
         finally:
             shutdown(trainer.dist)
+
+
+@dataclass
+class _Loop:
+    """The training loop's working set, built once before the first epoch (:meth:`Trainer._loop`)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    params: list[torch.nn.Parameter]
+    weights: LossWeights
+    step_module: torch.nn.Module
+    frozen_cache: FrozenFeatureCache | None
+    dataset: Any
+    bar: Any  # a tqdm bar, or the plain range when progress is off
+    state: LoopState
+    log_path: Path
+    t0: float
+
+
+def _add_step_sums(sums: dict[str, float], out, labels: torch.Tensor) -> None:
+    """Add one step's loss terms and correct predictions, weighted by its batch size, to the epoch's sums."""
+    for key, value in out.terms.items():
+        sums[key] = sums.get(key, 0.0) + value * len(labels)
+        if _is_term(key):  # counted per term: --aux-every computes some on some steps only
+            sums[f"seen:{key}"] = sums.get(f"seen:{key}", 0.0) + len(labels)
+    sums["correct"] = sums.get("correct", 0.0) + int((out.logits.argmax(-1) == labels).sum())
+    sums["seen"] = sums.get("seen", 0.0) + len(labels)
 
 
 def _is_term(key: str) -> bool:
