@@ -55,7 +55,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from ringfold.trainer.compress import fit_site, format_sweep, plot_sweep, rank_sweep, stderr_log
+    from ringfold.trainer.compress_fit import fit_site, rank_sweep, stderr_log
+    from ringfold.trainer.compress_report import format_sweep, plot_sweep
     from ringfold.trainer.config import ring_ranks
 
     fine, coarse = ring_ranks(args.ranks), ring_ranks(args.coarse_ranks)

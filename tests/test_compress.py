@@ -5,7 +5,7 @@ import pytest
 import tensorly as tl
 
 from ringfold.cli import main
-from ringfold.trainer.compress import tr_decompose
+from ringfold.trainer.compress_fit import tr_decompose
 from ringfold.trainer.run import write_synthetic_run
 from tests.helpers import one_line_error
 
@@ -103,7 +103,7 @@ def test_fit_is_deterministic_and_reports_progress():
 
 def test_sweep_progress_is_a_heartbeat_not_a_line_per_sweep(monkeypatch):
     """--ranks auto ran ~1000 sweeps and printed a line for each; now one line per PROGRESS_EVERY_S."""
-    from ringfold.trainer import compress
+    from ringfold.trainer import compress_fit as compress
 
     tensor = np.random.default_rng(1).normal(size=(24, 5, 24))  # no exact ring: every sweep runs
     monkeypatch.setattr(compress, "PROGRESS_EVERY_S", 3600.0)
@@ -117,7 +117,7 @@ def test_sweep_progress_is_a_heartbeat_not_a_line_per_sweep(monkeypatch):
 
 
 def test_sweep_picks_the_ranks_of_a_known_ring():
-    from ringfold.trainer.compress import SWEEP_RANKS, rank_sweep
+    from ringfold.trainer.compress_fit import SWEEP_RANKS, rank_sweep
 
     tensors = {"a": _ring_tensor((2, 4, 2)), "b": _ring_tensor((2, 4, 2), d=16, seed=4)}
     sweep, fits = rank_sweep(tensors, (1, 1, 1), max_error=0.01)
@@ -215,7 +215,7 @@ def test_compress_leaves_no_half_written_out(tmp_path, monkeypatch):
 
 def test_a_zero_adapter_stack_compresses_to_zero_rings():
     """An ARC run whose λ never left zero has 𝒜 = 0: zero cores, error 0, no division by zero."""
-    from ringfold.trainer.compress import fit_site
+    from ringfold.trainer.compress_fit import fit_site
 
     fit = fit_site(np.zeros((10, 3, 10)), (2, 4, 2), (1, 1, 1))
     assert fit.fine_error == fit.final_error == 0.0
@@ -225,13 +225,14 @@ def test_a_zero_adapter_stack_compresses_to_zero_rings():
 # --------------------------------------------------------------------------- issue 23: honest numbers, never larger
 def _no_loading(monkeypatch):
     """Make loading the source model or fitting a ring fail the test: a refusal must come before both."""
-    from ringfold.trainer import compress
+    from ringfold.trainer import compress, compress_fit
 
     def boom(*args, **kwargs):
         raise AssertionError("compress loaded a model or fitted a ring before refusing")
 
     monkeypatch.setattr(compress, "load_adapted_model", boom)
-    monkeypatch.setattr(compress, "fit_site", boom)
+    monkeypatch.setattr(compress, "fit_site", boom)  # explicit ranks
+    monkeypatch.setattr(compress_fit, "fit_site", boom)  # --ranks auto (rank_sweep)
 
 
 def test_compress_measures_agreement_and_accuracy_on_the_runs_held_out_images(tmp_path, capsys, tiny_run, demo_data):
@@ -372,7 +373,7 @@ def test_compress_checks_explicit_ranks_before_any_allocation(tmp_path, capsys, 
 
 
 def test_rank_problem_names_each_bound():
-    from ringfold.trainer.compress import MAX_RANK_PAIR, rank_problem
+    from ringfold.trainer.compress_fit import MAX_RANK_PAIR, rank_problem
 
     assert rank_problem({"s": (128, 4)}, (2, 4, 2)) is None
     assert "R0·R1 = 256 and R2·R0 = 4 must be at most the adapter width d = 128 of s" in rank_problem(

@@ -23,9 +23,7 @@ The compressed run is compared with the source on real held-out images
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,90 +31,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from ringfold.atomic import atomic_path, write_json, write_text
+from ringfold.atomic import write_json, write_text
 from ringfold.errors import FieldError, RingfoldError
 from ringfold.ownership import check_apart, check_target, owned_directory
 
 from .adapters import inject
 from .adapters.adaring import TensorRing
-from .compress_images import DEFAULT_IMAGES_LIMIT, ImageSet, agreement_lines, find_images, measure_agreement
+from .compress_fit import (
+    MAX_RING_PARAMETERS,
+    SWEEP_RANKS,
+    Log,
+    adaring_parameters,
+    check_ranks,
+    fit_site,
+    partition_candidates,
+    rank_sweep,
+    ranks_text,
+    stderr_log,
+)
+from .compress_images import DEFAULT_IMAGES_LIMIT, ImageSet, find_images, measure_agreement
+from .compress_report import format_report, format_sweep, plot_sweep
 from .config import AdaRingConfig, ring_ranks
 from .run import RunRecord, load_adapted_model, read_run, save_run
-from .tensor_ring import Prepared, fit_tensor_ring, ring_parameters, tr_to_tensor
 
-#: fine ranks tried by ``--ranks auto``, smallest first
-SWEEP_RANKS: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (2, 2, 2), (2, 4, 2), (4, 4, 4), (4, 8, 4), (8, 8, 8))
 #: a site whose relative error is above this gets a warning
 HIGH_ERROR = 0.5
-#: ALS sweeps each start runs before the best one goes on alone
-PROBE_SWEEPS = 6
-#: at most one progress line per this many seconds of ALS sweeps (a site still ends with its summary line)
-PROGRESS_EVERY_S = 2.0
-#: each rank-pair product R·R' at most this: every ALS sweep solves an (R·R')² system per core
-MAX_RANK_PAIR = 4096
-#: the most trainable numbers a compressed run may hold (the dense stacks of a ViT-L/14 run hold ~64 M)
-MAX_RING_PARAMETERS = 2**26
-
-Log = Callable[[str], None]
-
-
-def stderr_log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def tr_decompose(
-    tensor: np.ndarray,
-    ranks: tuple[int, int, int],
-    n_iter: int = 100,
-    restarts: int = 6,
-    seed: int = 0,
-    tol: float = 1e-5,
-    time_budget: float | None = 20.0,
-    log: Log | None = None,
-    label: str = "",
-):
-    """Ring cores (R0×d×R1, R1×L×R2, R2×d×R0) and their relative error: the best of a few starts.
-
-    The starts are the TR-SVD and ``restarts − 1`` seeded Gaussian ones; each runs ``PROBE_SWEEPS``
-    ALS sweeps, then the best goes on until a sweep improves the error by less than ``tol`` (relative),
-    ``n_iter`` sweeps in all, or ``time_budget`` seconds. Deterministic for a given ``seed``.
-    """
-    t0 = time.perf_counter()
-    starts: list[str | int] = ["svd", *(seed + k for k in range(max(restarts, 1) - 1))]
-    probe = min(PROBE_SWEEPS, n_iter) if len(starts) > 1 else n_iter
-    target, fits = Prepared(tensor), []
-    for start in starts:
-        fits.append(fit_tensor_ring(target, ranks, max_sweeps=probe, tol=tol, init=start, measure=False))
-        if fits[-1].error < 1e-9:
-            break
-    index = min(range(len(fits)), key=lambda i: fits[i].error)
-    best, name = fits[index], starts[index]
-    if log:
-        tried = ", ".join(
-            f"{s if s == 'svd' else f'seed {s}'} {f.error:.4f}" for s, f in zip(starts, fits, strict=False)
-        )
-        log(f"{label}starts after {probe} sweeps: {tried}")
-    if best.stopped == "max_sweeps" and n_iter > probe:
-        budget = None if time_budget is None else max(time_budget - (time.perf_counter() - t0), 0.0)
-
-        last_shown = [time.perf_counter()]
-
-        def show(sweep: int, error: float) -> None:
-            # a heartbeat, not a transcript: one line per PROGRESS_EVERY_S seconds of sweeping
-            now = time.perf_counter()
-            if log and sweep > 0 and now - last_shown[0] >= PROGRESS_EVERY_S:
-                last_shown[0] = now
-                log(f"{label}sweep {probe + sweep}: rel. error {error:.4f}")
-
-        best = fit_tensor_ring(
-            target, ranks, max_sweeps=n_iter - probe, tol=tol, init=best.cores, time_budget=budget, progress=show
-        )
-    else:
-        best.error = target.error(best.cores)
-    if log:
-        start = name if name == "svd" else f"seed {name}"
-        log(f"{label}rel. error {best.error:.4f} ({start} start, {best.stopped}, {time.perf_counter() - t0:.1f} s)")
-    return best.cores, best.error
 
 
 @dataclass
@@ -129,268 +68,6 @@ class SiteCompression:
     ring_parameters: int
     fine_error: float
     final_error: float
-
-
-@dataclass
-class SiteFit:
-    """One site's fine + coarse rings at one choice of fine ranks."""
-
-    fine: list[np.ndarray]
-    coarse: list[np.ndarray]
-    fine_error: float
-    final_error: float
-    residual_sq: float  # ‖𝒜 − TR(fine) − TR(coarse)‖²
-    norm_sq: float  # ‖𝒜‖²
-
-
-def fit_site(
-    tensor: np.ndarray,
-    fine_ranks: tuple[int, int, int],
-    coarse_ranks: tuple[int, int, int],
-    n_iter: int = 100,
-    log: Log | None = None,
-    label: str = "",
-) -> SiteFit:
-    """Fine ring on 𝒜, coarse ring on the residual."""
-    fine, fine_err = tr_decompose(tensor, fine_ranks, n_iter, log=log, label=f"{label}fine {_r(fine_ranks)}: ")
-    residual = tensor - tr_to_tensor(fine)
-    coarse, _ = tr_decompose(residual, coarse_ranks, n_iter, log=log, label=f"{label}coarse {_r(coarse_ranks)}: ")
-    rest = residual - tr_to_tensor(coarse)
-    norm_sq, rest_sq = float(np.sum(tensor * tensor)), float(np.sum(rest * rest))
-    final_err = float(np.sqrt(rest_sq / max(norm_sq, 1e-300))) if norm_sq > 0 else 0.0
-    return SiteFit(fine, coarse, fine_err, final_err, rest_sq, norm_sq)
-
-
-def _r(ranks: Sequence[int]) -> str:
-    return ",".join(str(r) for r in ranks)
-
-
-def adaring_parameters(
-    shapes: dict[str, tuple[int, int]],
-    fine: tuple[int, int, int],
-    coarse: tuple[int, int, int],
-    bias: bool = True,
-) -> int:
-    """Trainable numbers of a static AdaRing with these ranks on sites of these (d, L) (DESIGN §4.4)."""
-    return sum(
-        ring_parameters(d, layers, fine) + ring_parameters(d, layers, coarse) + 2 * layers + (layers * d if bias else 0)
-        for d, layers in shapes.values()
-    )
-
-
-def rank_problem(shapes: dict[str, tuple[int, int]], ranks: Sequence[int]) -> str | None:
-    """Why a ring at ``ranks`` is no use on sites of these (d, L), or None — by arithmetic, before any allocation.
-
-    A ring's d-mode unfoldings have rank at most R0·R1 and R2·R0, the stack's at most d, and R0 = 1,
-    R1 = R2 = d already represents any stack exactly: so R0·R1 and R2·R0 above d only add numbers.
-    R1·R2 is capped because every sweep solves an (R1·R2)² system for the layer core; and a ring
-    holding more numbers than the dense L·d² stack it replaces is no compression.
-    """
-    r0, r1, r2 = ranks
-    for key, (d, layers) in shapes.items():
-        if max(r0 * r1, r2 * r0) > d:
-            return (
-                f"R0·R1 = {r0 * r1:,} and R2·R0 = {r2 * r0:,} must be at most the adapter width d = {d} of {key} "
-                "(R0 = 1, R1 = R2 = d is already exact)"
-            )
-        if r1 * r2 > MAX_RANK_PAIR:
-            return f"R1·R2 = {r1 * r2:,} is above {MAX_RANK_PAIR:,} (each sweep solves an (R1·R2)² system)"
-        ring, dense = ring_parameters(d, layers, (r0, r1, r2)), layers * d * d
-        if ring > dense:
-            return f"the ring holds {ring:,} numbers at {key}, more than the dense L·d² = {dense:,} it replaces"
-    return None
-
-
-def check_ranks(shapes: dict[str, tuple[int, int]], ranks: tuple[int, int, int], field: str) -> None:
-    """A one-line FieldError (the CLI names ``--ranks`` / ``--coarse-ranks``) for ranks the sites cannot use."""
-    problem = rank_problem(shapes, ranks)
-    if problem:
-        raise FieldError(field, f"{_r(ranks)}: {problem}; pick smaller ranks")
-
-
-def partition_candidates(
-    shapes: dict[str, tuple[int, int]],
-    coarse_ranks: tuple[int, int, int],
-    candidates: Sequence[tuple[int, int, int]],
-    source_parameters: int | None = None,
-    bias: bool = True,
-) -> tuple[list[tuple[int, int, int]], list[dict[str, Any]]]:
-    """The candidates worth fitting, and the others with why not (too wide for the sites, or not smaller
-    than the source: a sweep that may pick a larger ring can grow the adapter it was asked to shrink)."""
-    keep, skipped = [], []
-    for ranks in candidates:
-        params = adaring_parameters(shapes, ranks, coarse_ranks, bias)
-        problem = rank_problem(shapes, ranks)
-        if problem:
-            skipped.append({"fine_ranks": list(ranks), "parameters": params, "reason": "too wide", "detail": problem})
-        elif source_parameters is not None and params >= source_parameters:
-            skipped.append({"fine_ranks": list(ranks), "parameters": params, "reason": "not smaller than the source"})
-        else:
-            keep.append(tuple(ranks))
-    return keep, skipped
-
-
-def rank_sweep(
-    tensors: dict[str, np.ndarray],
-    coarse_ranks: tuple[int, int, int] = (1, 1, 1),
-    candidates: Sequence[tuple[int, int, int]] = SWEEP_RANKS,
-    max_error: float = 0.2,
-    n_iter: int = 100,
-    bias: bool = True,
-    log: Log | None = None,
-    source_parameters: int | None = None,
-) -> tuple[dict[str, Any], dict[str, SiteFit]]:
-    """Fit the usable candidate fine ranks on every site; return the sweep record and the chosen candidate's fits.
-
-    Only candidates that fit the sites' widths and, given ``source_parameters``, are smaller than the source
-    are fitted (the rest are listed under ``skipped``). The choice is the candidate with the fewest
-    parameters whose worst site error (fine + coarse) is at most ``max_error``; if none is, the one with
-    the lowest worst-site error, and the record says so (``warning``; ``compress_run`` then refuses).
-    """
-    shapes = {k: (t.shape[0], t.shape[1]) for k, t in tensors.items()}
-    candidates, skipped = partition_candidates(shapes, coarse_ranks, candidates, source_parameters, bias)
-    if not candidates:
-        why = "; ".join(f"{_r(s['fine_ranks'])} {s['reason']}" for s in skipped)
-        raise RingfoldError(f"no candidate ranks to fit: {why}")
-    points, fits = [], []
-    for n, ranks in enumerate(candidates, 1):
-        t0 = time.perf_counter()
-        site_fits = {}
-        for key, tensor in tensors.items():
-            site_fits[key] = fit_site(tensor, ranks, coarse_ranks, n_iter, log, f"[{n}/{len(candidates)}] {key} ")
-        points.append(_sweep_point(ranks, site_fits, adaring_parameters(shapes, ranks, coarse_ranks, bias), t0))
-        fits.append(site_fits)
-        if log:
-            p = points[-1]
-            log(
-                f"[{n}/{len(candidates)}] ranks {_r(ranks)}: {p['parameters']:,} parameters, "
-                f"worst site error {p['max_error']:.4f}"
-            )
-    ok = [i for i, p in enumerate(points) if p["max_error"] <= max_error]
-    if ok:
-        pick, warning = min(ok, key=lambda i: (points[i]["parameters"], points[i]["max_error"])), None
-    else:
-        pick = min(range(len(points)), key=lambda i: (points[i]["max_error"], points[i]["parameters"]))
-        warning = (
-            f"no candidate ranks reach a relative error of {max_error:g}; kept the most accurate, "
-            f"{_r(points[pick]['fine_ranks'])} ({points[pick]['max_error']:.3f})"
-        )
-    record = {
-        "coarse_ranks": list(coarse_ranks),
-        "max_error": max_error,
-        "points": points,
-        "skipped": skipped,
-        "chosen": points[pick]["fine_ranks"],
-        "warning": warning,
-        "source_parameters": source_parameters,
-    }
-    return record, fits[pick]
-
-
-def _sweep_point(ranks: Sequence[int], site_fits: dict[str, SiteFit], parameters: int, t0: float) -> dict[str, Any]:
-    total = sum(f.norm_sq for f in site_fits.values())
-    return {
-        "fine_ranks": list(ranks),
-        "parameters": parameters,
-        "max_error": max(f.final_error for f in site_fits.values()),
-        "overall_error": float(np.sqrt(sum(f.residual_sq for f in site_fits.values()) / total)) if total else 0.0,
-        "site_errors": {k: f.final_error for k, f in site_fits.items()},
-        "seconds": time.perf_counter() - t0,
-    }
-
-
-def format_sweep(sweep: dict[str, Any], with_warning: bool = True) -> str:
-    chosen = sweep["chosen"]
-    source = sweep.get("source_parameters")
-    lines = [
-        f"Rank sweep (coarse {_r(sweep['coarse_ranks'])}; pick: fewest parameters with worst site error "
-        f"<= {sweep['max_error']:g}"
-        + (f", among rings smaller than the source's {source:,} parameters)" if source else ")"),
-        "",
-        "| fine ranks | AdaRing params | worst site rel. error | overall rel. error | seconds | |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in sweep["points"]:
-        mark = "" if p["fine_ranks"] != chosen else "most accurate, above --max-error" if sweep["warning"] else "chosen"
-        lines.append(
-            f"| {_r(p['fine_ranks'])} | {p['parameters']:,} | {p['max_error']:.4f} | {p['overall_error']:.4f} | "
-            f"{p['seconds']:.1f} | {mark} |"
-        )
-    for p in sweep.get("skipped", []):
-        lines.append(f"| {_r(p['fine_ranks'])} | {p['parameters']:,} | — | — | — | not fitted: {p['reason']} |")
-    if source:
-        lines += ["", f"(the source run has {source:,} parameters)"]
-    if with_warning and sweep.get("warning"):
-        lines += ["", f"warning: {sweep['warning']}"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_sweep(sweep: dict[str, Any], path: Path, title: str) -> None:
-    """Relative error against AdaRing parameter count, one labelled point per fitted candidate; the source run's
-    size as a labelled line, and the candidates not fitted because they are not smaller as grey ticks past it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = sweep["points"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    xs = [p["parameters"] for p in pts]
-    ax.plot(xs, [p["max_error"] for p in pts], marker="o", label="worst site")
-    ax.plot(xs, [p["overall_error"] for p in pts], marker=".", linestyle="--", label="all sites (energy)")
-    for p in pts:
-        chosen = p["fine_ranks"] == sweep["chosen"]
-        ax.annotate(
-            _r(p["fine_ranks"]) + (" (chosen)" if chosen else ""),
-            (p["parameters"], p["max_error"]),
-            textcoords="offset points",
-            xytext=(4, 6),
-            fontsize=8,
-            fontweight="bold" if chosen else "normal",
-        )
-    ax.axhline(
-        sweep["max_error"], color="grey", linewidth=0.8, linestyle=":", label=f"--max-error {sweep['max_error']:g}"
-    )
-    _plot_source(ax, sweep)
-    ax.set_xscale("log")
-    ax.set_ylim(0, max(1.0, max(p["max_error"] for p in pts) * 1.05))
-    ax.set_xlabel("AdaRing parameters (fine ranks R0,R1,R2; coarse fixed)")
-    ax.set_ylabel("relative reconstruction error")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _plot_source(ax, sweep: dict[str, Any]) -> None:
-    """The source run's size, and grey ticks (ranks, not fitted) for the candidates that are not smaller."""
-    source = sweep.get("source_parameters")
-    if not source:
-        return
-    ax.axvline(source, color="tab:red", linewidth=1.0, linestyle=":", label=f"source run: {source:,} parameters")
-    larger = [p for p in sweep.get("skipped", []) if p["reason"] == "not smaller than the source"]
-    if not larger:
-        return
-    xs = [p["parameters"] for p in larger]
-    on_axis = ax.get_xaxis_transform()  # x in parameters, y in axes fractions: no error value is implied
-    ax.plot(xs, [0.04] * len(xs), transform=on_axis, linestyle="none", marker="x", color="grey")
-    ax.plot([], [], linestyle="none", marker="x", color="grey", label="not smaller than the source: not fitted")
-    for p in larger:
-        ax.annotate(
-            _r(p["fine_ranks"]),
-            (p["parameters"], 0.04),
-            xycoords=on_axis,
-            xytext=(3, 4),
-            textcoords="offset points",
-            fontsize=7,
-            color="grey",
-        )
-    left = min([*xs, source, *(p["parameters"] for p in sweep["points"])]) / 1.5
-    right = max([*xs, source]) * 1.5
-    ax.axvspan(source, right, color="grey", alpha=0.08, linewidth=0)  # the sizes compress does not consider
-    ax.set_xlim(left, right)
 
 
 def _set_ring(ring: TensorRing, cores: list[np.ndarray], factor: float) -> None:
@@ -485,8 +162,8 @@ def _check_fine_ranks(shapes, fine, coarse, source: int, allow_larger: bool) -> 
             smallest = min(skipped, key=lambda p: p["parameters"])
             raise RingfoldError(
                 f"--ranks auto: no candidate ring is smaller than the source run's {source:,} parameters (the "
-                f"smallest, fine {_r(smallest['fine_ranks'])} + coarse {_r(coarse)}, has {smallest['parameters']:,}); "
-                "compress cannot shrink this adapter — keep the source run"
+                f"smallest, fine {ranks_text(smallest['fine_ranks'])} + coarse {ranks_text(coarse)}, "
+                f"has {smallest['parameters']:,}); compress cannot shrink this adapter — keep the source run"
             )
         return []
     check_ranks(shapes, fine, "ranks")
@@ -494,15 +171,16 @@ def _check_fine_ranks(shapes, fine, coarse, source: int, allow_larger: bool) -> 
     if total > MAX_RING_PARAMETERS:
         raise FieldError(
             "ranks",
-            f"{_r(fine)}: the AdaRing run would hold {total:,} parameters, above the cap of "
+            f"{ranks_text(fine)}: the AdaRing run would hold {total:,} parameters, above the cap of "
             f"{MAX_RING_PARAMETERS:,}; pick smaller ranks",
         )
     if total <= source:
         return []
     if not allow_larger:
         raise RingfoldError(
-            f"--ranks {_r(fine)} + --coarse-ranks {_r(coarse)}: the AdaRing run would have {total:,} parameters, "
-            f"more than the source run's {source:,}; pick smaller ranks, use --ranks auto, or pass --allow-larger"
+            f"--ranks {ranks_text(fine)} + --coarse-ranks {ranks_text(coarse)}: the AdaRing run would have "
+            f"{total:,} parameters, more than the source run's {source:,}; "
+            "pick smaller ranks, use --ranks auto, or pass --allow-larger"
         )
     return [
         f"warning: the AdaRing run has {total:,} parameters, more than the source run's {source:,} (--allow-larger)"
@@ -621,10 +299,10 @@ def _fit_rings(plan: Plan, tensors, max_error: float, n_iter: int, log: Log | No
         return plan.fine_ranks, fits, None
     if log:
         fitted, skipped = partition_candidates(plan.shapes, coarse, SWEEP_RANKS, plan.source_parameters)
-        why = "; ".join(f"{_r(s['fine_ranks'])} {s['reason']}" for s in skipped)
+        why = "; ".join(f"{ranks_text(s['fine_ranks'])} {s['reason']}" for s in skipped)
         log(
-            f"compress: sweeping fine ranks {', '.join(_r(r) for r in fitted)} on {len(tensors)} sites; not fitted: "
-            f"{why or 'none'} (the source run has {plan.source_parameters:,} parameters)"
+            f"compress: sweeping fine ranks {', '.join(ranks_text(r) for r in fitted)} on {len(tensors)} sites; "
+            f"not fitted: {why or 'none'} (the source run has {plan.source_parameters:,} parameters)"
         )
     sweep, fits = rank_sweep(
         tensors, coarse, SWEEP_RANKS, max_error, n_iter, log=log, source_parameters=plan.source_parameters
@@ -635,8 +313,9 @@ def _fit_rings(plan: Plan, tensors, max_error: float, n_iter: int, log: Log | No
         best = next(p for p in sweep["points"] if p["fine_ranks"] == sweep["chosen"])
         raise RingfoldError(
             f"--ranks auto: no ring smaller than the source run's {plan.source_parameters:,} parameters reaches "
-            f"--max-error {max_error:g}; the best, {_r(best['fine_ranks'])} ({best['parameters']:,} parameters), "
-            f"has worst site rel. error {best['max_error']:.3f}; raise --max-error (e.g. to "
+            f"--max-error {max_error:g}; the best, {ranks_text(best['fine_ranks'])} "
+            f"({best['parameters']:,} parameters), has worst site rel. error {best['max_error']:.3f}; "
+            f"raise --max-error (e.g. to "
             f"{min(1.0, np.ceil(best['max_error'] * 100) / 100):g}) or keep the source run"
         )
     return tuple(sweep["chosen"]), fits, sweep
@@ -701,29 +380,3 @@ def _write_run(
         if sweep is not None:
             write_json(tmp / "rank_sweep.json", sweep)
             plot_sweep(sweep, tmp / "rank_sweep.png", f"{record.model_name}: AdaRing ranks vs relative error")
-
-
-def format_report(report: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-    lines = [
-        f"# Compression report — {report['source_method']} → AdaRing",
-        "",
-        f"- weights: {report['weights']}",
-        f"- ranks: fine {report['fine_ranks']}, coarse {report['coarse_ranks']}",
-        f"- parameters: {report['source_parameters']:,} → {report['adaring_parameters']:,} "
-        f"(ratio {report['parameter_ratio']:.3f})",
-        "",
-        "| site | d | L | dense L·d² | source params | AdaRing params | rel. error (fine) | rel. error (fine+coarse) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in report["sites"]:
-        lines.append(
-            f"| {s['key']} | {s['dim']} | {s['layers']} | {s['dense_parameters']:,} | {s['source_parameters']:,} | "
-            f"{s['ring_parameters']:,} | {s['fine_error']:.3g} | {s['final_error']:.3g} |"
-        )
-    lines += ["", "Reconstruction errors are of the adapter weights; the figures below are of the models' outputs.", ""]
-    lines += agreement_lines(report["agreement"])
-    lines += ["", *report.get("warnings", [])] if report.get("warnings") else []
-    sweep = sweep if sweep is not None else report.get("rank_sweep")
-    if sweep:
-        lines += ["", format_sweep(sweep).rstrip()]
-    return "\n".join(lines) + "\n"
