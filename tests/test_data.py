@@ -19,15 +19,12 @@ from ringfold.trainer.data import (
     ImageDataset,
     LabelledSplits,
     Sample,
-    from_coop_split,
-    from_csv,
-    from_image_folder,
-    load_splits,
     load_templates,
     sample_k_shot,
     scan_images,
     subsample_classes,
 )
+from ringfold.trainer.data_sources import from_coop_split, from_csv, from_image_folder, load_splits
 
 
 def _png(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> Path:

@@ -127,7 +127,7 @@ def test_reference_images_come_from_the_split_the_run_held_out(demo_data, tmp_pa
     """A flat folder or a CSV without a split column is split at random from --seed: the exporter must draw
     the same split, or the bundle's "test" reference images can be images the adapters were trained on."""
     from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
-    from ringfold.trainer.data import load_splits
+    from ringfold.trainer.data_sources import load_splits
 
     data = _flat_copy(demo_data, tmp_path / "flat")
     if layout == "csv":

@@ -25,7 +25,7 @@ def test_resume_without_a_run_names_the_flag(tmp_path, capsys):
 
 
 def test_image_root_that_does_not_exist_names_the_field(tmp_path):
-    from ringfold.trainer.data import from_coop_split
+    from ringfold.trainer.data_sources import from_coop_split
 
     split = tmp_path / "split.json"
     entries = [["a.png", 0, "cat"], ["b.png", 1, "dog"]]

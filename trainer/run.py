@@ -37,6 +37,7 @@ from ringfold.runtime.preprocess import PreprocessConfig
 from . import data as data_mod
 from .adapters import AdapterSet, inject
 from .config import AdapterConfig, config_from_dict, read_adapter_config
+from .data_sources import load_run_splits
 from .models import LoadedModel, WeightsSource, reload_clip
 
 RUN_FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def splits_from_record(
         if not recorded.path:
             raise RingfoldError("run.json records no dataset path: pass the dataset the run was trained on")
         data, image_root = recorded.path, recorded.image_root if image_root is None else image_root
-    return data_mod.load_run_splits(
+    return load_run_splits(
         data, image_root=image_root, seed=recorded.seed, classes=recorded.classes if classes is None else classes
     )
 

@@ -31,6 +31,7 @@ from . import data as data_mod
 from .adapters import AdapterSet, inject
 from .checkpoint import CHECKPOINT_FILE, LoopState, load_checkpoint, save_checkpoint
 from .config import CONFIG_FILE, TrainConfig, load_train_config
+from .data_sources import load_run_splits
 from .device import amp_dtype, pick_device
 from .distributed import (
     all_reduce_sum,
@@ -112,7 +113,7 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------
     def _load_data(self) -> None:
         cfg = self.cfg
-        splits = data_mod.load_run_splits(cfg.data, image_root=cfg.image_root, seed=cfg.seed, classes=cfg.classes)
+        splits = load_run_splits(cfg.data, image_root=cfg.image_root, seed=cfg.seed, classes=cfg.classes)
         self.splits = splits
         self.classnames = splits.classnames
         self.templates = list(data_mod.load_templates(cfg.templates))
