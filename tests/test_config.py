@@ -10,10 +10,12 @@ import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from ringfold import cli_types as T
+from ringfold import values as V
 from ringfold.cli import build_parser, main
 from ringfold.cli.options import add_config_options, train_config_from_argv
 from ringfold.errors import FieldError
@@ -44,7 +46,7 @@ def test_every_flagged_train_setting_is_a_train_option_with_the_fields_kind_and_
         action = actions[f.name]
         assert meta["flag"] in action.option_strings
         if not isinstance(f.default, bool):
-            assert action.type is meta.get("kind"), f.name  # the same bounds object: one source
+            assert action.type is T.arg_type(meta.get("kind")), f.name  # the CLI's copy of the field's kind
             assert action.default == f.default, f.name
         assert action.help.startswith(meta["help"].split(" (")[0]), f.name
 
@@ -66,10 +68,10 @@ def test_parsed_defaults_are_the_config_defaults():
     assert isinstance(cfg.adapter, ArcConfig) and cfg.adapter == ArcConfig()
 
 
-def test_a_new_field_is_a_new_option():
+def test_a_new_field_is_a_new_option(capsys):
     @dataclass
     class Demo:
-        alpha: float = setting(0.5, "--alpha", T.unit_interval, help="a fraction")
+        alpha: float = setting(0.5, "--alpha", V.unit_interval, help="a fraction")
         quiet: bool = setting(False, "--loud", help="a switch")
         hidden: int = setting(3, help="no flag: Python and files only")
 
@@ -78,6 +80,8 @@ def test_a_new_field_is_a_new_option():
     assert vars(parser.parse_args(["--alpha", "0.25", "--loud"])) == {"alpha": 0.25, "quiet": True}
     with pytest.raises(SystemExit):
         parser.parse_args(["--alpha", "2"])
+    # the field's library kind raises ValueKindError; the option built from it still prints the kind's own line
+    assert "argument --alpha: 2 is not a fraction (give a number from 0 to 1)" in capsys.readouterr().err
 
 
 def test_train_flags_build_the_config_and_resolve_the_adapter_once():
@@ -160,8 +164,31 @@ def test_the_cli_and_the_config_files_share_one_table_of_bounds():
     import ringfold.trainer.train as train_mod
 
     assert not hasattr(train_mod, "_CONFIG_MINIMUM") and not hasattr(train_mod, "_CONFIG_CHOICES")
-    assert field_metadata(TrainConfig, "lr")["kind"] is T.positive_float
-    assert field_metadata(ArcConfig, "rank")["kind"] is T.positive_int
+    assert field_metadata(TrainConfig, "lr")["kind"] is V.positive_float
+    assert field_metadata(ArcConfig, "rank")["kind"] is V.positive_int
+    assert T.arg_type(V.positive_float) is T.positive_float and T.positive_float.bounds == V.positive_float.bounds
+
+
+def test_the_trainer_config_takes_its_value_kinds_from_a_module_below_the_cli():
+    """trainer/config.py imported ringfold.cli_types (an arrow up into the CLI) and argparse for its errors."""
+    import ast
+
+    import ringfold.trainer.config as config_mod
+
+    def imported(module) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom):
+                names |= {n.module or ""} | {f"{n.module}.{a.name}" for a in n.names}
+        return names
+
+    assert not {"argparse", "ringfold.cli_types"} & imported(config_mod)
+    assert {"argparse", "ringfold"}.isdisjoint(name.split(".")[0] for name in imported(V))  # standard library only
+    with pytest.raises(V.ValueKindError, match=r"^1,2 has 2 entries, not 3"):
+        V.ring_ranks("1,2")
+    with pytest.raises(FieldError, match="fine_ranks"):
+        AdaRingConfig(fine_ranks="1,2")
 
 
 def test_a_diverging_run_is_reported_as_a_flag_to_change(demo_data, tmp_path, capsys):

@@ -2,11 +2,11 @@
 
 Each field carries its documentation and its bounds in its metadata (:func:`setting`)::
 
-    lr: float = setting(2e-3, "--lr", T.positive_float, help="peak learning rate")
+    lr: float = setting(2e-3, "--lr", V.positive_float, help="peak learning rate")
 
 and everything else is derived from that one line:
 
-- ``ringfold train``'s and ``ringfold params``' options are generated from it (``ringfold/options.py``),
+- ``ringfold train``'s and ``ringfold params``' options are generated from it (``ringfold/cli/options.py``),
   so a new setting is one new field;
 - ``__post_init__`` checks every value against the same bounds the command line enforces and raises
   :class:`~ringfold.errors.FieldError` naming the *field* (the CLI names the flag instead, a file
@@ -24,14 +24,13 @@ resumed or exported run never re-derives it from the command line's overrides.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ringfold import cli_types as T
+from ringfold import values as V
 from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.fields import check_dataclass_fields, field_error, is_number, json_type, read_json, short_repr
 from ringfold.runtime.limits import limits
@@ -53,10 +52,10 @@ def setting(
     """A config field and what the CLI and the checks need to know about it.
 
     ``flag``: the command-line option that sets it (None: settable from Python, JSON or
-    ``--adapter-opt`` only). ``kind``: a value kind of :mod:`ringfold.cli_types` — a
-    :class:`~ringfold.cli_types.Number` bounds the value; other kinds parse the command line's text
+    ``--adapter-opt`` only). ``kind``: a value kind of :mod:`ringfold.values` — a
+    :class:`~ringfold.values.Number` bounds the value; other kinds parse the command line's text
     (``"2,4,2"``). ``choices``: the allowed strings. ``group``: options that exclude each other
-    ("weights"), or "adapter" for the options ``ringfold/options.py`` adds with the adapter group.
+    ("weights"), or "adapter" for the options ``ringfold/cli/options.py`` adds with the adapter group.
     A bool with a flag is a switch; a flag starting with ``--no-`` (or ``--quiet``) turns it off.
     """
     metadata = {"help": help, "flag": flag, "kind": kind, "choices": choices, "group": group}
@@ -83,7 +82,7 @@ def value_problem(cls: type, name: str, value: Any) -> str | None:
     if choices and value not in choices:
         return f"must be one of {', '.join(choices)}, got {short_repr(value)}"
     kind = meta.get("kind")
-    if isinstance(kind, T.Number):
+    if isinstance(kind, V.Number):
         if not is_number(value) or (kind.cast is int and not isinstance(value, int)):
             return f"must be {'an integer' if kind.cast is int else 'a number'}, got {json_type(value)}"
         return kind.problem(value)
@@ -112,15 +111,15 @@ class AdapterConfig:
     """
 
     method: ClassVar[str] = "none"
-    towers: tuple[str, ...] = setting(TOWERS, "--towers", T.name_list, help="towers to adapt, a comma list")
+    towers: tuple[str, ...] = setting(TOWERS, "--towers", V.name_list, help="towers to adapt, a comma list")
     layers: str = setting(
         "last:8", "--layers", help="blocks to adapt: all | last:K | last:p/q (last ⌈d·p/q⌉ of d) | a-b | i,j,k"
     )
     sites: str = setting("both", "--sites", choices=SITES, help="adapter sites")
-    scale: float = setting(1.0, "--scale", T.finite_float, help="adapter output scale s")
+    scale: float = setting(1.0, "--scale", V.finite_float, help="adapter output scale s")
 
     def __post_init__(self) -> None:
-        self.towers = T.name_list(self.towers) if isinstance(self.towers, str) else tuple(self.towers)
+        self.towers = V.name_list(self.towers) if isinstance(self.towers, str) else tuple(self.towers)
         if not self.towers or any(t not in TOWERS for t in self.towers):
             raise FieldError("towers", f"must be some of {', '.join(TOWERS)}, got {short_repr(list(self.towers))}")
         check_values(self)
@@ -138,8 +137,8 @@ class AdapterConfig:
 def ring_ranks(value: Any, name: str = "ranks") -> tuple[int, int, int]:
     """AdaRing ring ranks (R0, R1, R2): three positive integers, as a sequence or the command line's "R0,R1,R2"."""
     try:
-        ranks = T.ring_ranks(value) if isinstance(value, str) else tuple(value)
-    except (argparse.ArgumentTypeError, TypeError):
+        ranks = V.ring_ranks(value) if isinstance(value, str) else tuple(value)
+    except (V.ValueKindError, TypeError):
         ranks = ()
     if len(ranks) != 3 or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
         raise FieldError(name, f"must be three positive integers R0,R1,R2 (e.g. 2,4,2), got {short_repr(value)}")
@@ -155,8 +154,8 @@ class ArcConfig(AdapterConfig):
     """
 
     method: ClassVar[str] = "arc"
-    rank: int = setting(50, "--rank", T.positive_int, help="bottleneck r")
-    dropout: float = setting(0.0, "--dropout", T.dropout_rate, help="bottleneck dropout in [0, 1), training only")
+    rank: int = setting(50, "--rank", V.positive_int, help="bottleneck r")
+    dropout: float = setting(0.0, "--dropout", V.dropout_rate, help="bottleneck dropout in [0, 1), training only")
     mlp_lambda_init: str = setting("zero", choices=("zero", "xavier"), help="ARC's MLP-site λ at step 0")
 
 
@@ -171,23 +170,23 @@ class AdaRingConfig(AdapterConfig):
     """
 
     method: ClassVar[str] = "adaring"
-    fine_ranks: tuple[int, int, int] = setting((2, 4, 2), "--fine-ranks", T.ring_ranks, help="fine ring ranks R0,R1,R2")
+    fine_ranks: tuple[int, int, int] = setting((2, 4, 2), "--fine-ranks", V.ring_ranks, help="fine ring ranks R0,R1,R2")
     coarse_ranks: tuple[int, int, int] = setting(
-        (1, 2, 2), "--coarse-ranks", T.ring_ranks, help="coarse ring ranks R0,R1,R2"
+        (1, 2, 2), "--coarse-ranks", V.ring_ranks, help="coarse ring ranks R0,R1,R2"
     )
     combinator: str = setting(
         "static", "--combinator", choices=("static", "gated"), help="combinator (static folds; gated does not)"
     )
     bias: bool = setting(True, help="per-layer bias")
-    init_std: float = setting(0.02, kind=T.non_negative_float, help="target std of A_l entries once G_lay ~ N(0, 1)")
-    coarse_loss_weight: float = setting(0.5, kind=T.non_negative_float, help="λ_c: CE of the coarse-only model")
+    init_std: float = setting(0.02, kind=V.non_negative_float, help="target std of A_l entries once G_lay ~ N(0, 1)")
+    coarse_loss_weight: float = setting(0.5, kind=V.non_negative_float, help="λ_c: CE of the coarse-only model")
     consistency_loss_weight: float = setting(
-        1.0, kind=T.non_negative_float, help="λ_g: 1 − cos(adapted, frozen) features"
+        1.0, kind=V.non_negative_float, help="λ_g: 1 − cos(adapted, frozen) features"
     )
     aux_every: int = setting(
         1,
         "--aux-every",
-        T.positive_int,
+        V.positive_int,
         help="compute the coarse-only and consistency terms every K-th step, weighted K·λ "
         "(1: every step, the exact objective; K > 1 is faster and only matches it on average)",
     )
@@ -211,7 +210,7 @@ class MmaConfig(AdapterConfig):
     layers: str = "last:2/3"
     sites: str = "attn"
     scale: float = 1e-3
-    rank: int = setting(32, "--rank", T.positive_int, help="bottleneck r")
+    rank: int = setting(32, "--rank", V.positive_int, help="bottleneck r")
     shared_relu: bool = setting(True, help="MMA's ReLU after the shared projection")
     up_init: str = setting("zero", choices=UP_INITS, help="zero: identity at step 0; kaiming: MMA's code")
     grad_compensation: bool = setting(True, help="MMA's gradient-scale layers (the branch learns as if scale were 1)")
@@ -284,10 +283,10 @@ def read_adapter_config(
     values = {k: v for k, v in d.items() if k != "method"}
     for f in dataclasses.fields(cls):
         kind = field_metadata(cls, f.name).get("kind")
-        if isinstance(values.get(f.name), str) and kind is not None and not isinstance(kind, T.Number):
+        if isinstance(values.get(f.name), str) and kind is not None and not isinstance(kind, V.Number):
             try:
                 values[f.name] = kind(values[f.name])
-            except argparse.ArgumentTypeError as exc:
+            except V.ValueKindError as exc:
                 raise field_error(path, prefix + f.name, f"is invalid: {exc}", fix) from None
     check_dataclass_fields(cls, values, path, fix, prefix=prefix, required=False)
     try:
@@ -312,22 +311,22 @@ class TrainConfig:
     random_init: bool = setting(
         False, "--random-init", group="weights", help="random weights (tests/demos; said in every report)"
     )
-    init_seed: int = setting(0, "--init-seed", T.seed, help="seed of --random-init weights")
+    init_seed: int = setting(0, "--init-seed", V.seed, help="seed of --random-init weights")
     method: str = setting("arc", "--method", choices=tuple(CONFIGS), group="adapter", help="adapter method")
     adapter: AdapterConfig | dict[str, Any] = setting(
         default_factory=dict, group="adapter", help="the method's settings, resolved against its defaults"
     )
     data: str = setting("", "--data", help="ImageFolder dir, CSV (path,label[,split]) or CoOp split_zhou_*.json")
     image_root: str | None = setting(None, "--image-root", help="folder the CoOp split paths are relative to")
-    shots: int = setting(16, "--shots", T.non_negative_int, help="images per class (0 = all)")
+    shots: int = setting(16, "--shots", V.non_negative_int, help="images per class (0 = all)")
     classes: str = setting("all", "--classes", choices=("all", "base", "new"), help="CoOp base-to-novel subset")
-    epochs: int = setting(10, "--epochs", T.non_negative_int, help="training epochs (0: keep the identity adapters)")
-    batch_size: int = setting(32, "--batch-size", T.positive_int, help="images per optimizer step")
-    lr: float = setting(2e-3, "--lr", T.positive_float, help="peak learning rate (cosine schedule after warm-up)")
-    weight_decay: float = setting(1e-4, "--weight-decay", T.non_negative_float, help="optimizer weight decay")
+    epochs: int = setting(10, "--epochs", V.non_negative_int, help="training epochs (0: keep the identity adapters)")
+    batch_size: int = setting(32, "--batch-size", V.positive_int, help="images per optimizer step")
+    lr: float = setting(2e-3, "--lr", V.positive_float, help="peak learning rate (cosine schedule after warm-up)")
+    weight_decay: float = setting(1e-4, "--weight-decay", V.non_negative_float, help="optimizer weight decay")
     optimizer: str = setting("adamw", "--optimizer", choices=("adamw", "sgd"), help="optimizer")
-    warmup_epochs: float = setting(1.0, "--warmup-epochs", T.non_negative_float, help="linear warm-up, in epochs")
-    seed: int = setting(0, "--seed", T.seed, help="seed of the split, the shots, the batches and the adapters' init")
+    warmup_epochs: float = setting(1.0, "--warmup-epochs", V.non_negative_float, help="linear warm-up, in epochs")
+    seed: int = setting(0, "--seed", V.seed, help="seed of the split, the shots, the batches and the adapters' init")
     device: str = setting("auto", "--device", help="auto | cpu | cuda | cuda:N")
     amp: str = setting("auto", "--amp", choices=("auto", "bf16", "fp16", "off"), help="CUDA autocast dtype")
     templates: str | None = setting(
@@ -335,14 +334,14 @@ class TrainConfig:
     )
     augment: bool = setting(True, "--no-augment", help="train on the eval transform (no random crops)")
     on_bad_image: str = setting("skip", "--on-bad-image", choices=("skip", "fail"), help="an undecodable image")
-    workers: int = setting(0, "--workers", T.non_negative_int, help="DataLoader worker processes")
+    workers: int = setting(0, "--workers", V.non_negative_int, help="DataLoader worker processes")
     eval_split: str = setting("test", choices=("test", "val"), help="the split the per-epoch accuracy is on")
     max_eval: int | None = setting(
-        None, "--max-eval", T.positive_int, help="evaluate on at most this many images per epoch"
+        None, "--max-eval", V.positive_int, help="evaluate on at most this many images per epoch"
     )
     progress: bool = setting(True, "--quiet", help="no progress bars")
     checkpoint_every: int = setting(
-        0, "--checkpoint-every", T.non_negative_int, help="also checkpoint every N steps (0: epoch ends)"
+        0, "--checkpoint-every", V.non_negative_int, help="also checkpoint every N steps (0: epoch ends)"
     )
 
     def __post_init__(self) -> None:
