@@ -52,11 +52,10 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from ringfold.trainer.compress_fit import fit_site, rank_sweep, stderr_log
-    from ringfold.trainer.compress_report import format_sweep, plot_sweep
+    from ringfold.trainer.compress_report import plot_sweep
     from ringfold.trainer.config import ring_ranks
 
     fine, coarse = ring_ranks(args.ranks), ring_ranks(args.coarse_ranks)
@@ -83,27 +82,53 @@ def main() -> int:
         "sites": sites,
     }
     if args.old_iters:
-        import tensorly as tl
-        from tensorly.decomposition import tensor_ring_als
-
-        tensor = stacks["visual.attn"]
-        t0 = time.perf_counter()
-        cores = tensor_ring_als(tensor, rank=[*fine, fine[0]], n_iter_max=args.old_iters, tol=0, random_state=0)
-        per_iter = (time.perf_counter() - t0) / args.old_iters
-        err = float(np.linalg.norm(tensor - tl.tr_to_tensor(cores)) / np.linalg.norm(tensor))
-        scale = sum((t.shape[0] / 768) ** 2 for t in stacks.values())  # an iteration's cost grows about as d²
-        results["old_tensorly_als"] = {
-            "seconds_per_iteration_visual_site": per_iter,
-            "error_after_iterations": err,
-            "iterations_timed": args.old_iters,
-            "extrapolated_seconds": per_iter * 100 * 3 * 2 * scale,
-            "extrapolation": "100 iterations x 3 restarts x (fine + coarse), sites scaled by d^2",
-        }
+        results["old_tensorly_als"] = time_tensorly(stacks, fine, args.old_iters)
     if args.sweep:
         t0 = time.perf_counter()
         sweep, _ = rank_sweep(stacks, coarse, log=log)
         sweep["seconds_total"] = time.perf_counter() - t0
         results["sweep"] = sweep
+    lines, bars = report(args, results)
+    emit(
+        Path(args.out),
+        "compress_cpu",
+        results,
+        "\n".join(lines),
+        bars,
+        "compress fit, ViT-B/32-sized ARC stacks",
+        "seconds",
+    )
+    if args.sweep:
+        plot_sweep(results["sweep"], Path(args.out) / "compress_sweep_cpu.png", f"{results['case']}: --ranks auto")
+    return 0
+
+
+def time_tensorly(stacks: dict, fine, iterations: int) -> dict:
+    """The former solver (tensorly tensor_ring_als) on the visual attention site, extrapolated to a whole fit."""
+    import numpy as np
+    import tensorly as tl
+    from tensorly.decomposition import tensor_ring_als
+
+    tensor = stacks["visual.attn"]
+    t0 = time.perf_counter()
+    cores = tensor_ring_als(tensor, rank=[*fine, fine[0]], n_iter_max=iterations, tol=0, random_state=0)
+    per_iter = (time.perf_counter() - t0) / iterations
+    err = float(np.linalg.norm(tensor - tl.tr_to_tensor(cores)) / np.linalg.norm(tensor))
+    scale = sum((t.shape[0] / 768) ** 2 for t in stacks.values())  # an iteration's cost grows about as d²
+    return {
+        "seconds_per_iteration_visual_site": per_iter,
+        "error_after_iterations": err,
+        "iterations_timed": iterations,
+        "extrapolated_seconds": per_iter * 100 * 3 * 2 * scale,
+        "extrapolation": "100 iterations x 3 restarts x (fine + coarse), sites scaled by d^2",
+    }
+
+
+def report(args: argparse.Namespace, results: dict) -> tuple[list[str], dict]:
+    """The table's lines and the bar chart's values."""
+    from ringfold.trainer.compress_report import format_sweep
+
+    sites, total = results["sites"], results["seconds_total"]
     rows = [
         f"| {k} | {'×'.join(map(str, s['shape']))} | {s['seconds']:.1f} | "
         f"{s['fine_error']:.4f} | {s['final_error']:.4f} |"
@@ -129,18 +154,7 @@ def main() -> int:
         bars["former tensorly ALS (extrapolated)"] = old["extrapolated_seconds"]
     if args.sweep:
         lines += ["", format_sweep(results["sweep"]).rstrip(), f"(sweep: {results['sweep']['seconds_total']:.1f} s)"]
-    emit(
-        Path(args.out),
-        "compress_cpu",
-        results,
-        "\n".join(lines),
-        bars,
-        "compress fit, ViT-B/32-sized ARC stacks",
-        "seconds",
-    )
-    if args.sweep:
-        plot_sweep(results["sweep"], Path(args.out) / "compress_sweep_cpu.png", f"{results['case']}: --ranks auto")
-    return 0
+    return lines, bars
 
 
 if __name__ == "__main__":

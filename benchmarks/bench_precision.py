@@ -31,6 +31,36 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
+    result, bench, torch_ms = measure(args)
+    parity = result.manifest["export"]["variants_vs_torch"]
+    latency = {"pytorch eager (adapters unfolded)": torch_ms}
+    latency.update({f"onnxruntime {p.precision}": p.p50_ms for p in bench.points})
+    results = summary(args, latency, parity)
+    table = "\n".join(
+        [
+            f"{args.model} (random weights), ARC rank 50 last 8 blocks folded, batch 1, "
+            f"CPU: {results['machine'].get('cpu', '?')}, 32 reference images",
+            "",
+            "| backend | p50 ms | speed vs ORT fp32 | max abs Δlogit | min cosine | top-1 agreement |",
+            "|---|---|---|---|---|---|",
+            *table_rows(latency, parity),
+        ]
+    )
+    emit(
+        Path(args.out),
+        "precision_cpu",
+        results,
+        table,
+        latency,
+        f"{args.model} random weights, batch 1, CPU",
+        "p50 latency (ms)",
+    )
+    return 0
+
+
+def measure(args: argparse.Namespace):
+    """Export every precision of a synthetic run (calibrated on demo images), bench each on ONNX Runtime CPU,
+    and time the unfolded PyTorch model: (export result, bench result, PyTorch p50 ms)."""
     import torch
 
     from ringfold.demo_data import make_demo_dataset
@@ -61,12 +91,14 @@ def main() -> int:
             eager = build_classifier(loaded.model, emb)
             x = torch.randn(1, 3, *record.preprocess.size)
             torch_ms = time_call(lambda: eager(x), args.warmup, args.runs)["p50_ms"]
+    return result, bench, torch_ms
 
-    parity = result.manifest["export"]["variants_vs_torch"]
-    latency = {"pytorch eager (adapters unfolded)": torch_ms}
-    latency.update({f"onnxruntime {p.precision}": p.p50_ms for p in bench.points})
+
+def summary(args: argparse.Namespace, latency: dict, parity: dict) -> dict:
+    import torch
+
     fp32 = latency["onnxruntime fp32"]
-    results = {
+    return {
         "model": args.model,
         "weights": "random weights",
         "batch": 1,
@@ -76,7 +108,7 @@ def main() -> int:
         "latency_p50_ms": latency,
         "parity_vs_pytorch_on_reference_set": parity,
         "speedups": {
-            "ort_fp32_over_torch_eager": torch_ms / fp32,
+            "ort_fp32_over_torch_eager": latency["pytorch eager (adapters unfolded)"] / fp32,
             **{
                 f"ort_{k.split()[-1]}_over_ort_fp32": fp32 / v
                 for k, v in latency.items()
@@ -84,6 +116,10 @@ def main() -> int:
             },
         },
     }
+
+
+def table_rows(latency: dict, parity: dict) -> list[str]:
+    fp32 = latency["onnxruntime fp32"]
     rows = []
     for name, ms in latency.items():
         precision = name.split()[-1] if name.startswith("onnxruntime") else None
@@ -94,26 +130,7 @@ def main() -> int:
             else "reference | — | —"
         )
         rows.append(f"| {name} | {ms:.1f} | {fp32 / ms:.2f}× | {parity_text} |")
-    table = "\n".join(
-        [
-            f"{args.model} (random weights), ARC rank 50 last 8 blocks folded, batch 1, "
-            f"CPU: {results['machine'].get('cpu', '?')}, 32 reference images",
-            "",
-            "| backend | p50 ms | speed vs ORT fp32 | max abs Δlogit | min cosine | top-1 agreement |",
-            "|---|---|---|---|---|---|",
-            *rows,
-        ]
-    )
-    emit(
-        Path(args.out),
-        "precision_cpu",
-        results,
-        table,
-        latency,
-        f"{args.model} random weights, batch 1, CPU",
-        "p50 latency (ms)",
-    )
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -76,6 +76,34 @@ def device_step(bundle: Path, n_classes: int, n_templates: int, runs: int, threa
     )
 
 
+def measure_model(model: str, args: argparse.Namespace) -> dict:
+    """Export a synthetic run of ``model`` with its text tower, then relabel it in a runtime-only subprocess."""
+    from ringfold.exporter.export import export_run
+    from ringfold.exporter.precision import PrecisionRequest
+    from ringfold.trainer.run import write_synthetic_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = write_synthetic_run(
+            tmp / model / "run", model, {"method": "arc", "rank": 8, "layers": "all"}, ["cat", "dog", "owl", "fox"]
+        )
+        t0 = time.perf_counter()
+        request = PrecisionRequest(("fp32", "fp16"))  # a synthetic run has no images: numerics only
+        export_run(run, tmp / model / "bundle", ref_count=8, synthetic_ref=True, progress=False, precision=request)
+        export_s = time.perf_counter() - t0
+        text_check = json.loads((tmp / model / "bundle" / "manifest.json").read_text())["text"]["check"]
+        out_json = tmp / model / "device.json"
+        command = [sys.executable, __file__, "--device-step", str(tmp / model / "bundle"), str(out_json)]
+        command += ["--classes", str(args.classes), "--templates", str(args.templates), "--runs", str(args.runs)]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        return {
+            "export_with_text_s": export_s,
+            "text_onnx_vs_torch_max_abs": text_check["onnx_vs_torch_max_abs"],
+            **json.loads(out_json.read_text()),
+        }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["ringfold-tiny-vit", "ViT-B-32"])
@@ -91,33 +119,8 @@ def main() -> int:
         device_step(bundle, args.classes, args.templates, args.runs, args.threads, out_json)
         return 0
 
-    from ringfold.exporter.export import export_run
-    from ringfold.exporter.precision import PrecisionRequest
-    from ringfold.trainer.run import write_synthetic_run
-
-    per_model = {}
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for model in args.models:
-            run = write_synthetic_run(
-                tmp / model / "run", model, {"method": "arc", "rank": 8, "layers": "all"}, ["cat", "dog", "owl", "fox"]
-            )
-            t0 = time.perf_counter()
-            request = PrecisionRequest(("fp32", "fp16"))  # a synthetic run has no images: numerics only
-            export_run(run, tmp / model / "bundle", ref_count=8, synthetic_ref=True, progress=False, precision=request)
-            export_s = time.perf_counter() - t0
-            text_check = json.loads((tmp / model / "bundle" / "manifest.json").read_text())["text"]["check"]
-            out_json = tmp / model / "device.json"
-            command = [sys.executable, __file__, "--device-step", str(tmp / model / "bundle"), str(out_json)]
-            command += ["--classes", str(args.classes), "--templates", str(args.templates), "--runs", str(args.runs)]
-            command += ["--threads", str(args.threads)] if args.threads else []
-            subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-            per_model[model] = {
-                "export_with_text_s": export_s,
-                "text_onnx_vs_torch_max_abs": text_check["onnx_vs_torch_max_abs"],
-                **json.loads(out_json.read_text()),
-            }
+    per_model = {model: measure_model(model, args) for model in args.models}
 
     info = machine()
     results = {
@@ -129,6 +132,20 @@ def main() -> int:
         "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "models": per_model,
     }
+    table = relabel_table(args, info, load_before, results, per_model)
+    emit(
+        Path(args.out),
+        "relabel_cpu",
+        results,
+        table,
+        {m: r["relabel_s_best"] for m, r in per_model.items()},
+        f"relabel to {args.classes} classes, random weights, CPU",
+        "seconds (best of runs)",
+    )
+    return 0
+
+
+def relabel_table(args: argparse.Namespace, info: dict, load_before, results: dict, per_model: dict) -> str:
     rows = []
     for model, r in per_model.items():
         text = r["text_ms_per_prompt_by_batch"]
@@ -137,7 +154,7 @@ def main() -> int:
             + " | ".join(f"{text[str(b)]:.2f}" for b in TEXT_BATCHES)
             + f" | {r['tokenize_ms_per_prompt']:.3f} | {r['onnx_vs_reference_max_abs_logit']:.2g} |"
         )
-    table = "\n".join(
+    return "\n".join(
         [
             f"relabel to {args.classes} classes × {args.templates} template(s), runtime only (no torch/onnx imported), "
             f"random weights, CPU: {info.get('cpu', '?')} ({info.get('cpu_count')} cores), "
@@ -152,16 +169,6 @@ def main() -> int:
             *rows,
         ]
     )
-    emit(
-        Path(args.out),
-        "relabel_cpu",
-        results,
-        table,
-        {m: r["relabel_s_best"] for m, r in per_model.items()},
-        f"relabel to {args.classes} classes, random weights, CPU",
-        "seconds (best of runs)",
-    )
-    return 0
 
 
 if __name__ == "__main__":
