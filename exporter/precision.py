@@ -46,8 +46,6 @@ VARIANT_FILES = {
 }
 #: the ops the fp16 rewrite leaves in fp32: the one list the TensorRT build and the lint also read
 FP16_BLOCKED_OPS = FP32_OPS
-#: the old private name of the policy's final-normalisation walk (tests/test_fp16_convert.py imports it)
-_final_normalisation_nodes = final_normalisation_nodes
 #: onnxruntime 1.30 and 1.32's CPU provider crash (SIGSEGV) running these fp16 graphs at ORT_ENABLE_ALL
 #: (its NchwcTransformer, an "all"-level layout transform; 1.17 runs them); "extended" keeps every fusion
 #: that matters and runs on every version in the range.

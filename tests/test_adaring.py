@@ -10,7 +10,8 @@ from ringfold.exporter.export import export_run
 from ringfold.exporter.fold import fold_adapters, unfold_is_clean
 from ringfold.exporter.onnx_export import export_onnx, op_histogram
 from ringfold.trainer.adapters import inject
-from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing, adaring_parameter_count
+from ringfold.trainer.adapters.adaring import AdaRingConfig, TensorRing
+from ringfold.trainer.compress_fit import adaring_parameters
 from ringfold.trainer.head import build_classifier
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.params import parameter_rows
@@ -39,16 +40,16 @@ def test_contraction_equals_tensorly_tr_to_tensor():
     for layer in range(5):
         assert np.allclose(ring.dense(layer).detach().numpy(), reference[:, layer, :], atol=1e-6)
     y = torch.randn(3, 7, 12)
-    h = ring.layer_factors()
-    applied = TensorRing.apply(y, h[2], ring.g_out)
-    assert torch.allclose(applied, y @ ring.dense(2), atol=1e-5)
+    u, v = ring.factors()  # what the training forward applies: y·A_l = (y·U[l])·V
+    assert torch.allclose((y @ u[2]) @ v, y @ ring.dense(2), atol=1e-5)
 
 
 def test_vit_b16_default_is_at_most_10_percent_of_mma():
     rows = parameter_rows("ViT-B-16", AdaRingConfig())
     total = sum(r.total for r in rows)
     assert total == 61_888 and total <= 0.1 * 674_560
-    assert rows[0].total == adaring_parameter_count(768, 8, (2, 4, 2), (1, 2, 2))
+    # per site: R0·d·R1 + R1·L·R2 + R2·d·R0 per ring, + 2·L combinator logits, + L·d bias (what compress counts)
+    assert rows[0].total == adaring_parameters({"visual.attn": (768, 8)}, (2, 4, 2), (1, 2, 2))
 
 
 def test_identity_at_init_and_gradients_reach_every_core_after_one_step():

@@ -22,7 +22,6 @@ from ringfold.exporter.precision import (
     FP16_BLOCKED_OPS,
     FP16_ORT_OPTIMIZATION,
     PrecisionRequest,
-    _final_normalisation_nodes,
     convert_fp16,
     variant_messages,
     variant_report,
@@ -30,6 +29,7 @@ from ringfold.exporter.precision import (
 )
 from ringfold.runtime.bundle import load_bundle
 from ringfold.runtime.parity import compare, tolerance_for
+from ringfold.runtime.precision_policy import final_normalisation_nodes
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -99,7 +99,7 @@ def test_tiny_model_keeps_io_blocked_ops_and_head_fp32_and_matmuls_fp16(tiny_fp1
     assert [types[i.name] for i in model.graph.input] == [F32]
     assert [types[o.name] for o in model.graph.output] == [F32, F32]
     assert [o.name for o in model.graph.output] == [o.name for o in src.graph.output]
-    head = set(_final_normalisation_nodes(src))
+    head = set(final_normalisation_nodes(src))
     assert head and "ReduceL2" in {n.op_type for n in src.graph.node if n.name in head}
     checked = Counter()
     for node in model.graph.node:
@@ -268,6 +268,9 @@ def _tiny_gemm_model(path):
     onnx.save(_model(nodes, [_vi("x", [1, 4])], [_vi("y", [1, 3])], [w, b]), str(path))
 
 
+# the block counts warnings as the default filter shows them; PYTHONWARNINGS=ignore (or -W error) in the
+# user's environment must not decide what it sees
+@pytest.mark.filterwarnings("default")
 def test_quantizer_log_is_captured_and_summarised_not_printed(tmp_path, capfd, caplog):
     from onnxruntime.quantization import quantize_dynamic
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from ringfold.errors import RingfoldError
 from ringfold.exporter.fold import fold_adapters, unfold_is_clean
 from ringfold.trainer.adapters import inject
-from ringfold.trainer.adapters.mma import MmaAdapter, MmaConfig, mma_parameter_count
+from ringfold.trainer.adapters.mma import MmaAdapter, MmaConfig
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.text import class_embeddings, clip_logits
 
@@ -33,6 +33,12 @@ def _randomise(aset, seed=0, std=0.3):
             p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
+def _mma_parameter_count(dims: dict[str, int], rank: int, num_layers: int) -> int:
+    """MMA's count by formula: L·Σ_towers[(d·r + r) + (r·d + d)] + L·(r·r + r) per site kind."""
+    per_tower = sum((d * rank + rank) + (rank * d + d) for d in dims.values())
+    return num_layers * (per_tower + rank * rank + rank)
+
+
 def test_vit_b16_default_parameter_count_is_mmas_0_675m():
     from ringfold.trainer.params import parameter_rows
 
@@ -50,7 +56,7 @@ def test_vit_b16_default_parameter_count_is_mmas_0_675m():
     # text down 512·32+32 = 16,416, up 32·512+512 = 16,896 → 8·33,312 = 266,496; shared middle 8·(32·32+32) = 8,448
     assert [(r.tower, r.total) for r in rows] == [("visual", 399_616), ("text", 266_496), ("both", 8_448)]
     assert sum(r.total for r in rows) == 399_616 + 266_496 + 8_448 == 674_560
-    assert mma_parameter_count({"visual": 768, "text": 512}, 32, 8) == 674_560
+    assert _mma_parameter_count({"visual": 768, "text": 512}, 32, 8) == 674_560
 
 
 def test_tiny_default_layers_follow_depth_and_params_all_methods_work():
@@ -76,7 +82,7 @@ def test_tiny_default_layers_follow_depth_and_params_all_methods_work():
         ("text", 3, 25_056),
         ("both", 3, 3_168),
     ]
-    assert sum(r.total for r in rows) == 53_280 == mma_parameter_count({"visual": 128, "text": 128}, 32, 3)
+    assert sum(r.total for r in rows) == 53_280 == _mma_parameter_count({"visual": 128, "text": 128}, 32, 3)
     tables = parameter_tables(TINY, ["adaring", "arc", "mma"])  # what `ringfold params --method all` builds
     assert "mma          53,280" in format_tables(TINY, tables)
 

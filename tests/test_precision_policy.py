@@ -32,7 +32,7 @@ def test_the_three_users_read_the_same_object():
     assert trt_plan.Fp32Layers().op_types is FP32_OPS
     assert trt_plan.Fp32Layers().layer_types is FP32_TRT_LAYER_TYPES
     assert lint_precision.FP32_OPS is FP32_OPS
-    assert exporter_precision._final_normalisation_nodes is final_normalisation_nodes
+    assert exporter_precision.final_normalisation_nodes is final_normalisation_nodes
     assert set(FP32_OPS) == {"LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "Pow", "Sqrt"}
 
 

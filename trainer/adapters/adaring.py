@@ -74,22 +74,12 @@ class TensorRing(nn.Module):
         self.g_lay = nn.Parameter(torch.zeros(r1, num_layers, r2))
         self.g_out = nn.Parameter(torch.randn(r2, dim, r0) * core_std)
 
-    def layer_factors(self) -> torch.Tensor:
-        """H[l, a, i, c] = Σ_b G_in[a, i, b] G_lay[b, l, c] — what every layer needs, contracted once."""
-        return torch.einsum("aib,blc->laic", self.g_in, self.g_lay)
-
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, V): U[l] (d × R0·R2) and V (R0·R2 × d) with y·A_l = (y·U[l])·V, index (a, c) → a·R2 + c."""
         r0, dim, r2 = self.g_out.shape[2], self.g_in.shape[1], self.g_out.shape[0]
         u = torch.einsum("aib,blc->liac", self.g_in, self.g_lay).reshape(self.g_lay.shape[1], dim, r0 * r2)
         v = self.g_out.permute(2, 0, 1).reshape(r0 * r2, dim)
         return u, v
-
-    @staticmethod
-    def apply(y: torch.Tensor, h_l: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
-        """y·A_l for row vectors y (..., d) without forming A_l."""
-        t = torch.einsum("...i,aic->...ac", y, h_l.to(y.dtype))
-        return torch.einsum("...ac,cja->...j", t, g_out.to(y.dtype))
 
     def dense(self, layer: int | None = None) -> torch.Tensor:
         """A_l (d × d), or the full tensor (d × L × d) when ``layer`` is None."""
@@ -268,16 +258,6 @@ def _match(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _linear(t: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
     v = _match(v, y)
     return t @ v if bias is None else torch.addmm(_match(bias, y), t, v)
-
-
-def adaring_parameter_count(dim: int, num_layers: int, fine, coarse, bias: bool = True, gated: bool = False) -> int:
-    """R0·d·R1 + R1·L·R2 + R2·d·R0 per ring, + L·2 combinator logits, + L·d bias, + 2d gate."""
-
-    def ring(r):
-        r0, r1, r2 = r
-        return r0 * dim * r1 + r1 * num_layers * r2 + r2 * dim * r0
-
-    return ring(fine) + ring(coarse) + 2 * num_layers + (num_layers * dim if bias else 0) + (2 * dim if gated else 0)
 
 
 register(

@@ -44,9 +44,4 @@ class ArcAdapter(SiteAdapter):
         return (d * self.rescale[layer]) @ d.t(), self.bias[layer]
 
 
-def arc_parameter_count(dim: int, rank: int, num_layers: int) -> int:
-    """d·r + L·(r + d) per tower and site kind (DESIGN §3)."""
-    return dim * rank + num_layers * (rank + dim)
-
-
 register(Method("arc", ArcConfig, ArcAdapter, "shared symmetric projection + per-layer re-scaling (foldable)"))

@@ -31,7 +31,6 @@ from ..config import TOWERS, AdapterConfig
 from .registry import get as get_method
 
 #: tower × site kinds an adapter can sit at; the config's ``sites`` picks among them
-SITE_KINDS = ("attn", "mlp")
 
 
 def resolve_layers(spec: str, depth: int) -> list[int]:

@@ -166,12 +166,6 @@ class MmaAdapter(SiteAdapter):
         return tokens * (2 * self.dim * self.rank + self.rank * self.rank)
 
 
-def mma_parameter_count(dims: dict[str, int], rank: int, num_layers: int) -> int:
-    """L·Σ_towers[(d·r + r) + (r·d + d)] + L·(r·r + r) per site kind — 674,560 for ViT-B/16 defaults."""
-    per_tower = sum((d * rank + rank) + (rank * d + d) for d in dims.values())
-    return num_layers * (per_tower + rank * rank + rank)
-
-
 register(
     Method(
         "mma",
