@@ -21,6 +21,7 @@ import ringfold
 from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
 from ringfold.ownership import check_apart, check_target, owned_directory
+from ringfold.runtime.bench import measure
 from ringfold.runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -32,9 +33,10 @@ from ringfold.runtime.bundle import (
 from ringfold.runtime.class_list import check_class_names
 from ringfold.runtime.deepstream import labels_line
 from ringfold.runtime.images import load_image
+from ringfold.runtime.onnx_backend import OnnxModel
 from ringfold.runtime.parity import compare
 from ringfold.trainer.head import build_classifier, classifier_outputs
-from ringfold.trainer.models import openclip_transform
+from ringfold.trainer.models import openclip_transform, reload_clip
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, read_run
 from ringfold.trainer.text import class_embeddings
 
@@ -299,8 +301,6 @@ def _check_variants(tmp: Path, variants: dict, failed: dict, pixels, logits, emb
 
 def _export_base(record: RunRecord, bundle_dir: Path, size, opset: int) -> dict[str, Any]:
     """The same classifier without adapters (base towers, base class embeddings), for latency comparisons."""
-    from ringfold.trainer.models import reload_clip
-
     base = reload_clip(record.model_name, record.weights, record.weights_fingerprint)
     with torch.no_grad():
         emb = class_embeddings(base.model, base.tokenizer, record.classnames, record.templates)
@@ -310,9 +310,6 @@ def _export_base(record: RunRecord, bundle_dir: Path, size, opset: int) -> dict[
 
 def _latency_cost(model_path: Path, base_path: Path, size, runs: int = 20) -> dict[str, float]:
     """Batch-1 ONNX Runtime CPU latency of the bundle and of the base model: what the kept branches cost."""
-    from ringfold.runtime.bench import measure
-    from ringfold.runtime.onnx_backend import OnnxModel
-
     shape = (3, *size)
     model, base = OnnxModel(model_path, provider="cpu"), OnnxModel(base_path, provider="cpu")
     # alternate short rounds and keep each side's best median: a busy CPU then hits both sides alike

@@ -33,8 +33,11 @@ from ringfold.atomic import atomic_path
 from ringfold.errors import FieldError, ImageError, RingfoldError
 from ringfold.runtime.fields import one_line
 from ringfold.runtime.images import list_images, load_image, open_regular
+from ringfold.runtime.onnx_backend import OnnxModel
 from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
+from ringfold.runtime.preprocess import preprocess_batch
 
+from .fp16 import convert_to_fp16
 from .library_log import captured_library_log
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
@@ -59,8 +62,6 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """``src`` rewritten to float16 by :mod:`ringfold.exporter.fp16`; the saved file passes the full onnx check."""
     import onnx
 
-    from .fp16 import convert_to_fp16
-
     model = onnx.load(str(src))
     blocked_nodes = final_normalisation_nodes(model)  # the L2-normalisation and the head, by name
     converted, stats = convert_to_fp16(model, FP16_BLOCKED_OPS, blocked_nodes)
@@ -82,8 +83,6 @@ class ImageCalibrationReader:
     """onnxruntime CalibrationDataReader over images, preprocessed exactly as the runtime does."""
 
     def __init__(self, paths: list[Path], preprocess, input_name: str = "image", batch: int = 8) -> None:
-        from ringfold.runtime.preprocess import preprocess_batch
-
         self._batches = [
             {input_name: preprocess_batch([load_image(p) for p in paths[i : i + batch]], preprocess)}
             for i in range(0, len(paths), batch)
@@ -348,6 +347,4 @@ def variant_report(manifest: dict[str, Any]) -> str:
 
 
 def run_variant(path: Path, pixels: np.ndarray, optimization: str = "all") -> dict[str, np.ndarray]:
-    from ringfold.runtime.onnx_backend import OnnxModel
-
     return OnnxModel(path, provider="cpu", optimization=optimization).run_batched(pixels)

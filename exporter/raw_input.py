@@ -28,6 +28,11 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
+from ringfold.runtime.images import load_image
+from ringfold.runtime.raw_input import raw_input_section
+from ringfold.runtime.raw_preprocess import normalise, raw_pixels
+
+from .deepstream_export import write_deepstream_folder
 
 RAW_INPUT_NAME = "image_raw"
 #: file per input dtype, beside the other variants
@@ -144,12 +149,6 @@ def add_raw_input(
     resized uint8 pixels, the fp32 one on their normalisation) and records max |Δlogit|.
     """
     import onnxruntime as ort
-
-    from ringfold.runtime.images import load_image
-    from ringfold.runtime.raw_input import raw_input_section
-    from ringfold.runtime.raw_preprocess import normalise, raw_pixels
-
-    from .deepstream_export import write_deepstream_folder
 
     source = manifest["variants"]["fp32"]["file"]
     dtypes = [d for d in RAW_DTYPES if d == "float32" or d in dtypes]

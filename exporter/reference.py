@@ -29,6 +29,7 @@ from ringfold.errors import FieldError, ImageError, RingfoldError
 from ringfold.runtime.bundle import REFERENCE_FILE, REFERENCE_IMAGES_DIR, SYNTHETIC_NOTE, ReferenceInfo
 from ringfold.runtime.fields import one_line
 from ringfold.runtime.images import list_images, load_image
+from ringfold.trainer.run import splits_from_record
 
 #: the two ways out when the run's own held-out images cannot be found, named in every refusal
 REFERENCE_FIX = (
@@ -156,8 +157,6 @@ def _some(names: list[str]) -> str:
 
 def _from_run(record, count: int) -> ReferencePlan:
     """The run's held-out images (test split, else validation), drawn with the run's seed."""
-    from ringfold.trainer.run import splits_from_record
-
     data = record.data.path
     if not data:
         raise RingfoldError(f"the run records no training data path, so there are no held-out images; {REFERENCE_FIX}")

@@ -26,6 +26,7 @@ from torch import nn
 
 from ringfold.errors import RingfoldError
 from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
+from ringfold.runtime.text_model import TextModel
 from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
 from ringfold.trainer.text import text_features
 
@@ -125,8 +126,6 @@ def write_text_tower(
     files are removed and (None, why) returned: the bundle ships without a text tower rather than a wrong one.
     """
     from open_clip.tokenizer import default_bpe
-
-    from ringfold.runtime.text_model import TextModel
 
     context_length = int(model.context_length)
     export_text_onnx(model, context_length, bundle_dir / TEXT_FILE, opset)

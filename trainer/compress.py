@@ -37,6 +37,7 @@ from ringfold.ownership import check_apart, check_target, owned_directory
 
 from .adapters import inject
 from .adapters.adaring import TensorRing
+from .adapters.base import Placement, resolve_layers
 from .compress_fit import (
     MAX_RING_PARAMETERS,
     SWEEP_RANKS,
@@ -52,6 +53,8 @@ from .compress_fit import (
 from .compress_images import DEFAULT_IMAGES_LIMIT, ImageSet, find_images, measure_agreement
 from .compress_report import format_report, format_sweep, plot_sweep
 from .config import AdaRingConfig, ring_ranks
+from .models import openclip_transform, reload_clip
+from .params import parameter_rows, tower_shapes
 from .run import RunRecord, load_adapted_model, read_run, save_run
 
 #: a site whose relative error is above this gets a warning
@@ -93,9 +96,6 @@ class Plan:
 
 def site_shapes(record: RunRecord) -> dict[str, tuple[int, int]]:
     """(d, L) of every adapted site, from the open_clip config and the run's adapter settings: no weights loaded."""
-    from .adapters.base import Placement, resolve_layers
-    from .params import tower_shapes
-
     towers = tower_shapes(record.model_name)
     shapes = {}
     for tower in record.adapter.towers:
@@ -141,7 +141,6 @@ def plan_compression(
     source = _source_parameters(record)
     check_ranks(shapes, coarse, "coarse_ranks")
     warnings = _check_fine_ranks(shapes, fine, coarse, source, allow_larger)
-    from .models import openclip_transform
 
     found = find_images(record, images, images_limit, openclip_transform(record.preprocess))
     return Plan(record, shapes, source, fine, coarse, found, warnings)
@@ -149,8 +148,6 @@ def plan_compression(
 
 def _source_parameters(record: RunRecord) -> int:
     """The source run's trainable numbers, counted on freshly built adapter modules (no model weights)."""
-    from .params import parameter_rows
-
     return sum(row.total for row in parameter_rows(record.model_name, record.adapter))
 
 
@@ -259,8 +256,6 @@ def compress_run(
 
 def _new_adaring(record: RunRecord, fine: tuple[int, int, int], coarse: tuple[int, int, int]):
     """(config, frozen model, fresh static AdaRing adapters) at the source's towers, layers, sites and scale."""
-    from .models import reload_clip
-
     cfg = AdaRingConfig(
         towers=record.adapter.towers,
         layers=record.adapter.layers,

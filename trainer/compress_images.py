@@ -23,8 +23,11 @@ import torch
 from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.fields import one_line
 from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
+from ringfold.runtime.parity import compare
 
+from .head import build_classifier, classifier_outputs
 from .run import RunRecord, splits_from_record
+from .text import class_embeddings
 
 #: default --images-limit: enough for a top-1 figure to mean something, few enough to take seconds on a CPU
 DEFAULT_IMAGES_LIMIT = 64
@@ -147,10 +150,6 @@ def measure_agreement(images: ImageSet, record: RunRecord, source_model, target_
     """Source vs compressed on real images: top-1 agreement, max |Δlogit|, min cosine, and each one's accuracy."""
     if images.pixels is None:
         return {"measured": False, "reason": images.reason, "message": no_images_line(images.reason)}
-    from ringfold.runtime.parity import compare
-
-    from .head import build_classifier, classifier_outputs
-    from .text import class_embeddings
 
     outputs = []
     for model in (source_model, target_model):

@@ -23,6 +23,7 @@ import torch
 from open_clip.model import get_model_preprocess_cfg, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
+from ringfold.atomic import sha256_file
 from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.preprocess import PreprocessConfig
 
@@ -76,8 +77,6 @@ class LoadedModel:
 
 
 def _sha256(path: str | os.PathLike) -> str:
-    from ringfold.atomic import sha256_file
-
     return sha256_file(path)
 
 

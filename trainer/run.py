@@ -38,7 +38,7 @@ from . import data as data_mod
 from .adapters import AdapterSet, inject
 from .config import AdapterConfig, config_from_dict, read_adapter_config
 from .data_sources import load_run_splits
-from .models import LoadedModel, WeightsSource, reload_clip
+from .models import LoadedModel, WeightsSource, load_clip, reload_clip
 
 RUN_FORMAT_VERSION = 1
 ADAPTERS_FILE = "adapters.safetensors"
@@ -322,8 +322,6 @@ def write_synthetic_run(
     For benchmarks and tests that need a run whose adapters really change the
     output; ``run.json`` says so in its metrics.
     """
-    from .models import load_clip
-
     loaded = load_clip(model_name, random_init=True, seed=seed)
     config = config_from_dict(adapter)
     aset = inject(loaded.model, config)

@@ -45,6 +45,7 @@ from .evaluate import count_correct
 from .frozen_features import FrozenFeatureCache
 from .losses import LossWeights, compute_loss, frozen_image_features
 from .models import load_clip, openclip_transform
+from .plots import plot_training_curves
 from .run import ADAPTERS_FILE, RUN_FILE, RunData, RunRecord, save_run
 from .text import class_embeddings
 
@@ -397,8 +398,6 @@ class Trainer:
         )
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
-        from .plots import plot_training_curves
-
         title = f"{self.cfg.model} ({self.loaded.source.describe()}) · {self.cfg.method}"
         plot_training_curves(history, self.out / "curves.png", title)
 
