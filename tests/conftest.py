@@ -2,6 +2,11 @@
 
 Tests run torch single-threaded: on small 2-core VMs two intra-op threads
 are several times slower than one for these small graphs.
+
+The suite passes wherever a user runs it, so the process environment the tests (and the commands
+they start) depend on is set here, not inherited: offline model lookup, one OpenMP thread, and no
+``RINGFOLD_*`` variable — a cap such as ``RINGFOLD_MAX_IMAGE_ASPECT`` exported in the user's shell
+would otherwise change what the cap tests see.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+for _name in [n for n in os.environ if n.startswith("RINGFOLD_")]:
+    del os.environ[_name]
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
 
 TINY = "ringfold-tiny-vit"
 
