@@ -20,6 +20,18 @@ def test_unknown_option_suggests_the_right_one(capsys):
     assert "did you mean --top-k" in err and len(err.strip().splitlines()) == 1
 
 
+def test_unknown_option_is_reported_by_its_subcommand_with_only_its_options(capsys):
+    """bench has no --backend (classify and parity do): no suggestion of another command's option."""
+    try:
+        main(["bench", "bundle", "--backend", "tensorrt"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ringfold bench: error: unrecognized arguments: --backend tensorrt")
+    assert err.endswith("(see ringfold bench --help)") and "did you mean --backend" not in err
+    assert len(err.splitlines()) == 1
+
+
 def test_train_on_missing_data_is_one_line_exit_2(tmp_path, capsys):
     code = main(
         [

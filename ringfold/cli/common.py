@@ -24,6 +24,21 @@ from ..ownership import owned_directory
 class Parser(argparse.ArgumentParser):
     """argparse, but unknown options get a 'did you mean' and the usual exit code 2 in one line."""
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Unknown options are reported by the subcommand that was given them, which suggests only its own
+        options (argparse reports them at the top level, with every subcommand's options as candidates)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            (self._subcommand(parsed) or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _subcommand(self, parsed: argparse.Namespace) -> argparse.ArgumentParser | None:
+        """The parser of the subcommand ``parsed`` ran, if any."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None))
+        return None
+
     def error(self, message: str) -> None:  # type: ignore[override]
         hint = ""
         if "unrecognized arguments:" in message:
