@@ -66,8 +66,8 @@ def measure(args: argparse.Namespace):
     from ringfold.demo_data import make_demo_dataset
     from ringfold.exporter.export import export_run
     from ringfold.exporter.precision import PrecisionRequest
-    from ringfold.runtime.bench import run_bench
-    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.infer.bench import run_bench
     from ringfold.trainer.head import build_classifier
     from ringfold.trainer.run import load_adapted_model, write_synthetic_run
     from ringfold.trainer.text import class_embeddings

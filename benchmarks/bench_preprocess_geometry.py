@@ -73,9 +73,9 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.preprocess_compare import compare_preprocessing
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.parity.geometry import compare_preprocessing
 
     bundle = load_bundle(args.bundle)
     model = open_model(bundle, "fp32", "onnxruntime", "cpu")

@@ -36,9 +36,9 @@ def device_step(bundle: Path, n_classes: int, n_templates: int, runs: int, threa
     """The torch-free half: runs in a child process."""
     import numpy as np
 
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.relabel import relabel_bundle
-    from ringfold.runtime.text_model import open_text_tower
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.vocab.relabel import relabel_bundle
+    from ringfold.runtime.vocab.text_model import open_text_tower
 
     classes = [f"object number {i}" for i in range(n_classes)]
     templates = tuple(["a photo of a {}.", "a blurry photo of the {}.", "a close-up photo of a {}."][:n_templates])

@@ -118,7 +118,7 @@ def _latencies(args: argparse.Namespace, unfolded, folded, size, base_onnx: Path
     import numpy as np
     import torch
 
-    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.backends.onnxruntime.model import OnnxModel
 
     x = torch.randn(1, 3, *size)
     lat = {}

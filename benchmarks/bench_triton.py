@@ -32,7 +32,7 @@ def main() -> int:
     from ringfold.demo_data import make_demo_dataset
     from ringfold.exporter.export import export_run
     from ringfold.exporter.precision import PrecisionRequest
-    from ringfold.runtime.triton_repo import write_triton_repository
+    from ringfold.runtime.deploy.triton_repo import write_triton_repository
     from ringfold.trainer.run import write_synthetic_run
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ def time_call(fn: Callable[[], Any], warmup: int = 5, runs: int = 30) -> dict[st
 
 def machine() -> dict[str, Any]:
     """The runtime's own machine record (CPU model, cores, onnxruntime), plus the platform string."""
-    from ringfold.runtime.bench import machine_info
+    from ringfold.runtime.infer.bench import machine_info
 
     return {"platform": platform.platform(), **machine_info()}
 

@@ -16,17 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ringfold.runtime.deepstream import (
-    FOLDER,
-    DeepStreamTarget,
-    calibration_cache,
-    deepstream_files,
-    deepstream_section,
-    write_folder,
-)
-from ringfold.runtime.images import load_image
-from ringfold.runtime.preprocess import PreprocessConfig
-from ringfold.runtime.raw_preprocess import raw_pixels
+from ringfold.runtime.backends.tensorrt.calibration import calibration_cache
+from ringfold.runtime.bundle.sections.deepstream import FOLDER, deepstream_section
+from ringfold.runtime.bundle.sections.raw_input import RAW_INPUT_NAME
+from ringfold.runtime.deploy.deepstream import DeepStreamTarget, deepstream_files, write_folder
+from ringfold.runtime.pixels.images import load_image
+from ringfold.runtime.pixels.preprocess import PreprocessConfig
+from ringfold.runtime.pixels.raw import raw_pixels
 
 CALIBRATION_NOTE = "ONNX Runtime MinMax on the reference images (nvinfer-style stretch), scale = max|x|/127"
 
@@ -41,7 +37,7 @@ def activation_scales(raw_model: Path, inputs: np.ndarray) -> dict[str, float]:
 
         def get_next(self):
             row = next(self.rows, None)
-            return None if row is None else {"image_raw": row}
+            return None if row is None else {RAW_INPUT_NAME: row}
 
     options = {}
     if "providers" in inspect.signature(create_calibrator).parameters:  # ONNX Runtime < 1.18: CPU, no such argument
@@ -56,7 +52,7 @@ def activation_scales(raw_model: Path, inputs: np.ndarray) -> dict[str, float]:
         )
         calibrator.collect_data(Reader())
         ranges = calibrator.compute_data()
-    scales = {"image_raw": float(np.abs(inputs).max()) / 127.0}
+    scales = {RAW_INPUT_NAME: float(np.abs(inputs).max()) / 127.0}
     for name, value in ranges.data.items():
         low, high = (float(np.asarray(v).max()) for v in value.range_value)
         scales[name] = max(abs(low), abs(high)) / 127.0

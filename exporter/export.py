@@ -21,20 +21,20 @@ import ringfold
 from ringfold.atomic import write_text
 from ringfold.errors import RingfoldError
 from ringfold.ownership import check_apart, check_target, owned_directory
-from ringfold.runtime.bench import measure
-from ringfold.runtime.bundle import (
+from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+from ringfold.runtime.bundle.spec import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
     LABELS_FILE,
     PREPROCESS_FILE,
     REFERENCE_FILE,
-    BundleWriter,
 )
-from ringfold.runtime.class_list import check_class_names
-from ringfold.runtime.deepstream import labels_line
-from ringfold.runtime.images import load_image
-from ringfold.runtime.onnx_backend import OnnxModel
-from ringfold.runtime.parity import compare
+from ringfold.runtime.bundle.writer import BundleWriter
+from ringfold.runtime.deploy.deepstream import labels_line
+from ringfold.runtime.infer.bench import measure
+from ringfold.runtime.parity.metrics import compare
+from ringfold.runtime.pixels.images import load_image
+from ringfold.runtime.vocab.class_list import check_class_names
 from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform, reload_clip
 from ringfold.trainer.run import RunRecord, library_versions, load_adapted_model, read_run

@@ -31,22 +31,18 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import FieldError, ImageError, RingfoldError
-from ringfold.runtime.fields import one_line
-from ringfold.runtime.images import list_images, load_image, open_regular
-from ringfold.runtime.onnx_backend import OnnxModel
-from ringfold.runtime.precision_policy import FP32_OPS, final_normalisation_nodes
-from ringfold.runtime.preprocess import preprocess_batch
+from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+from ringfold.runtime.base.fields import one_line
+from ringfold.runtime.bundle.precisions import PRECISIONS, TABLE
+from ringfold.runtime.graph.precision_policy import FP32_OPS, final_normalisation_nodes
+from ringfold.runtime.pixels.images import list_images, load_image, open_regular
+from ringfold.runtime.pixels.preprocess import preprocess_batch
 
 from .fp16 import convert_to_fp16
 from .library_log import captured_library_log
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
-VARIANT_FILES = {
-    "fp32": "model.onnx",
-    "fp16": "model_fp16.onnx",
-    "int8": "model_int8.onnx",
-    "int8-dynamic": "model_int8_dynamic.onnx",
-}
+#: the variant files, one per precision of the runtime's precision table
+VARIANT_FILES = {name: precision.file for name, precision in TABLE.items()}
 #: the ops the fp16 rewrite leaves in fp32: the one list the TensorRT build and the lint also read
 FP16_BLOCKED_OPS = FP32_OPS
 #: onnxruntime 1.30 and 1.32's CPU provider crash (SIGSEGV) running these fp16 graphs at ORT_ENABLE_ALL

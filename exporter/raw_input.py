@@ -28,13 +28,13 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
-from ringfold.runtime.images import load_image
-from ringfold.runtime.raw_input import raw_input_section
-from ringfold.runtime.raw_preprocess import normalise, raw_pixels
+from ringfold.runtime.bundle.sections.raw_input import RAW_INPUT_NAME, raw_input_section
+from ringfold.runtime.pixels.images import load_image
+from ringfold.runtime.pixels.preprocess import normalise
+from ringfold.runtime.pixels.raw import raw_pixels
 
 from .deepstream_export import write_deepstream_folder
 
-RAW_INPUT_NAME = "image_raw"
 #: file per input dtype, beside the other variants
 RAW_FILES = {"float32": "model_raw.onnx", "uint8": "model_raw_uint8.onnx"}
 RAW_DTYPES = tuple(RAW_FILES)

@@ -9,7 +9,7 @@ images (test split, else validation split, found through the data path the
 run records), or ``--ref-images DIR``. Without either the export refuses; a
 generated smooth-noise set is used only when asked for (``--synthetic-ref``),
 and then the manifest, the reports and every summary say
-:data:`~ringfold.runtime.bundle.SYNTHETIC_NOTE`: a figure measured on noise
+:data:`~ringfold.runtime.bundle.spec.SYNTHETIC_NOTE`: a figure measured on noise
 never stands where a user would read accuracy.
 """
 
@@ -24,11 +24,12 @@ from typing import Any
 
 from PIL import Image
 
-from ringfold.demo_data import smooth_noise_images
 from ringfold.errors import FieldError, ImageError, RingfoldError
-from ringfold.runtime.bundle import REFERENCE_FILE, REFERENCE_IMAGES_DIR, SYNTHETIC_NOTE, ReferenceInfo
-from ringfold.runtime.fields import one_line
-from ringfold.runtime.images import list_images, load_image
+from ringfold.runtime.base.fields import one_line
+from ringfold.runtime.bundle.manifest import ReferenceInfo
+from ringfold.runtime.bundle.spec import REFERENCE_FILE, REFERENCE_IMAGES_DIR, SYNTHETIC_NOTE
+from ringfold.runtime.pixels.images import folder_labels, list_images, load_image
+from ringfold.runtime.pixels.synthetic import smooth_noise_images
 from ringfold.trainer.run import splits_from_record
 
 #: the two ways out when the run's own held-out images cannot be found, named in every refusal
@@ -42,13 +43,6 @@ REFERENCE_FIX = (
 class RefImage:
     path: Path  # source image
     label: int  # -1 when unknown
-
-
-def folder_labels(paths: list[Path], classnames: list[str]) -> list[int]:
-    """Label of each image from its parent folder's name (class name, or with '_' for ' '); -1 if none."""
-    index = {name.replace(" ", "_"): i for i, name in enumerate(classnames)}
-    index.update({name: i for i, name in enumerate(classnames)})
-    return [index.get(p.parent.name, -1) for p in paths]
 
 
 def _round_robin(samples: list) -> Iterator:
@@ -108,7 +102,7 @@ class ReferencePlan:
         return synthetic_reference_images(scratch, count, size) if self.synthetic else list(self.refs)
 
     def manifest_section(self) -> dict[str, Any]:
-        """The manifest's reference.source / origin (and the synthetic note), parsed by runtime/bundle.py."""
+        """The manifest's reference.source / origin (and the synthetic note), parsed by runtime/bundle/."""
         section: dict[str, Any] = {"source": self.source, "origin": self.origin}
         if self.synthetic:
             section["note"] = SYNTHETIC_NOTE

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime.text_manifest import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
-from ringfold.runtime.text_model import TextModel
-from ringfold.runtime.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
+from ringfold.runtime.bundle.sections.text import TEXT_FILE, TEXT_INPUT, TEXT_OUTPUT, VOCAB_FILE
+from ringfold.runtime.vocab.text_model import TextModel
+from ringfold.runtime.vocab.tokenizer import VOCAB_SIZE, ClipTokenizer, read_merges
 from ringfold.trainer.text import text_features
 
 from .onnx_export import export_module

@@ -9,17 +9,17 @@ import numpy as np
 import torch
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime.bundle import Bundle
-from ringfold.runtime.images import list_images, load_image
-from ringfold.runtime.parity import ParityReport, PreprocessCheck, Tolerance, compare
-from ringfold.runtime.preprocess import preprocess_batch
+from ringfold.runtime.bundle.loader import Bundle
+from ringfold.runtime.parity.metrics import PreprocessCheck, Tolerance, compare
+from ringfold.runtime.parity.report import ParityReport
+from ringfold.runtime.pixels.images import folder_labels, list_images, load_image
+from ringfold.runtime.pixels.preprocess import preprocess_batch
 from ringfold.trainer.head import build_classifier, classifier_outputs
 from ringfold.trainer.models import openclip_transform
 from ringfold.trainer.run import load_adapted_model
 from ringfold.trainer.text import class_embeddings
 
 from .fold import fold_adapters
-from .reference import folder_labels
 
 
 def add_torch_parity(
@@ -95,5 +95,8 @@ def add_torch_parity(
                 labels,
                 tolerance,
                 images=[str(p) for p in paths],
+                against="folded" if name == "folded" else "unfolded",
+                source="--images",
+                end_to_end=True,
             )
         )

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import RingfoldError
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
@@ -131,8 +133,6 @@ class _DirectoryLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                from .errors import RingfoldError
-
                 raise RingfoldError(
                     f"{target}: another ringfold process is writing it right now; wait for it or choose another --out"
                 ) from None
@@ -181,8 +181,6 @@ def atomic_directory(
     The final move never replaces a directory that appeared meanwhile, and one writer per
     target holds a lock, so two concurrent writers cannot both win.
     """
-    from .errors import RingfoldError
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = _DirectoryLock(target)

@@ -9,15 +9,21 @@ The messages say the value given and what is allowed; argparse prefixes the opti
 The kinds and their bounds live in :mod:`ringfold.values`, which the library (``trainer/config.py``)
 uses too; here each is the same kind raising argparse's error, and :func:`arg_type` gives the
 ``type=`` of any kind (the options generated from the config fields use it).
-This module imports only the standard library, so the torch-free runtime install can use it.
+This module imports only the standard library and the runtime's stdlib-only rules (TensorRT versions, GPU and
+Triton model names), so the torch-free runtime install can use it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
+
+from ringfold.runtime.backends.tensorrt.stack import MIN_TRT
+from ringfold.runtime.bundle.engines import parse_version, slug
+from ringfold.runtime.deploy.triton_config import is_model_name
 
 from . import values as V
 from .values import MAX_LIST_ENTRIES, MAX_OPSET, MAX_SEED, MIN_OPSET, ValueKindError
@@ -113,3 +119,39 @@ def arg_type(kind: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
     if any(kind is cli_kind for cli_kind in _ARG_TYPES.values()):
         return kind  # already an argparse type of this module
     return _parser_of(kind)
+
+
+# ------------------------------------------------------------------------------- TensorRT and Triton
+def trt_version_arg(text: str) -> str:
+    """``--trt-version``: MAJOR.MINOR[.PATCH…] of a TensorRT ringfold supports (8.6 or newer)."""
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,5}){1,3}", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a TensorRT version (e.g. 8.6.2 or 10.3)")
+    if parse_version(text) < MIN_TRT:
+        raise argparse.ArgumentTypeError(f"{text} is older than TensorRT 8.6, the oldest ringfold supports")
+    return text
+
+
+def compute_capability_arg(text: str) -> str:
+    """``--sm``: a CUDA compute capability, MAJOR.MINOR as the CUDA runtime reports it (Orin: 8.7)."""
+    if not re.fullmatch(r"\d{1,2}\.\d{1,2}", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a compute capability (MAJOR.MINOR, e.g. 8.7)")
+    return text
+
+
+def gpu_name_arg(text: str) -> str:
+    """``--gpu``: the CUDA device name (``Orin``, ``NVIDIA GeForce RTX 4090``); printable, at most 256 characters."""
+    name = text.strip()
+    if not name or len(name) > 256 or not name.isprintable() or not slug(name):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a GPU name (the CUDA device name, e.g. Orin or 'NVIDIA GeForce RTX 4090')"
+        )
+    return name
+
+
+def model_name_arg(text: str) -> str:
+    """``--name``: a Triton model (folder) name: letters, digits, ``_ . -``, at most 100 characters."""
+    if not is_model_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a Triton model name (letters, digits, _ . -; starting with a letter or digit)"
+        )
+    return text

@@ -31,8 +31,8 @@ def open_raw_input(bundle, dtype: str = "float32", *, provider: str | None = "au
     ("float32" or "uint8") on ONNX Runtime, and the client-side resize that feeds it (the model normalises)."""
     from functools import partial
 
-    from ringfold.runtime.raw_input import open_raw_model
-    from ringfold.runtime.raw_preprocess import raw_pixels, raw_pixels_uint8
+    from ringfold.runtime.backends.onnxruntime.model import open_raw_model
+    from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8
 
     model = open_raw_model(bundle, dtype, provider=provider, threads=threads)
     resize = raw_pixels_uint8 if dtype == "uint8" else raw_pixels
@@ -55,7 +55,7 @@ def open_vocabulary(
 ):
     """(bundle with the new labels, model scoring them) for ``classify --classes``: the head for ``classes`` is
     computed now with the bundle's text tower (on the CPU, or CUDA when ``provider`` is "cuda")."""
-    from ringfold.runtime.open_vocab import with_classes
+    from ringfold.runtime.vocab.open_vocab import with_classes
 
     return with_classes(bundle, model, classes, templates, text_provider(provider), threads)
 
@@ -71,8 +71,8 @@ def preprocess_comparison(
 ):
     """``parity --compare-preprocess``: the fp32 model on ``images`` under open_clip's resize and DeepStream's
     (``geometry``: "deepstream" stretches, "deepstream-letterbox" pads)."""
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.preprocess_compare import compare_preprocessing
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.parity.geometry import compare_preprocessing
 
     model = open_model(bundle, "fp32", backend, provider, threads)
     return compare_preprocessing(bundle, model, images, geometry)
@@ -140,9 +140,10 @@ def parity(
     compared on ``images`` too. ``tolerance`` overrides the precision's defaults
     (``max_abs_logit``, ``min_cosine``, ``min_top1``; None keeps a default).
     """
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.parity import bundle_parity, tolerance_for
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.parity.metrics import tolerance_for
+    from ringfold.runtime.parity.stored import bundle_parity
 
     bundle = load_bundle(bundle_dir)
     precisions = list(bundle.variants) if precision == "all" else [precision]
@@ -160,7 +161,7 @@ def parity(
         else:
             report.comparisons += part.comparisons  # preprocessing: the same images, checked once
     if "fp32" in precisions and backend == "onnxruntime":  # the raw-pixel models, when the bundle has them
-        from ringfold.runtime.raw_parity import raw_input_comparisons
+        from ringfold.runtime.parity.raw import raw_input_comparisons
 
         report.comparisons += raw_input_comparisons(bundle, tolerance_for("fp32", tolerance or {}), provider, threads)
     return ParityResult(bundle, precisions, report)
@@ -184,9 +185,9 @@ def bench(
     Runtime offers here) or a list / comma list of cpu, cuda, trt; ``base``: the adapter-free model to
     compare with (default: the bundle's, when it was exported with one).
     """
-    from ringfold.runtime.bench import run_bench
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import available_provider_names
+    from ringfold.runtime.backends.onnxruntime.session import available_provider_names
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.infer.bench import run_bench
 
     bundle = load_bundle(bundle_dir)
     precisions = _names(precision, list(bundle.variants))
@@ -217,7 +218,7 @@ class CheckResult:
     @property
     def failed(self) -> list[str]:
         """What fails: variants with a blocker, and '<precision> (polygraphy)' for an engine that disagrees."""
-        from ringfold.runtime.trt_lint import count
+        from ringfold.runtime.backends.tensorrt.lint import count
 
         blocked = [p for p, findings in self.findings.items() if count(findings, "blocker")]
         return blocked + [f"{p} (polygraphy)" for p, r in self.compared.items() if not r.passed]
@@ -227,12 +228,12 @@ class CheckResult:
         return not self.failed
 
     def to_text(self) -> str:
-        from ringfold.runtime.trt_lint import format_report
+        from ringfold.runtime.backends.tensorrt.lint import format_report
 
         return "\n".join([format_report(self.bundle, self.target, self.findings), *self._summaries()])
 
     def to_json(self) -> str:
-        from ringfold.runtime.trt_lint import to_json
+        from ringfold.runtime.backends.tensorrt.lint import to_json
 
         compared = {p: r.to_dict() for p, r in self.compared.items()}
         extra = {"polygraphy": compared, "passed": self.passed} if self.compared else None
@@ -255,8 +256,8 @@ def check(
 ) -> CheckResult:
     """Lint each variant against ``target``'s ONNX parser; with ``polygraphy`` (TensorRT + CUDA) also build each
     variant that passes (int8-dynamic excepted: ONNX Runtime only) and compare it with ONNX Runtime."""
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_lint import count, lint_bundle, polygraphy_compare, require_polygraphy
+    from ringfold.runtime.backends.tensorrt.lint import count, lint_bundle, polygraphy_compare, require_polygraphy
+    from ringfold.runtime.bundle.loader import load_bundle
 
     if polygraphy:
         require_polygraphy()  # one line naming what is missing, before any work
@@ -303,8 +304,8 @@ def trtexec_plan(
     """The trtexec command that builds what ``build_engine(bundle, options)`` builds (``bundle``: a loaded
     Bundle), for ``trt_version`` (default: ``installed_version``, else 10.3) and ``gpu`` (name, compute
     capability; default: this machine's, if any)."""
-    from ringfold.runtime.trt_engine import detect_gpu
-    from ringfold.runtime.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
+    from ringfold.runtime.backends.tensorrt.cuda import detect_gpu
+    from ringfold.runtime.backends.tensorrt.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
 
     version = trt_version or installed_version or DEFAULT_TRT_VERSION
     recipe = trtexec_recipe(bundle, options, version, gpu if gpu else detect_gpu())

@@ -48,9 +48,9 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = False, quiet: bool =
 
 def _run_demo(out: Path, epochs: int, quiet: bool) -> int:
     from ringfold.exporter.export import export_run
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.classify import iter_predictions
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.infer.classify import iter_predictions
     from ringfold.trainer.train import TrainConfig, train
 
     from .commands import parity, prediction_line

@@ -139,19 +139,3 @@ def make_demo_dataset(root: Path, per_class: int = 24, size: int = 96, seed: int
                 rng = np.random.default_rng([seed, split_index, class_index, i])
                 _draw(rng, painter, size).save(out / f"{folder}_{i:04d}.png", format="PNG")
     return [folder.replace("_", " ") for folder in sorted(_CLASSES)]
-
-
-def smooth_noise_images(count: int, size: tuple[int, int], seed: int = 0) -> list[Image.Image]:
-    """Deterministic smooth-noise RGB pictures of odd aspect ratios (at least ``size`` = (height, width)).
-
-    Numerics only, never accuracy: the bundle's reference set when the user asks for it with
-    ``export --synthetic-ref`` (recorded as "synthetic: numerics only, no accuracy"), and tests.
-    """
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(count):
-        h = int(size[0] * rng.uniform(1.0, 1.8))
-        w = int(size[1] * rng.uniform(1.0, 1.8))
-        coarse = rng.integers(0, 256, size=(4 + i % 5, 5 + i % 3, 3), dtype=np.uint8)
-        images.append(Image.fromarray(coarse).resize((w, h), Image.BICUBIC))
-    return images

@@ -137,9 +137,9 @@ def test_gated_export_keeps_dense_adapters_and_matches_pytorch(tmp_path):
     assert "NOT fully folded" in (bundle / "export_report.md").read_text()
     ops = op_histogram(bundle / "model.onnx")
     assert "Einsum" not in ops  # ring cores are contracted at export, not on the device
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import OnnxModel
-    from ringfold.runtime.parity import bundle_parity
+    from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.parity.stored import bundle_parity
 
     b = load_bundle(bundle)
     assert bundle_parity(b, OnnxModel(b.model_path(), provider="cpu")).passed

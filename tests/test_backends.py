@@ -3,6 +3,7 @@ Runtime by 16 (or the caller's batch), TensorRT by its profile's max, refusing a
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from ringfold.errors import RingfoldError
-from ringfold.runtime.backends import DEFAULT_BATCH, Backend, open_model, run_batched
-from ringfold.runtime.onnx_backend import OnnxModel
+from ringfold.runtime.backends.base import DEFAULT_BATCH, Backend, run_batched
+from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+from ringfold.runtime.backends.registry import open_model
 from tests.trt_stand_ins import stand_in_trt_model
 
 
@@ -154,9 +156,35 @@ def test_tensorrt_model_refuses_a_last_slice_below_the_profile_min():
 
 
 def test_open_model_returns_a_backend(tiny_bundle):
-    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.bundle.loader import load_bundle
 
     model = open_model(load_bundle(tiny_bundle), "fp32", "onnxruntime", "cpu")
     assert isinstance(model, Backend) and model.provider == "CPUExecutionProvider"
     with pytest.raises(RingfoldError, match="--backend 'nope' invalid"):
         open_model(load_bundle(tiny_bundle), "fp32", "nope")
+
+
+def test_the_registry_imports_a_backend_only_when_it_is_asked_for(tiny_bundle):
+    """Opening an ONNX Runtime model never loads the TensorRT runner (nor Polygraphy); backends.base knows none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ringfold.runtime.backends.registry import BACKENDS, open_model\n"
+        "from ringfold.runtime.bundle.loader import load_bundle\n"
+        f"model = open_model(load_bundle({str(tiny_bundle)!r}), 'fp32', 'onnxruntime', 'cpu')\n"
+        "print(BACKENDS, type(model).__name__, sorted(m for m in sys.modules if '.tensorrt' in m or 'polygraphy' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "('onnxruntime', 'tensorrt') OnnxModel []"
+    base = Path(__file__).resolve().parents[1] / "runtime" / "backends" / "base.py"
+    imported = {n.module for n in ast.walk(ast.parse(base.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"__future__", "abc"}  # backends.base knows no backend (and numpy is a plain import)
+
+
+def test_an_unknown_backend_is_refused_in_one_line(tiny_bundle):
+    from ringfold.runtime.bundle.loader import load_bundle
+
+    with pytest.raises(RingfoldError, match=r"^--backend 'openvino' invalid; use onnxruntime or tensorrt$"):
+        open_model(load_bundle(tiny_bundle), "fp32", "openvino")

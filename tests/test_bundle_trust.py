@@ -11,7 +11,7 @@ import pytest
 
 from ringfold.cli import main
 from ringfold.errors import BundleError
-from ringfold.runtime.bundle import load_bundle
+from ringfold.runtime.bundle.loader import load_bundle
 from tests.bundle_tamper import (
     copy_bundle,
     edit_manifest,
@@ -261,7 +261,7 @@ def test_malformed_cap_variable_is_an_error(bundle, capsys, monkeypatch):
 
 
 def test_writer_refuses_what_a_device_would_refuse(tmp_path):
-    from ringfold.runtime.bundle import BundleWriter
+    from ringfold.runtime.bundle.writer import BundleWriter
 
     writer = BundleWriter(tmp_path)
     writer.write_labels(["a"])

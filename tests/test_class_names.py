@@ -17,9 +17,9 @@ import pytest
 
 from ringfold.cli import main
 from ringfold.errors import BundleError, RingfoldError
-from ringfold.runtime.backends import Backend
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.onnx_backend import open_bundle_model
+from ringfold.runtime.backends.base import Backend
+from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+from ringfold.runtime.bundle.loader import load_bundle
 from tests.bundle_tamper import copy_bundle, write_json_file
 from tests.helpers import one_line_error
 
@@ -52,14 +52,14 @@ def test_classify_refuses_bad_class_lists_before_the_model_loads(tiny_bundle, de
     """'' is a given (empty) value, never "use the bundle's classes"; the model is not opened for a bad list."""
     from unittest import mock
 
-    with mock.patch("ringfold.runtime.backends.open_model", side_effect=AssertionError("model opened")):
+    with mock.patch("ringfold.runtime.backends.registry.open_model", side_effect=AssertionError("model opened")):
         assert main(["classify", str(tiny_bundle), str(demo_data / "test"), "--classes", value]) == 2
     one_line_error(capsys, "--classes", needle)
 
 
 def test_class_file_comments_and_bad_lines(tiny_bundle, tmp_path, capsys):
     """'#' lines are comments (documented); a line separator inside a line is refused, naming the code point."""
-    from ringfold.runtime.class_list import parse_classes
+    from ringfold.runtime.vocab.class_list import parse_classes
 
     path = tmp_path / "classes.txt"
     path.write_text("# comment\nred fox\n\n#barn owl\nbarn owl\n", encoding="utf-8")
@@ -71,7 +71,7 @@ def test_class_file_comments_and_bad_lines(tiny_bundle, tmp_path, capsys):
 
 
 def test_a_list_with_slashes_is_still_a_list_and_a_path_shaped_folder_is_refused(tmp_path):
-    from ringfold.runtime.class_list import parse_classes
+    from ringfold.runtime.vocab.class_list import parse_classes
 
     assert parse_classes("T-shirt/top,trouser") == ["T-shirt/top", "trouser"]
     with pytest.raises(RingfoldError, match="is not a regular file"):
@@ -90,7 +90,7 @@ def test_a_bundle_whose_labels_hold_a_line_separator_is_refused_at_load(tiny_bun
 
 
 def test_bundle_writer_refuses_a_label_a_device_would_refuse(tmp_path):
-    from ringfold.runtime.bundle import BundleWriter
+    from ringfold.runtime.bundle.writer import BundleWriter
 
     with pytest.raises(RingfoldError, match="U\\+200B"):
         BundleWriter(tmp_path).write_labels(["cat", "do\u200bg"])
@@ -108,7 +108,7 @@ def test_deepstream_refuses_a_bundle_path_with_a_newline_before_writing(raw_bund
 
 
 def test_deepstream_ini_refuses_values_that_change_its_structure():
-    from ringfold.runtime.deepstream import DeepStreamTarget, deepstream_files
+    from ringfold.runtime.deploy.deepstream import DeepStreamTarget, deepstream_files
 
     base = DeepStreamTarget(onnx_file="model_raw.onnx", labels=["cat", "dog"], size=(32, 32), precisions=["fp32"])
     assert "onnx-file=model_raw.onnx" in deepstream_files(base)["config_infer_primary_fp32.txt"]
@@ -126,7 +126,7 @@ def test_deepstream_ini_refuses_values_that_change_its_structure():
 
 @pytest.mark.parametrize("label, needle", [("a;b", "holds ';'"), ("a\u2028b", "U+2028"), ("a\u202eb", "U+202E")])
 def test_deepstream_label_file_refuses_separators_in_a_class(label, needle):
-    from ringfold.runtime.deepstream import labels_line
+    from ringfold.runtime.deploy.deepstream import labels_line
 
     with pytest.raises(RingfoldError, match=needle.replace("+", "\\+")) as err:
         labels_line(["cat", label])
@@ -136,7 +136,7 @@ def test_deepstream_label_file_refuses_separators_in_a_class(label, needle):
 def test_relabel_of_a_deepstream_bundle_refuses_a_semicolon_before_the_text_tower(raw_bundle, tmp_path, capsys):
     from unittest import mock
 
-    with mock.patch("ringfold.runtime.relabel.open_text_tower", side_effect=AssertionError("text tower opened")):
+    with mock.patch("ringfold.runtime.vocab.relabel.open_text_tower", side_effect=AssertionError("text tower opened")):
         assert main(["relabel", str(raw_bundle), "--classes", "cat,red;fox", "--out", str(tmp_path / "n")]) == 2
     one_line_error(capsys, "'red;fox'", "holds ';'")
     assert not (tmp_path / "n").exists()
@@ -144,7 +144,7 @@ def test_relabel_of_a_deepstream_bundle_refuses_a_semicolon_before_the_text_towe
 
 # ---------------------------------------------------------------------------------------------- Triton
 def test_triton_refuses_a_label_with_a_line_break_before_writing(tiny_bundle, tmp_path):
-    from ringfold.runtime.triton_repo import plan_repository
+    from ringfold.runtime.deploy.triton_repo import plan_repository
 
     bundle = load_bundle(tiny_bundle)
     for bad, needle in [("b\nc", "U+000A"), ("b\u2028c", "U+2028"), ("", "empty")]:
@@ -154,7 +154,7 @@ def test_triton_refuses_a_label_with_a_line_break_before_writing(tiny_bundle, tm
 
 
 def test_triton_refuses_an_engine_whose_sidecar_shapes_a_nested_model_name(tiny_bundle, tmp_path, capsys):
-    from ringfold.runtime.trt_engine import EngineKey, record_engine
+    from ringfold.runtime.bundle.engines import EngineKey, record_engine
 
     bundle = copy_bundle(tiny_bundle, tmp_path / "eb")
     sha = load_bundle(bundle).model_sha256("fp32")
@@ -171,7 +171,7 @@ def test_triton_refuses_an_engine_whose_sidecar_shapes_a_nested_model_name(tiny_
 
 
 def test_pbtxt_comments_refuse_control_characters():
-    from ringfold.runtime.triton_config import comment_lines
+    from ringfold.runtime.deploy.triton_config import comment_lines
 
     assert comment_lines(["one\ntwo"]) == ["# one", "# two"]
     with pytest.raises(RingfoldError, match="U\\+000D"):
@@ -180,7 +180,7 @@ def test_pbtxt_comments_refuse_control_characters():
 
 # ---------------------------------------------------------------------------------- open vocabulary
 def test_open_vocabulary_model_is_a_backend_scoring_only_the_new_classes(tiny_bundle):
-    from ringfold.runtime.open_vocab import OpenVocabularyModel, with_classes
+    from ringfold.runtime.vocab.open_vocab import OpenVocabularyModel, with_classes
 
     bundle = load_bundle(tiny_bundle)
     classes = ["red fox", "barn owl", "golden retriever", "tabby cat", "oak tree"]

@@ -28,10 +28,11 @@ import pytest
 
 from ringfold.cli import main
 from ringfold.errors import RingfoldError
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.deepstream import labels_line, read_calibration_cache
-from ringfold.runtime.images import load_image
-from ringfold.runtime.raw_preprocess import raw_pixels, raw_pixels_uint8
+from ringfold.runtime.backends.tensorrt.calibration import read_calibration_cache
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.deploy.deepstream import labels_line
+from ringfold.runtime.pixels.images import load_image
+from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8
 from tests.helpers import one_line_error
 
 
@@ -262,7 +263,7 @@ def test_deepstream_geometry_keeps_the_whole_frame():
     """A 2:1 frame with a red left eighth: open_clip's centre crop drops it, nvinfer's stretch keeps it."""
     from PIL import Image
 
-    from ringfold.runtime.preprocess import PreprocessConfig
+    from ringfold.runtime.pixels.preprocess import PreprocessConfig
 
     frame = np.zeros((64, 128, 3), dtype=np.uint8)
     frame[:, :16] = (255, 0, 0)

@@ -9,7 +9,7 @@ import torch
 from ringfold.errors import BundleError
 from ringfold.exporter.export import export_run
 from ringfold.exporter.onnx_export import export_onnx, op_histogram
-from ringfold.runtime.bundle import load_bundle
+from ringfold.runtime.bundle.loader import load_bundle
 from ringfold.trainer.head import build_classifier
 from ringfold.trainer.models import load_clip
 from ringfold.trainer.run import load_adapted_model
@@ -117,7 +117,7 @@ def _as_csv(folder, csv_path):
 def _pixels(path):
     import hashlib
 
-    from ringfold.runtime.images import load_image
+    from ringfold.runtime.pixels.images import load_image
 
     return hashlib.sha256(np.asarray(load_image(path)).tobytes()).hexdigest()
 
@@ -126,7 +126,7 @@ def _pixels(path):
 def test_reference_images_come_from_the_split_the_run_held_out(demo_data, tmp_path, layout):
     """A flat folder or a CSV without a split column is split at random from --seed: the exporter must draw
     the same split, or the bundle's "test" reference images can be images the adapters were trained on."""
-    from ringfold.runtime.bundle import REFERENCE_IMAGES_DIR
+    from ringfold.runtime.bundle.spec import REFERENCE_IMAGES_DIR
     from ringfold.trainer.data_sources import load_splits
 
     data = _flat_copy(demo_data, tmp_path / "flat")

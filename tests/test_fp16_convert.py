@@ -27,9 +27,9 @@ from ringfold.exporter.precision import (
     variant_report,
     write_variants,
 )
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.parity import compare, tolerance_for
-from ringfold.runtime.precision_policy import final_normalisation_nodes
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.graph.precision_policy import final_normalisation_nodes
+from ringfold.runtime.parity.metrics import compare, tolerance_for
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 

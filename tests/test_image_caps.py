@@ -84,13 +84,13 @@ def test_extreme_aspect_png_is_refused_from_its_header_under_a_memory_limit(tiny
 
 
 def _cfg(size, resize_mode="shortest"):
-    from ringfold.runtime.preprocess import PreprocessConfig
+    from ringfold.runtime.pixels.preprocess import PreprocessConfig
 
     return PreprocessConfig(size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode=resize_mode)
 
 
 def test_preprocess_refuses_an_oversized_resize_before_allocating(monkeypatch):
-    from ringfold.runtime.preprocess import preprocess_image
+    from ringfold.runtime.pixels.preprocess import preprocess_image
 
     monkeypatch.setenv("RINGFOLD_MAX_RESIZE_PIXELS", "10_000_000")  # 4000x3 at 224 would make 298666x224
     calls = []
@@ -122,7 +122,7 @@ CASES = [
 @pytest.mark.parametrize("wh, size, resize_mode", CASES)
 def test_resize_cap_uses_the_resize_arithmetic(monkeypatch, wh, size, resize_mode):
     """The size checked against the cap is exactly the size the resize then makes: at the cap it passes."""
-    from ringfold.runtime.preprocess import preprocess_image, resized_size
+    from ringfold.runtime.pixels.preprocess import preprocess_image, resized_size
 
     cfg = _cfg(size, resize_mode)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
@@ -166,9 +166,9 @@ def _images(root: Path, n: int) -> list[Path]:
 
 
 def test_iter_predictions_yields_a_batch_before_decoding_the_next(tiny_bundle, tmp_path, monkeypatch):
-    import ringfold.runtime.classify as classify_mod
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
+    import ringfold.runtime.infer.classify as classify_mod
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.bundle.loader import load_bundle
 
     paths = _images(tmp_path / "imgs", 20)
     decoded = []
@@ -187,11 +187,12 @@ def test_iter_predictions_yields_a_batch_before_decoding_the_next(tiny_bundle, t
     assert first.path == paths[0] and len(decoded) == 8
     rest = list(preds)
     assert [p.path for p in [first, *rest]] == paths and len(decoded) == 20
-    assert classify_mod.classify_paths(bundle, model, paths[:3], top_k=2)[2].labels == rest[1].labels[:2]
+    again = list(classify_mod.iter_predictions(bundle, model, paths[:3], top_k=2))
+    assert again[2].labels == rest[1].labels[:2]
 
 
 def test_classify_prints_each_batch_before_an_interrupt(tiny_bundle, tmp_path, capsys, monkeypatch):
-    import ringfold.runtime.classify as classify_mod
+    import ringfold.runtime.infer.classify as classify_mod
 
     paths = _images(tmp_path / "imgs", 12)
     calls = []
@@ -261,10 +262,7 @@ def test_aspect_cap_is_raised_by_its_environment_variable(tiny_bundle, tmp_path,
 
 
 def test_pixel_cap_is_set_by_its_environment_variable(tiny_bundle, tmp_path, capsys, monkeypatch):
-    from ringfold.runtime.images import MAX_PIXELS
-    from ringfold.runtime.limits import Limits
 
-    assert MAX_PIXELS == Limits().max_image_pixels  # the old constant still imports, and agrees
     path = _png(tmp_path / "img.png", (80, 60))
     monkeypatch.setenv("RINGFOLD_MAX_IMAGE_PIXELS", "4000")
     assert main(["classify", str(tiny_bundle), str(path), *CPU]) == 2

@@ -204,9 +204,9 @@ def test_fold_keeps_mma_in_the_graph_and_outputs_unchanged():
 def test_export_round_trip_keeps_branch_and_matches_pytorch(demo_data, tmp_path, tiny_bundle):
     from ringfold.exporter.export import export_run
     from ringfold.exporter.onnx_export import op_histogram
-    from ringfold.runtime.backends import open_model
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.parity import bundle_parity
+    from ringfold.runtime.backends.registry import open_model
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.parity.stored import bundle_parity
     from ringfold.trainer.head import build_classifier
     from ringfold.trainer.run import load_adapted_model
 

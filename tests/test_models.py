@@ -89,7 +89,7 @@ def test_preprocess_is_typed_and_open_clip_transform_is_open_clips_own(tiny_run)
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from PIL import Image
 
-    from ringfold.runtime.preprocess import PreprocessConfig
+    from ringfold.runtime.pixels.preprocess import PreprocessConfig
     from ringfold.trainer.models import openclip_transform
     from ringfold.trainer.run import read_run
 

@@ -44,7 +44,7 @@ def test_overwrite_keeps_a_bundle_holding_a_user_file(tiny_bundle, tiny_run, tmp
 
 
 def _built_engine(bundle):
-    from ringfold.runtime.trt_engine import EngineKey, record_engine
+    from ringfold.runtime.bundle.engines import EngineKey, record_engine
 
     key = EngineKey("a" * 64, "10.3.0", "Orin", "8.7", "fp16", (1, 8, 16))
     engine = bundle / "engines" / key.file_name()

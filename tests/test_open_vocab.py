@@ -16,11 +16,11 @@ import torch
 
 from ringfold.cli import main
 from ringfold.errors import BundleError
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.onnx_backend import open_bundle_model
-from ringfold.runtime.onnx_subset import parse_model, serialize
-from ringfold.runtime.open_vocab import with_classes
-from ringfold.runtime.text_model import open_text_tower
+from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.graph.onnx_subset import parse_model, serialize
+from ringfold.runtime.vocab.open_vocab import with_classes
+from ringfold.runtime.vocab.text_model import open_text_tower
 from tests.helpers import one_line_error
 
 NEW_CLASSES = ["red fox", "barn owl", "golden retriever"]
@@ -37,7 +37,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def relabelled(tiny_bundle, tmp_path_factory):
-    from ringfold.runtime.relabel import relabel_bundle
+    from ringfold.runtime.vocab.relabel import relabel_bundle
 
     out = tmp_path_factory.mktemp("relabel") / "bundle"
     result = relabel_bundle(tiny_bundle, out, NEW_CLASSES, tuple(NEW_TEMPLATES))
@@ -312,8 +312,8 @@ def test_vit_b32_text_tower_and_relabel(tmp_path):
     """A ViT-B-32-sized model (random weights, random ARC adapters): text.onnx within 1e-4 of the unfolded
     PyTorch text tower, and a relabelled bundle equal to classify --classes and passing parity."""
     from ringfold.exporter.export import export_run
-    from ringfold.runtime.parity import bundle_parity
-    from ringfold.runtime.relabel import relabel_bundle
+    from ringfold.runtime.parity.stored import bundle_parity
+    from ringfold.runtime.vocab.relabel import relabel_bundle
     from ringfold.trainer.run import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "run", "ViT-B-32", {"method": "arc", "rank": 16, "layers": "all"}, ["a", "b"])
@@ -341,7 +341,7 @@ def test_relabel_of_a_raw_input_bundle_rewrites_raw_heads_and_deepstream_labels(
     assert {c["subject"] for c in raw_rows} == {"raw input float32", "raw input uint8"}
     assert all(c["passed"] and c["max_abs_logit"] <= 1e-4 for c in raw_rows)
     bundle = load_bundle(out)
-    from ringfold.runtime.raw_input import open_raw_model
+    from ringfold.runtime.backends.onnxruntime.model import open_raw_model
 
     raw_logits = open_raw_model(bundle, "float32").run(np.full((2, 3, *bundle.manifest.input_size), 128.0, np.float32))
     assert raw_logits["logits"].shape == (2, len(NEW_CLASSES))

@@ -145,7 +145,7 @@ def test_evaluate_cli_refuses_an_existing_out_before_evaluating(tiny_run, tmp_pa
 
 
 def test_engine_slot_refuses_an_engine_ringfold_did_not_record(tmp_path):
-    from ringfold.runtime.trt_engine import check_engine_slot
+    from ringfold.runtime.bundle.engines import check_engine_slot
 
     engines = tmp_path / "engines"
     engines.mkdir()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ringfold.commands import ParityResult
-from ringfold.runtime.parity import ParityReport, compare, tolerance_for, top1_margins
-from ringfold.runtime.parity_stats import binomial_sf, clopper_pearson_lower, images_needed
+from ringfold.runtime.parity.metrics import compare, tolerance_for, top1_margins
+from ringfold.runtime.parity.report import ParityReport
+from ringfold.runtime.parity.stats import binomial_sf, clopper_pearson_lower, images_needed
 
 
 def _outputs(n: int, classes: int = 5, seed: int = 0, margin: float = 2.0):
@@ -160,6 +161,22 @@ def test_small_sample_warning_for_8_images_not_for_500(tmp_path):
     assert large.sample_warning() is None and "Warning" not in large.to_markdown()
 
 
+def test_what_a_comparison_is_comes_from_its_typed_fields_not_its_title():
+    """The warning and the plot's legend read source, against and end_to_end; a title is only shown."""
+    from ringfold.runtime.parity.plot import _short
+
+    logits, emb = _outputs(8)
+    mine = compare("int8 on the user's photos", "int8", logits, emb, logits, emb, source="--images", end_to_end=True)
+    ref = compare("int8 stored", "int8", logits, emb, logits, emb, source="reference set", against="folded")
+    assert _report(mine).sample_warning().startswith("parity: only 8 images;")
+    assert _report(ref).sample_warning().startswith("parity: only 8 reference images;")
+    assert _short(mine) == "--images, vs unfolded" and _short(ref) == "reference set, vs folded"
+    named = compare("int8 vs PyTorch folded, --images end to end", "int8", logits, emb, logits, emb)
+    assert _short(named) == named.name[:35] + "…"  # the title as it is, shortened: nothing is read from it
+    assert _report(named).sample_warning().startswith("parity: only 8 reference images;")
+    assert "source" not in mine.to_dict() and "against" not in mine.to_dict()  # parity.json keeps its format
+
+
 def test_no_sample_warning_for_the_fp32_rule_or_a_failed_gate():
     logits, emb = _outputs(8)
     assert _report(compare("fp32", "fp32", logits, emb, logits, emb)).sample_warning() is None
@@ -210,7 +227,7 @@ def test_cli_passes_logit_error_to_the_gate(tiny_bundle, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ plot
 def test_plot_has_one_panel_per_precision_with_axes_from_zero(tmp_path):
     pytest.importorskip("matplotlib")
-    from ringfold.runtime.parity_plot import parity_figure
+    from ringfold.runtime.parity.plot import parity_figure
 
     logits, emb = _outputs(20)
     near_ref, near_out = _flip(logits, 2, 0.05)

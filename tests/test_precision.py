@@ -8,9 +8,9 @@ from PIL import Image
 from ringfold.cli import main
 from ringfold.errors import FieldError
 from ringfold.exporter.precision import FP16_BLOCKED_OPS, PrecisionRequest
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.onnx_backend import open_bundle_model
-from ringfold.runtime.parity import bundle_parity
+from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.parity.stored import bundle_parity
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_int8_without_calibration_is_refused(tiny_run, tmp_path, capsys):
 
 def test_relabel_rewrites_fp16_and_int8_dynamic_and_drops_static_int8(multi_bundle, tmp_path):
     """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8 needs calibration."""
-    from ringfold.runtime.relabel import relabel_bundle
+    from ringfold.runtime.vocab.relabel import relabel_bundle
 
     result = relabel_bundle(multi_bundle, tmp_path / "new", ["red fox", "barn owl", "eel"])
     assert result.variants == ["fp32", "fp16", "int8-dynamic"] and set(result.dropped) == {"int8"}
@@ -174,7 +174,7 @@ def test_relabel_rewrites_fp16_and_int8_dynamic_and_drops_static_int8(multi_bund
 def test_relabel_to_the_same_classes_requantizes_like_quantize_dynamic(multi_bundle, tmp_path):
     from onnx import numpy_helper
 
-    from ringfold.runtime.relabel import relabel_bundle
+    from ringfold.runtime.vocab.relabel import relabel_bundle
 
     old = load_bundle(multi_bundle)
     relabel_bundle(multi_bundle, tmp_path / "same", old.labels)

@@ -1,4 +1,4 @@
-"""The fp32-kept op set is defined once (runtime/precision_policy.py) and the fp16 export, the TensorRT build
+"""The fp32-kept op set is defined once (runtime/graph/precision_policy.py) and the fp16 export, the TensorRT build
 (``--fp32-layers``, the trtexec line) and the lint all keep the same nodes fp32."""
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ringfold.exporter import precision as exporter_precision
-from ringfold.runtime import precision_policy, trt_plan
-from ringfold.runtime.precision_policy import (
+from ringfold.runtime.backends.tensorrt import plan as trt_plan
+from ringfold.runtime.backends.tensorrt.lint import lint_model
+from ringfold.runtime.backends.tensorrt.lint.checks import precision as lint_precision
+from ringfold.runtime.graph import precision_policy
+from ringfold.runtime.graph.precision_policy import (
     FP32_OPS,
     FP32_TRT_LAYER_TYPES,
     final_normalisation_nodes,
+    fp32_layer_names,
     fp32_node_names,
 )
-from ringfold.runtime.trt_engine import fp32_layer_names
-from ringfold.runtime.trt_lint import lint_model
-from ringfold.runtime.trt_lint.checks import precision as lint_precision
 
 #: nodes of the graph below the policy keeps fp32, in graph order
 KEPT = ["ln", "softmax", "pow", "reduce_sum", "sqrt", "reduce_mean", "reduce_l2", "normalise", "head"]
@@ -131,5 +132,32 @@ def test_final_normalisation_stops_where_the_graph_quantizes():
 
 
 def test_policy_module_imports_neither_onnx_nor_torch():
+    """At its top: only ``fp32_layer_names``, which reads a file, imports onnx, inside it (None without onnx)."""
     source = Path(precision_policy.__file__).read_text()
-    assert not re.search(r"^\s*(import|from)\s+(onnx|torch)\b", source, re.M)
+    assert not re.search(r"^(import|from)\s+(onnx|torch)\b", source, re.M)
+    assert not re.search(r"^\s*(import|from)\s+torch\b", source, re.M)
+    assert re.findall(r"^\s+(?:import|from)\s+onnx\b.*$", source, re.M) == ["        import onnx"]
+
+
+def test_the_precision_names_and_their_properties_are_one_table():
+    """File, suffix, backends, TensorRT or not, tolerances: each reader looks the precision up in the table."""
+    from ringfold.runtime.backends.tensorrt.lint.compare import POLYGRAPHY_TOLERANCES
+    from ringfold.runtime.bundle.precisions import ENGINE_PRECISIONS, PRECISIONS, TABLE, numerics
+    from ringfold.runtime.parity.metrics import DEFAULT_TOLERANCES, tolerance_for
+
+    assert PRECISIONS == ("fp32", "fp16", "int8", "int8-dynamic") and ENGINE_PRECISIONS == ("fp32", "fp16", "int8")
+    assert exporter_precision.VARIANT_FILES == {
+        "fp32": "model.onnx",
+        "fp16": "model_fp16.onnx",
+        "int8": "model_int8.onnx",
+        "int8-dynamic": "model_int8_dynamic.onnx",
+    }
+    assert TABLE["int8-dynamic"].backends == ("onnxruntime",) and TABLE["int8-dynamic"].cpu_only
+    assert not TABLE["int8-dynamic"].tensorrt and all(TABLE[p].tensorrt for p in ENGINE_PRECISIONS)
+    assert tolerance_for("int8-dynamic") == DEFAULT_TOLERANCES["int8"] and numerics("fp16") == "fp16"
+    assert set(POLYGRAPHY_TOLERANCES) == {numerics(p) for p in PRECISIONS}
+
+    class Variants:
+        variants = dict.fromkeys(PRECISIONS)
+
+    assert trt_plan.engine_sources(Variants, "fp16") == list(TABLE["fp16"].engine_sources) == ["fp32", "fp16"]

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, load_image
-from ringfold.runtime.preprocess import PreprocessConfig, preprocess_batch, preprocess_image
+from ringfold.runtime.base.limits import Limits
+from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, list_images, load_image
+from ringfold.runtime.pixels.preprocess import PreprocessConfig, preprocess_batch, preprocess_image
 
 TOL = 1e-5
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -357,7 +358,7 @@ def test_bad_files_raise_one_line_image_error(tmp_path, monkeypatch, case, pillo
     assert BAD_CASES[case] in message.lower(), message
     assert elapsed < 1.0, f"{case} took {elapsed:.2f}s: was it decoded before being refused?"
     if case == "over_limit_header_only":
-        assert str(MAX_PIXELS) in message  # our check, not a decode error
+        assert str(Limits().max_image_pixels) in message  # our check, not a decode error
 
 
 def test_truncated_images_stay_errors() -> None:
@@ -387,8 +388,25 @@ def test_list_images_expands_directories(tmp_path: Path) -> None:
 
 def test_runtime_image_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, ringfold.runtime.images, ringfold.runtime.preprocess\n"
+        "import sys, ringfold.runtime.pixels.images, ringfold.runtime.pixels.preprocess\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip'))\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_one_pixel_normalisation_for_the_normalised_and_the_raw_path():
+    """preprocess_image is normalise() of the resized pixels, bit for bit, and so is the raw path's openclip
+    geometry; normalise never changes the pixels it is given (the export reuses them for the raw model)."""
+    from ringfold.runtime.pixels.preprocess import normalise, resized_pixels
+    from ringfold.runtime.pixels.raw import normalised_pixels, raw_pixels
+
+    cfg = PreprocessConfig(size=(32, 32), mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    want = preprocess_image(img, cfg)
+    assert np.array_equal(normalise(resized_pixels(img, cfg).transpose(2, 0, 1), cfg), want)
+    assert np.array_equal(normalised_pixels(img, cfg, "openclip"), want)
+    raw = raw_pixels(img, cfg)
+    kept = raw.copy()
+    assert np.array_equal(normalise(raw, cfg), want) and np.array_equal(raw, kept)
+    assert want.flags.c_contiguous and want.dtype == np.float32

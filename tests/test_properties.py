@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ringfold.exporter.fold import fold_adapters
-from ringfold.runtime.preprocess import PreprocessConfig, preprocess_image
+from ringfold.runtime.pixels.preprocess import PreprocessConfig, preprocess_image
 from ringfold.trainer.adapters import inject
 from ringfold.trainer.adapters.adaring import AdaRingConfig
 from ringfold.trainer.adapters.arc import ArcConfig
@@ -28,7 +28,7 @@ MODES = ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "1"]
     seed=st.integers(0, 2**16),
 )
 def test_preprocessing_matches_open_clip(width, height, mode, size, resize_mode, interpolation, seed):
-    from ringfold.runtime.images import _to_rgb  # the canonical mode flattening load_image applies
+    from ringfold.runtime.pixels.images import _to_rgb  # the canonical mode flattening load_image applies
 
     rng = np.random.default_rng(seed)
     rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))

@@ -16,9 +16,9 @@ from ringfold.cli import main
 from ringfold.errors import RingfoldError
 from ringfold.exporter.onnx_export import op_histogram
 from ringfold.exporter.raw_input import fold_normalisation
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.preprocess import preprocess_image
-from ringfold.runtime.raw_preprocess import raw_pixels, raw_pixels_uint8, unnormalise
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.pixels.preprocess import preprocess_image
+from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8, unnormalise
 from tests import bundle_tamper as tamper
 from tests.helpers import one_line_error
 

@@ -4,17 +4,19 @@ import sys
 
 import numpy as np
 
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.classify import classify_paths
-from ringfold.runtime.onnx_backend import OnnxModel, choose_providers
-from ringfold.runtime.parity import bundle_parity, compare, tolerance_for
+from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+from ringfold.runtime.backends.onnxruntime.session import choose_providers
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.infer.classify import iter_predictions
+from ringfold.runtime.parity.metrics import compare, tolerance_for
+from ringfold.runtime.parity.stored import bundle_parity
 
 
 def test_runtime_does_not_import_torch():
     code = (
-        "import sys, ringfold.runtime, ringfold.runtime.bundle, ringfold.runtime.classify, "
-        "ringfold.runtime.parity, ringfold.runtime.onnx_backend, ringfold.runtime.images, "
-        "ringfold.runtime.preprocess, ringfold.cli; "
+        "import sys, ringfold.runtime, ringfold.runtime.bundle, ringfold.runtime.infer.classify, "
+        "ringfold.runtime.parity, ringfold.runtime.backends.onnxruntime.model, ringfold.runtime.pixels.images, "
+        "ringfold.runtime.pixels.preprocess, ringfold.cli; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip', 'torchvision')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -38,10 +40,10 @@ def test_classify_top1_is_argmax_of_backend_logits(tiny_bundle, demo_data):
     bundle = load_bundle(tiny_bundle)
     model = OnnxModel(bundle.model_path(), provider="cpu")
     images = sorted((demo_data / "test").rglob("*.png"))[:5]
-    preds = classify_paths(bundle, model, images, top_k=3)
+    preds = list(iter_predictions(bundle, model, images, top_k=3))
     assert [p.path for p in preds] == images
-    from ringfold.runtime.images import load_image
-    from ringfold.runtime.preprocess import preprocess_batch
+    from ringfold.runtime.pixels.images import load_image
+    from ringfold.runtime.pixels.preprocess import preprocess_batch
 
     logits = model.run(preprocess_batch([load_image(p) for p in images], bundle.preprocess))["logits"]
     assert [p.labels[0] for p in preds] == [bundle.labels[i] for i in logits.argmax(1)]

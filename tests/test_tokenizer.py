@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
 from ringfold.errors import BundleError, RingfoldError
-from ringfold.runtime.text_clean import clean_text
-from ringfold.runtime.tokenizer import NUM_MERGES, ClipTokenizer, read_merges
+from ringfold.runtime.vocab.text_clean import clean_text
+from ringfold.runtime.vocab.tokenizer import NUM_MERGES, ClipTokenizer, read_merges
 
 CONTEXT = 32  # the tiny test model's context length: long texts truncate quickly
 
@@ -168,11 +168,11 @@ def test_vocabulary_reader_refuses_bad_files(tmp_path, monkeypatch):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(BundleError, match=name):
             read_merges(tmp_path / name)
-    monkeypatch.setattr("ringfold.runtime.tokenizer.MAX_VOCAB_TEXT_BYTES", 1 << 20)
+    monkeypatch.setattr("ringfold.runtime.vocab.tokenizer.MAX_VOCAB_TEXT_BYTES", 1 << 20)
     bomb = _write_gz(tmp_path / "bomb.gz", b"a" * (2 << 20))  # 2 KiB that unpack to 2 MiB
     with pytest.raises(BundleError, match="gzip bomb"):
         read_merges(bomb)
-    monkeypatch.setattr("ringfold.runtime.tokenizer.MAX_VOCAB_GZ_BYTES", 1000)
+    monkeypatch.setattr("ringfold.runtime.vocab.tokenizer.MAX_VOCAB_GZ_BYTES", 1000)
     with pytest.raises(BundleError, match="cap"):
         read_merges(Path(default_bpe()))
 

@@ -16,8 +16,8 @@ import pytest
 
 from ringfold.cli import main
 from ringfold.ownership import RECORD_FILE
-from ringfold.runtime.bundle import load_bundle
-from ringfold.runtime.trt_engine import EngineKey, record_engine
+from ringfold.runtime.bundle.engines import EngineKey, record_engine
+from ringfold.runtime.bundle.loader import load_bundle
 from tests.helpers import one_line_error
 
 VARIANTS = ("fp32", "fp16", "int8", "int8-dynamic")
@@ -121,7 +121,7 @@ def test_the_protobuf_parse_rejects_what_triton_would(exported, model_config_pb2
 
 def test_repository_onnx_reproduces_the_bundle_reference_logits(exported):
     """The copied files are the right ones: ONNX Runtime on them gives the bundle's stored outputs."""
-    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.backends.onnxruntime.model import OnnxModel
 
     bundle_path, repo = exported
     bundle = load_bundle(bundle_path)
@@ -251,7 +251,7 @@ def test_out_that_is_a_file_or_inside_the_bundle_is_refused(tiny_bundle, tmp_pat
 
 
 def test_a_failed_write_leaves_no_model_folder(tiny_bundle, tmp_path, monkeypatch, capsys):
-    from ringfold.runtime import triton_repo
+    from ringfold.runtime.deploy import triton_repo
 
     def disk_full(*_args):
         raise OSError(28, "No space left on device")
@@ -273,7 +273,7 @@ def test_triton_runs_on_a_runtime_only_install(tiny_bundle, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_vit_b16_bundle_becomes_a_repository_whose_onnx_matches_the_reference(tmp_path, demo_data, model_config_pb2):
     """Realistic size (ViT-B/16, random weights, untrained adapters): 224×224 input, 512-wide embedding."""
-    from ringfold.runtime.onnx_backend import OnnxModel
+    from ringfold.runtime.backends.onnxruntime.model import OnnxModel
 
     run, bundle, repo = tmp_path / "run", tmp_path / "vit b16", tmp_path / "repo"
     train = ["train", "--model", "ViT-B-16", "--random-init", "--method", "arc", "--rank", "8", "--epochs", "0"]
@@ -302,8 +302,8 @@ def test_raw_input_models_become_raw_triton_models(raw_bundle, tmp_path, model_c
     """A --raw-input bundle also gets <name>_raw (FP32) and <name>_raw_uint8 (UINT8) models, RGB 0..255 in."""
     import onnxruntime as ort
 
-    from ringfold.runtime.images import load_image
-    from ringfold.runtime.raw_preprocess import raw_pixels_uint8
+    from ringfold.runtime.pixels.images import load_image
+    from ringfold.runtime.pixels.raw import raw_pixels_uint8
 
     repo = tmp_path / "repo"
     assert main(["triton", str(raw_bundle), "--out", str(repo), "--name", "m"]) == 0

@@ -13,7 +13,8 @@ import pytest
 
 from ringfold.cli import main
 from ringfold.errors import RingfoldError
-from ringfold.runtime.trt_engine import EngineKey, check_engine, find_engine, record_engine
+from ringfold.runtime.backends.tensorrt.engines import check_engine, find_engine
+from ringfold.runtime.bundle.engines import EngineKey, record_engine
 from tests.trt_stand_ins import FakeEnv
 
 
@@ -109,6 +110,30 @@ def test_engine_symlinked_out_of_the_bundle_is_refused(tmp_path):
         find_engine(bundle, "fp16", env, "a" * 64)
 
 
+def test_engines_are_the_ones_the_index_lists_for_every_reader(tmp_path):
+    """engines/index.json is the folder's table of contents: an engine and sidecar someone put beside it without
+    `build-engine` is no candidate, and a listed engine whose file is gone is a note, not a crash."""
+    import hashlib
+
+    from ringfold.runtime.bundle.engines import list_engines
+
+    env = FakeEnv()
+    path, key = _engine(tmp_path, env, precision="fp16")
+    stray = path.with_name("stray.engine")
+    stray.write_bytes(b"an engine copied in by hand")
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["key"]["precision"] = "int8"
+    sidecar["sha256"] = hashlib.sha256(stray.read_bytes()).hexdigest()
+    stray.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(RingfoldError, match="no int8 TensorRT engine built yet"):
+        find_engine(tmp_path, "int8", env, "a" * 64)
+    entries, notes = list_engines(tmp_path)
+    assert [(e.path, e.key) for e in entries] == [(path, key)] and notes == []
+    path.unlink()
+    entries, notes = list_engines(tmp_path)
+    assert entries == [] and notes == [f"{path}: listed in index.json but it or its sidecar is missing"]
+
+
 def test_engine_name_without_a_gpu_leaves_the_gpu_part_out():
     key = EngineKey("a" * 64, "8.6.2", "", "", "fp16", (1, 4, 8))
     assert key.file_name() == "model-fp16-trt8.6-b1-4-8-aaaaaaaaaaaa.engine"
@@ -170,7 +195,7 @@ def _has_trt_and_cuda() -> str | None:
     except ImportError:
         return "polygraphy is not installed (pip install polygraphy)"
     try:
-        from ringfold.runtime.trt_engine import LiveTrtEnvironment
+        from ringfold.runtime.backends.tensorrt.engines import LiveTrtEnvironment
 
         LiveTrtEnvironment().device_name()
     except Exception as exc:  # no CUDA runtime or device
@@ -198,8 +223,8 @@ def _copy(bundle, tmp_path):
 
 
 def _onnx_runtime_outputs(bundle_path, precision="fp32"):
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.onnx_backend import open_bundle_model
+    from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+    from ringfold.runtime.bundle.loader import load_bundle
 
     bundle = load_bundle(bundle_path)
     pixels = bundle.reference().pixel_values
@@ -213,8 +238,8 @@ def _cosine(a, b):
 
 @_gpu
 def test_fp16_engine_built_with_polygraphy_matches_onnx_runtime(tiny_bundle, tmp_path, capsys):
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_backend import open_trt_model
+    from ringfold.runtime.backends.tensorrt.runner import open_trt_model
+    from ringfold.runtime.bundle.loader import load_bundle
 
     bundle = _copy(tiny_bundle, tmp_path)
     cache = tmp_path / "timing cache.bin"  # a space in the path, as users have
@@ -266,8 +291,8 @@ def test_build_engine_classify_and_parity_on_gpu(tiny_bundle, tmp_path, precisio
 
 @_gpu
 def test_batch_outside_profile_is_refused_on_gpu(tiny_bundle, tmp_path):
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_backend import open_trt_model
+    from ringfold.runtime.backends.tensorrt.runner import open_trt_model
+    from ringfold.runtime.bundle.loader import load_bundle
 
     bundle = _copy(tiny_bundle, tmp_path)
     assert main(["build-engine", str(bundle), "--precision", "fp32", "--batch", "2,2,4"]) == 0
@@ -320,7 +345,7 @@ def test_trtexec_line_builds_an_engine_ringfold_registers(tiny_bundle, tmp_path,
 def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
     import tensorrt
 
-    from ringfold.runtime.trt_engine import parse_version
+    from ringfold.runtime.bundle.engines import parse_version
 
     if parse_version(tensorrt.__version__) < (10,):
         pytest.skip(f"strongly typed networks need TensorRT 10 (this is {tensorrt.__version__})")
@@ -329,8 +354,8 @@ def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
     sidecar = json.loads(next((bundle / "engines").glob("*.json")).read_text())
     assert sidecar["strongly_typed"] is True
     pixels, reference = _onnx_runtime_outputs(bundle)
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_backend import open_trt_model
+    from ringfold.runtime.backends.tensorrt.runner import open_trt_model
+    from ringfold.runtime.bundle.loader import load_bundle
 
     got = open_trt_model(load_bundle(bundle), "fp32").run_batched(pixels)
     assert _cosine(got["logits"], reference["logits"]) > 0.9999
@@ -338,18 +363,18 @@ def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
 
 def test_tensorrt_version_window(monkeypatch, capsys):
     """8.6 and 10.x are accepted silently, older is refused in one line, a newer major gets one note."""
-    from ringfold.runtime import trt_engine
+    from ringfold.runtime.backends.tensorrt import stack as trt_stack
 
     def fake(version: str):
         monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
-        trt_engine._warn_untested_trt.cache_clear()
-        return trt_engine.import_tensorrt()
+        trt_stack._warn_untested_trt.cache_clear()
+        return trt_stack.import_tensorrt()
 
     assert fake("10.3.0").__version__ == "10.3.0" and fake("8.6.2").__version__ == "8.6.2"
     assert capsys.readouterr().err == ""
     with pytest.raises(RingfoldError, match=r"TensorRT 8\.5\.3 is too old: ringfold needs 8\.6"):
         fake("8.5.3")
     fake("11.0.1")
-    trt_engine.import_tensorrt()  # the note is printed once per process
+    trt_stack.import_tensorrt()  # the note is printed once per process
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT 11.0.1 is newer than the 8.6 and 10.x" in err[0]

@@ -13,9 +13,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ringfold.cli import main
 from ringfold.errors import BundleError, RingfoldError
-from ringfold.runtime import trt_lint
-from ringfold.runtime.trt_lint import PARSERS, lint_bundle, lint_model, polygraphy_compare, polygraphy_missing
-from ringfold.runtime.trt_lint.checks import weights as lint_weights
+from ringfold.runtime.backends.tensorrt import lint as trt_lint
+from ringfold.runtime.backends.tensorrt.lint import (
+    PARSERS,
+    lint_bundle,
+    lint_model,
+    polygraphy_compare,
+    polygraphy_missing,
+)
+from ringfold.runtime.backends.tensorrt.lint.checks import weights as lint_weights
 
 # ----------------------------------------------------------------------------------------- real bundles
 
@@ -414,7 +420,7 @@ def test_polygraphy_tensorrt_matches_onnx_runtime_on_the_fp32_bundle(tiny_bundle
     missing = polygraphy_missing()
     if missing:
         pytest.skip(f"needs polygraphy, TensorRT and a CUDA device; missing: {', '.join(missing)}")
-    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.bundle.loader import load_bundle
 
     bundle = load_bundle(tiny_bundle)
     pixels = bundle.reference().pixel_values
@@ -434,7 +440,7 @@ def test_polygraphy_tensorrt_matches_onnx_runtime_on_the_fp32_bundle(tiny_bundle
 )
 def test_bundles_of_every_method_pass_the_trt10_lint(tmp_path, adapter):
     from ringfold.exporter.export import export_run
-    from ringfold.runtime.bundle import load_bundle
+    from ringfold.runtime.bundle.loader import load_bundle
     from ringfold.trainer.run import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "run", "ringfold-tiny-vit", adapter, ["a", "b", "c"], adapter_std=0.1)

@@ -1,5 +1,5 @@
 """The TensorRT lint as a package: its operator tables are data files that load, name real ONNX ops and agree with
-each other; the public API imports from ``ringfold.runtime.trt_lint`` without onnx or torch."""
+each other; the public API imports from ``ringfold.runtime.backends.tensorrt.lint`` without onnx or torch."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import onnx.defs
 import pytest
 from onnx import TensorProto
 
-from ringfold.runtime import trt_lint
-from ringfold.runtime.trt_lint.parsers import PARSERS, TARGETS, load_parsers
+from ringfold.runtime.backends.tensorrt import lint as trt_lint
+from ringfold.runtime.backends.tensorrt.lint.parsers import PARSERS, TARGETS, load_parsers
 
 ROOT = Path(__file__).resolve().parents[1]
 #: experimental ops ONNX dropped in opset 10 (onnx 1.5) that onnx-tensorrt still imports from old models
@@ -27,7 +27,7 @@ TYPES_NEWER_THAN_ONNX_1_16 = {"FLOAT4E2M1"}
 
 
 def _docs() -> dict[str, dict]:
-    ops = resources.files("ringfold.runtime.trt_lint").joinpath("ops")
+    ops = resources.files("ringfold.runtime.backends.tensorrt.lint").joinpath("ops")
     files = [f for f in ops.iterdir() if f.name.endswith(".json")]
     return {f.name: json.loads(f.read_text(encoding="utf-8")) for f in files}
 
@@ -110,7 +110,7 @@ def test_public_api_is_importable_from_the_package():
 def test_package_imports_without_onnx_and_the_lint_names_it():
     code = (
         "import sys; sys.modules['onnx'] = None\n"
-        "import ringfold.runtime.trt_lint as t\n"
+        "import ringfold.runtime.backends.tensorrt.lint as t\n"
         "from ringfold.errors import RingfoldError\n"
         "assert t.TARGETS == ('trt-8.6', 'trt-10')\n"
         "try:\n    t.lint_model('missing.onnx', 'trt-10')\n"
@@ -122,10 +122,10 @@ def test_package_imports_without_onnx_and_the_lint_names_it():
 
 def test_runtime_modules_import_no_torch():
     code = (
-        "import sys, ringfold.runtime.trt_lint, ringfold.runtime.classify, ringfold.runtime.parity, "
-        "ringfold.runtime.bench, ringfold.runtime.backends, ringfold.runtime.precision_policy, "
-        "ringfold.runtime.trt_build, ringfold.runtime.trt_plan, ringfold.runtime.trtexec, "
-        "ringfold.runtime.trt_backend\n"
+        "import importlib, pkgutil, sys, ringfold.runtime as r\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'ringfold.runtime.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert 'ringfold.runtime.backends.tensorrt.build' in sys.modules\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -138,5 +138,5 @@ def test_pyproject_ships_every_runtime_package_and_the_lint_tables():
     for init in (ROOT / "runtime").rglob("__init__.py"):
         parts = init.parent.relative_to(ROOT / "runtime").parts
         assert ".".join(("ringfold", "runtime", *parts)) in packages, init
-    data = config["package-data"]["ringfold.runtime.trt_lint"]
+    data = config["package-data"]["ringfold.runtime.backends.tensorrt.lint"]
     assert "ops/*.json" in data

@@ -33,9 +33,11 @@ from polygraphy.backend.trt import (  # noqa: E402
 from ringfold.cli import build_parser, main  # noqa: E402
 from ringfold.errors import RingfoldError  # noqa: E402
 from ringfold.ownership import ownership_problem  # noqa: E402
-from ringfold.runtime import trt_backend, trt_build, trt_engine, trt_plan  # noqa: E402
-from ringfold.runtime.bundle import TensorSpec, load_bundle  # noqa: E402
-from ringfold.runtime.trt_build import (  # noqa: E402
+from ringfold.runtime.backends.tensorrt import build as trt_build  # noqa: E402
+from ringfold.runtime.backends.tensorrt import cuda as trt_cuda  # noqa: E402
+from ringfold.runtime.backends.tensorrt import plan as trt_plan  # noqa: E402
+from ringfold.runtime.backends.tensorrt import stack as trt_stack  # noqa: E402
+from ringfold.runtime.backends.tensorrt.build import (  # noqa: E402
     BuilderConfig,
     CalibrationBatches,
     PinFp32Layers,
@@ -44,9 +46,13 @@ from ringfold.runtime.trt_build import (  # noqa: E402
     polygraphy_loaders,
     register_engine,
 )
-from ringfold.runtime.trt_engine import find_engine, parse_nvidia_smi, read_sidecar, sidecar  # noqa: E402
-from ringfold.runtime.trt_plan import BuildOptions, Fp32Layers, plan_build  # noqa: E402
-from ringfold.runtime.trtexec import trtexec_argv  # noqa: E402
+from ringfold.runtime.backends.tensorrt.cuda import parse_nvidia_smi  # noqa: E402
+from ringfold.runtime.backends.tensorrt.engines import find_engine  # noqa: E402
+from ringfold.runtime.backends.tensorrt.plan import BuildOptions, Fp32Layers, plan_build  # noqa: E402
+from ringfold.runtime.backends.tensorrt.trtexec import trtexec_argv  # noqa: E402
+from ringfold.runtime.bundle.engines import read_sidecar, sidecar  # noqa: E402
+from ringfold.runtime.bundle.loader import load_bundle  # noqa: E402
+from ringfold.runtime.bundle.spec import TensorSpec  # noqa: E402
 from tests import trt_stand_ins  # noqa: E402
 
 SHAS = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64}
@@ -293,7 +299,7 @@ def test_polygraphy_log_goes_to_stderr_and_failures_are_one_line(capsys):
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 
-    with trt_engine.polygraphy_log("INFO"):
+    with trt_stack.polygraphy_log("INFO"):
         G_LOGGER.warning("from polygraphy")
     out = capsys.readouterr()
     assert out.out == "" and "from polygraphy" in out.err
@@ -302,7 +308,7 @@ def test_polygraphy_log_goes_to_stderr_and_failures_are_one_line(capsys):
         raise PolygraphyException("Could not parse ONNX correctly\nmore detail")
 
     with pytest.raises(RingfoldError) as info:
-        trt_engine.run_polygraphy(fails, "model.onnx: TensorRT could not build an engine", "see the log above")
+        trt_stack.run_polygraphy(fails, "model.onnx: TensorRT could not build an engine", "see the log above")
     msg = str(info.value)
     assert msg == "model.onnx: TensorRT could not build an engine (Could not parse ONNX correctly); see the log above"
 
@@ -387,8 +393,8 @@ def _engine_io(bundle):
 
 def _stand_in_engine(monkeypatch, bundle, profile=(1, 4, 8), io=None):
     inputs, outputs = io or _engine_io(bundle)
-    monkeypatch.setattr(trt_backend, "load_engine", lambda data, path: ("engine", data))
-    monkeypatch.setattr(trt_backend, "engine_io", lambda engine: (inputs, outputs, profile))
+    monkeypatch.setattr(trt_build, "load_engine", lambda data, path: ("engine", data))  # what register_engine calls
+    monkeypatch.setattr(trt_build, "engine_io", lambda engine: (inputs, outputs, profile))
 
 
 def test_register_renames_a_trtexec_engine_in_engines_and_records_it(tiny_bundle, tmp_path, monkeypatch):
@@ -542,7 +548,7 @@ def gpu(monkeypatch):
     """What this machine's GPU looks like to --print-trtexec (None: no CUDA, no nvidia-smi)."""
 
     def set_gpu(value):
-        monkeypatch.setattr(trt_engine, "detect_gpu", lambda: value)
+        monkeypatch.setattr(trt_cuda, "detect_gpu", lambda: value)
 
     set_gpu(("NVIDIA Jetson AGX Orin", "8.7"))
     return set_gpu
@@ -592,7 +598,7 @@ def test_print_trtexec_for_another_device_takes_gpu_and_sm(tiny_bundle, capsys, 
     def no_detection():
         raise AssertionError("--gpu/--sm given: nothing to detect")
 
-    monkeypatch.setattr(trt_engine, "detect_gpu", no_detection)
+    monkeypatch.setattr(trt_cuda, "detect_gpu", no_detection)
     code, out, err = _print(capsys, tiny_bundle, "--gpu", "Orin", "--sm", "8.7", version="10.3.0")
     assert code == 0 and "-trt10.3-orin-sm87-b1-8-16-" in out and "no GPU" not in err
 
@@ -601,7 +607,7 @@ def test_print_trtexec_asks_nvidia_smi_when_cuda_cannot_say(tiny_bundle, tmp_pat
     def no_cuda(device=0):
         raise RingfoldError("no libcudart")
 
-    monkeypatch.setattr(trt_engine, "cuda_device", no_cuda)
+    monkeypatch.setattr(trt_cuda, "cuda_device", no_cuda)
     smi = tmp_path / "bin" / "nvidia-smi"
     smi.parent.mkdir()
     smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 4090, 8.9'\n")
@@ -669,8 +675,8 @@ def test_print_trtexec_values_are_checked(tiny_bundle, capsys, args, needle):
 
 def test_gpu_queries_never_raise_on_a_machine_without_cuda(monkeypatch):
     monkeypatch.setenv("PATH", "")
-    assert isinstance(trt_engine.cuda_device_count(), int)
-    found = trt_engine.detect_gpu()
+    assert isinstance(trt_cuda.cuda_device_count(), int)
+    found = trt_cuda.detect_gpu()
     assert found is None or (isinstance(found[0], str) and "." in found[1])
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ringfold.runtime import trt_backend
+from ringfold.runtime.backends.tensorrt import runner as trt_backend
 
 
 class FakeEnv:

@@ -25,9 +25,10 @@ from safetensors.torch import save_file
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.runtime.fields import describe_type, is_number, json_type, matches_type, one_line, short_repr
+from ringfold.runtime.base.fields import one_line
 
 from .run import check_adapter_tensors
+from .schema import describe_type, is_number, json_type, matches_type, short_repr
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: the trainer never writes a non-finite checkpoint (save_checkpoint refuses), so a bad one was damaged or altered

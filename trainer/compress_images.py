@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.runtime.fields import one_line
-from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images, load_image
-from ringfold.runtime.parity import compare
+from ringfold.runtime.base.fields import one_line
+from ringfold.runtime.parity.metrics import compare
+from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, list_images, load_image
 
 from .head import build_classifier, classifier_outputs
 from .run import RunRecord, splits_from_record

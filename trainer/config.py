@@ -32,8 +32,10 @@ from typing import Any, ClassVar
 
 from ringfold import values as V
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.runtime.fields import check_dataclass_fields, field_error, is_number, json_type, read_json, short_repr
-from ringfold.runtime.limits import limits
+from ringfold.runtime.base.fields import read_json
+from ringfold.runtime.base.limits import limits
+
+from .schema import check_dataclass_fields, field_error, is_number, json_type, short_repr
 
 CONFIG_FILE = "train_config.json"
 _NO_DEFAULT: Any = dataclasses.MISSING

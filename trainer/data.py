@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.images import load_image
+from ringfold.runtime.pixels.images import load_image
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.runtime.class_list import check_class_names
-from ringfold.runtime.images import IMAGE_EXTENSIONS, list_images
+from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, list_images
+from ringfold.runtime.vocab.class_list import check_class_names
 
 from .data import SPLIT_NAMES, LabelledSplits, Sample, read_data_json, sorted_samples, subsample_classes
 

@@ -25,7 +25,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 
 from ringfold.atomic import sha256_file
 from ringfold.errors import FieldError, RingfoldError
-from ringfold.runtime.preprocess import PreprocessConfig
+from ringfold.runtime.pixels.preprocess import PreprocessConfig
 
 from .pretrained import fetch_pretrained
 

@@ -22,23 +22,16 @@ from safetensors.torch import load_file, save_file
 import ringfold
 from ringfold.atomic import atomic_path, write_json
 from ringfold.errors import RingfoldError
-from ringfold.runtime.fields import (
-    check_choice,
-    check_dataclass_fields,
-    field_error,
-    get_field,
-    one_line,
-    read_json,
-    short_repr,
-)
-from ringfold.runtime.limits import limits
-from ringfold.runtime.preprocess import PreprocessConfig
+from ringfold.runtime.base.fields import one_line, read_json
+from ringfold.runtime.base.limits import limits
+from ringfold.runtime.pixels.preprocess import PreprocessConfig
 
 from . import data as data_mod
 from .adapters import AdapterSet, inject
 from .config import AdapterConfig, config_from_dict, read_adapter_config
 from .data_sources import load_run_splits
 from .models import LoadedModel, WeightsSource, load_clip, reload_clip
+from .schema import check_choice, check_dataclass_fields, field_error, get_field, short_repr
 
 RUN_FORMAT_VERSION = 1
 ADAPTERS_FILE = "adapters.safetensors"

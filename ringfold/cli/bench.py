@@ -29,7 +29,7 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bench import write_bench
+    from ringfold.runtime.infer.bench import write_bench
 
     out = Path(args.out) if args.out else beside(Path(args.bundle), ".bench")
     check_apart(out, args.bundle, "bundle")

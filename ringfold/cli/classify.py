@@ -1,7 +1,7 @@
 """``ringfold classify`` and ``ringfold relabel``: a bundle's predictions, and its head for other classes (torch-free).
 
 Open vocabulary (``classify --classes/--templates``, ``relabel``) is checked against the bundle before
-any model loads; the work is :func:`ringfold.commands.open_vocabulary` and ``runtime/relabel.py``.
+any model loads; the work is :func:`ringfold.commands.open_vocabulary` and ``runtime/vocab/relabel.py``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.classify import iter_predictions
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.infer.classify import iter_predictions
 
     bundle = load_bundle(args.bundle)
     vocabulary = _vocabulary(bundle, args.classes, args.templates)  # checked before the model loads
@@ -71,7 +71,7 @@ def _vocabulary(bundle, classes: str | None, templates: str | None) -> tuple[lis
     """``--classes/--templates`` checked against the bundle before its model loads; None without them.
 
     ``--classes ''`` is given (and refused as empty), never taken for "not given"."""
-    from ringfold.runtime.class_list import check_against_bundle, parse_classes, parse_templates
+    from ringfold.runtime.vocab.class_list import check_against_bundle, parse_classes, parse_templates
 
     if classes is None and templates is None:
         return None
@@ -86,9 +86,9 @@ def _vocabulary(bundle, classes: str | None, templates: str | None) -> tuple[lis
 
 def _open_model(bundle, args: argparse.Namespace):
     """(model, preprocess): the normalised model on ``--backend``, or ``--input raw|raw-uint8``'s raw-pixel model
-    and the client-side resize that feeds it (the model normalises; runtime/raw_input.py)."""
+    and the client-side resize that feeds it (the model normalises; runtime/bundle/sections/raw_input.py)."""
     if args.input == "normalised":
-        from ringfold.runtime.backends import open_model
+        from ringfold.runtime.backends.registry import open_model
 
         return open_model(bundle, args.precision, args.backend, args.provider, args.threads), None
     if args.backend != "onnxruntime" or args.precision != "fp32":
@@ -111,8 +111,8 @@ def add_relabel(sub) -> None:
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    from ringfold.runtime.class_list import parse_classes, parse_templates
-    from ringfold.runtime.relabel import ENGINE_NOTE, relabel_bundle
+    from ringfold.runtime.vocab.class_list import parse_classes, parse_templates
+    from ringfold.runtime.vocab.relabel import ENGINE_NOTE, relabel_bundle
 
     classes = parse_classes(args.classes)
     # None (no --templates, or 'bundle'): relabel_bundle takes the bundle's own from the manifest it verifies

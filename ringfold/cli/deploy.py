@@ -1,6 +1,6 @@
 """``ringfold deepstream`` and ``ringfold triton``: serving configs written from a bundle (torch-free).
 
-The work is ``runtime/deepstream.py`` and :func:`ringfold.runtime.triton_repo.write_triton_repository`,
+The work is ``runtime/deploy/deepstream.py`` and :func:`ringfold.runtime.deploy.triton_repo.write_triton_repository`,
 which need neither torch nor onnx; ``export --triton DIR`` prints its repository with
 :func:`write_triton_and_report` as ``ringfold triton`` does.
 """
@@ -17,7 +17,7 @@ from .. import commands
 
 # ----------------------------------------------------------------------------------------- deepstream
 def add_deepstream(sub) -> None:
-    from ringfold.runtime.trt_engine import trt_version_arg
+    from ..cli_types import trt_version_arg
 
     p = sub.add_parser("deepstream", help="write DeepStream nvinfer + deepstream-app configs for a bundle (torch-free)")
     p.add_argument("bundle", help="a bundle exported with --raw-input")
@@ -34,9 +34,9 @@ def add_deepstream(sub) -> None:
 
 
 def cmd_deepstream(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.deepstream import write_for_bundle
-    from ringfold.runtime.text_rules import check_path
+    from ringfold.runtime.base.text_rules import check_path
+    from ringfold.runtime.bundle.loader import load_bundle
+    from ringfold.runtime.deploy.deepstream import write_for_bundle
 
     check_path(args.bundle, "bundle")  # the configs name the bundle's model: a newline would add keys to them
     check_path(args.out, "--out")
@@ -58,7 +58,9 @@ def cmd_deepstream(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- triton
 def add_triton(sub) -> None:
-    from ringfold.runtime.triton_repo import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, model_name_arg
+    from ringfold.runtime.deploy.triton_repo import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US
+
+    from ..cli_types import model_name_arg
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository from a bundle (torch-free)")
     p.add_argument("bundle", help="bundle directory from `ringfold export`")
@@ -102,7 +104,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
 
 def write_triton_and_report(bundle: str | Path, out: str | Path, command: str, **options) -> None:
     """Write the repository; one line per model on stdout, notes on stderr as ``ringfold COMMAND: note: ...``."""
-    from ringfold.runtime.triton_repo import write_triton_repository
+    from ringfold.runtime.deploy.triton_repo import write_triton_repository
 
     repo = write_triton_repository(bundle, out, **options)
     for line in repo.summary_lines():

@@ -69,7 +69,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ringfold.exporter.precision import PrecisionRequest, variant_messages
 
     if args.triton:  # refuse a repository folder that cannot be written before the export, not after
-        from ringfold.runtime.triton_repo import preflight
+        from ringfold.runtime.deploy.triton_repo import preflight
 
         preflight(args.triton, args.out, args.overwrite)
     result = export_run(

@@ -41,7 +41,7 @@ def add_build_engine(sub) -> None:
 
 def _add_trtexec_options(p: argparse.ArgumentParser) -> None:
     """``--print-trtexec`` or ``--register``, and the target device --print-trtexec writes the line for."""
-    from ringfold.runtime.trt_engine import compute_capability_arg, gpu_name_arg, trt_version_arg
+    from ..cli_types import compute_capability_arg, gpu_name_arg, trt_version_arg
 
     how = p.add_mutually_exclusive_group()
     how.add_argument(
@@ -76,9 +76,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     deserializes the engine with the device's TensorRT, checks its I/O against the manifest, reads
     its batch profile, renames it to its full key name and records it like an engine ringfold built.
     """
-    from ringfold.runtime.bundle import load_bundle
-    from ringfold.runtime.trt_build import build_engine, register_engine
-    from ringfold.runtime.trt_plan import BuildOptions
+    from ringfold.runtime.backends.tensorrt.build import build_engine, register_engine
+    from ringfold.runtime.backends.tensorrt.plan import BuildOptions
+    from ringfold.runtime.bundle.loader import load_bundle
 
     if (args.gpu is None) != (args.sm is None):
         raise RingfoldError("--gpu and --sm go together: the CUDA device name and its compute capability (Orin: 8.7)")
