@@ -29,10 +29,12 @@ _API = {
     "Backend": "ringfold.runtime.backends.base",
     "open_model": "ringfold.runtime.backends.registry",
     # classify images
+    "IMAGE_EXTENSIONS": "ringfold.runtime.pixels.images",
     "Prediction": "ringfold.runtime.infer.classify",
     "iter_predictions": "ringfold.runtime.infer.classify",
     "load_image": "ringfold.runtime.pixels.images",
     "preprocess_image": "ringfold.runtime.pixels.preprocess",
+    "softmax": "ringfold.runtime.infer.classify",
     # check parity against the bundle's stored PyTorch reference
     "ParityReport": "ringfold.runtime.parity.report",
     "bundle_parity": "ringfold.runtime.parity.stored",
@@ -48,6 +50,7 @@ __all__ = [
     "Backend",
     "BenchReport",
     "Bundle",
+    "IMAGE_EXTENSIONS",
     "ParityReport",
     "Prediction",
     "bundle_parity",
@@ -57,6 +60,7 @@ __all__ = [
     "open_model",
     "preprocess_image",
     "run_bench",
+    "softmax",
     "tolerance_for",
     "write_bench",
 ]
@@ -66,11 +70,11 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; at run time
     from ringfold.runtime.backends.registry import BACKENDS, open_model
     from ringfold.runtime.bundle.loader import Bundle, load_bundle
     from ringfold.runtime.infer.bench import BenchReport, run_bench, write_bench
-    from ringfold.runtime.infer.classify import Prediction, iter_predictions
+    from ringfold.runtime.infer.classify import Prediction, iter_predictions, softmax
     from ringfold.runtime.parity.metrics import tolerance_for
     from ringfold.runtime.parity.report import ParityReport
     from ringfold.runtime.parity.stored import bundle_parity
-    from ringfold.runtime.pixels.images import load_image
+    from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, load_image
     from ringfold.runtime.pixels.preprocess import preprocess_image
 
 

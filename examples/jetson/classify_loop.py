@@ -21,11 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ringfold.errors import ImageError, RingfoldError
-from ringfold.runtime.backends.registry import open_model
-from ringfold.runtime.bundle.loader import load_bundle
-from ringfold.runtime.infer.classify import softmax
-from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, load_image
-from ringfold.runtime.pixels.preprocess import preprocess_image
+from ringfold.runtime import IMAGE_EXTENSIONS, load_bundle, load_image, open_model, preprocess_image, softmax
 
 _running = True
 
