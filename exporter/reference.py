@@ -113,6 +113,10 @@ class ReferencePlan:
         return ReferenceInfo(REFERENCE_FILE, count, bool(self.refs), self.source, self.origin).describe()
 
 
+#: where the generated reference images come from, as the manifest's reference.origin names it
+_SYNTHETIC_SOURCE = f"{smooth_noise_images.__module__}.{smooth_noise_images.__name__}"
+
+
 def plan_reference(record, ref_images: str | None, count: int, *, synthetic: bool = False) -> ReferencePlan:
     """The reference set for ``record``'s export, every picked image checked; a one-line refusal otherwise."""
     if ref_images and synthetic:
@@ -120,7 +124,7 @@ def plan_reference(record, ref_images: str | None, count: int, *, synthetic: boo
     if ref_images:
         return _from_folder(ref_images, record.classnames, count)
     if synthetic:
-        return ReferencePlan("synthetic", "generated smooth-noise images (demo_data.smooth_noise_images)")
+        return ReferencePlan("synthetic", f"generated smooth-noise images ({_SYNTHETIC_SOURCE})")
     return _from_run(record, count)
 
 
