@@ -23,6 +23,7 @@ from pathlib import Path
 from ringfold.errors import RingfoldError
 from ringfold.runtime.base.limits import limits
 from ringfold.runtime.base.text_rules import check_text
+from ringfold.runtime.bundle.loader import Bundle
 from ringfold.runtime.bundle.sections.text import MAX_TEMPLATES, fill, template_problem
 
 from .tokenizer import ClipTokenizer
@@ -162,7 +163,7 @@ def check_prompts_distinct(
         seen[key] = name
 
 
-def check_against_bundle(bundle, names: Sequence[str], templates: Sequence[str] | None, where: str) -> None:
+def check_against_bundle(bundle: Bundle, names: Sequence[str], templates: Sequence[str] | None, where: str) -> None:
     """Every class-list check that needs the bundle (its tokenizer and templates), before any model is loaded.
 
     A bundle without a text tower is left to :func:`~.text_model.open_text_tower`, which refuses it with the fix."""

@@ -221,7 +221,9 @@ def _manifest(raw, bundle, classes, templates, variants, dropped, labels, checks
     return raw
 
 
-def _report(bundle, classes, templates, variants, dropped, max_abs) -> str:
+def _report(
+    bundle: Bundle, classes: list[str], templates: tuple[str, ...], variants: dict, dropped: dict, max_abs: float
+) -> str:
     lines = [
         f"# Relabel report — {bundle.manifest.model_name}",
         "",

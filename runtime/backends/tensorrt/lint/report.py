@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ringfold.runtime.bundle.loader import Bundle
+
 from .findings import SEVERITIES, Finding, count, has_blocker
 from .parsers import parser_spec
 
@@ -21,7 +23,7 @@ def format_table(findings: list[Finding]) -> str:
     return "\n".join(rows)
 
 
-def format_report(bundle, target: str, results: dict[str, list[Finding]]) -> str:
+def format_report(bundle: Bundle, target: str, results: dict[str, list[Finding]]) -> str:
     spec = parser_spec(target)
     parts = [f"TensorRT check of {bundle.path} against the {spec.title} ({target})"]
     for precision, findings in results.items():
@@ -33,7 +35,7 @@ def format_report(bundle, target: str, results: dict[str, list[Finding]]) -> str
     return "\n".join(parts)
 
 
-def to_json(bundle, target: str, results: dict[str, list[Finding]], extra: dict | None = None) -> str:
+def to_json(bundle: Bundle, target: str, results: dict[str, list[Finding]], extra: dict | None = None) -> str:
     spec = parser_spec(target)
     doc: dict[str, Any] = {
         "bundle": str(bundle.path),
