@@ -39,7 +39,7 @@ from ringfold.runtime.bundle.engines import ENGINE_DIR, EngineEntry, list_engine
 from ringfold.runtime.bundle.loader import Bundle, load_bundle
 from ringfold.runtime.bundle.manifest import check_model_io
 from ringfold.runtime.bundle.precisions import PRECISIONS, TABLE
-from ringfold.runtime.bundle.spec import EMBEDDING, LOGITS
+from ringfold.runtime.bundle.spec import EMBEDDING, LOGITS, MANIFEST_FILE
 
 from .triton_config import ORT_GRAPH_LEVELS, TritonModelConfig, TritonTensor, is_model_name, labels_text
 from .triton_readme import model_readme
@@ -403,7 +403,7 @@ def _write_model(bundle: Bundle, plan: TritonModelPlan, target: Path, overwrite:
                 "format": MARKER_FORMAT,
                 "ringfold_version": ringfold.__version__,
                 "bundle": str(bundle.path),
-                "bundle_manifest_sha256": sha256_file(bundle.path / "manifest.json"),
+                "bundle_manifest_sha256": sha256_file(bundle.path / MANIFEST_FILE),
                 "precision": plan.precision,
                 "source": plan.provenance,
             },
