@@ -164,23 +164,41 @@ def write_bench(report: BenchReport, out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return written
-    fig, (ax_l, ax_t) = plt.subplots(1, 2, figsize=(10, 3.5))
-    series: dict[tuple[str, str], list[BenchPoint]] = {}
-    for p in report.points:
-        series.setdefault((p.backend, p.precision), []).append(p)
-    for (backend, precision), pts in series.items():
-        label = f"{precision} · {backend.split()[-1]}"
-        ax_l.plot([p.batch for p in pts], [p.p50_ms for p in pts], marker="o", label=label)
-        ax_t.plot([p.batch for p in pts], [p.throughput for p in pts], marker="o", label=label)
-    ax_l.set_xlabel("batch")
-    ax_l.set_ylabel("p50 latency (ms)")
-    ax_t.set_xlabel("batch")
-    ax_t.set_ylabel("images / s")
-    ax_l.legend(fontsize=7)
-    fig.suptitle(report.model, fontsize=9)
-    fig.tight_layout()
+    fig = bench_figure(report)
     with atomic_path(out / "bench.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     written.append(out / "bench.png")
     return written
+
+
+def bench_figure(report: BenchReport):
+    """Latency and throughput against batch, on a log2 batch axis whose ticks are the measured batch sizes
+    (a linear axis put ticks at 3, 5, 6, 7, where nothing was measured, and crowded 1, 2, 4 together)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    fig, (ax_l, ax_t) = plt.subplots(1, 2, figsize=(10, 3.5))
+    series: dict[tuple[str, str], list[BenchPoint]] = {}
+    for p in report.points:
+        series.setdefault((p.backend, p.precision), []).append(p)
+    for (backend, precision), pts in series.items():
+        pts = sorted(pts, key=lambda p: p.batch)
+        label = f"{precision} · {backend.split()[-1]}"
+        ax_l.plot([p.batch for p in pts], [p.p50_ms for p in pts], marker="o", label=label)
+        ax_t.plot([p.batch for p in pts], [p.throughput for p in pts], marker="o", label=label)
+    batches = sorted({p.batch for p in report.points})
+    for ax, ylabel in ((ax_l, "p50 latency (ms)"), (ax_t, "images / s")):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(batches))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(b) for b in batches])
+        if len(batches) == 1:
+            ax.set_xlim(batches[0] / 2, batches[0] * 2)
+        ax.set_xlabel("batch (measured sizes)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    ax_l.legend(fontsize=7)
+    fig.suptitle(report.model, fontsize=9)
+    fig.tight_layout()
+    return fig
