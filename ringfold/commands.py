@@ -5,20 +5,50 @@ that owns the work: ``trainer.train.train``, ``exporter.export.export_run``, ...
 returns. The demo and the examples call the same functions from Python; they take typed values, never
 the parsed command line.
 
-Everything heavy is imported inside the functions: parity, bench and classify run on the torch-free
-runtime install, and importing this module costs nothing.
+It imports the torch-free runtime only: parity, bench, check and classify run on the runtime install;
+``parity(run=...)`` imports the exporter (torch) when it is asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+
+import numpy as np
+
+from ringfold.runtime.backends.base import Backend
+from ringfold.runtime.backends.onnxruntime.model import open_raw_model
+from ringfold.runtime.backends.onnxruntime.session import available_provider_names
+from ringfold.runtime.backends.registry import open_model
+from ringfold.runtime.backends.tensorrt import cuda as trt_cuda
+from ringfold.runtime.backends.tensorrt.lint import (
+    Finding,
+    PolygraphyResult,
+    count,
+    format_report,
+    lint_bundle,
+    polygraphy_compare,
+    require_polygraphy,
+    to_json,
+)
+from ringfold.runtime.backends.tensorrt.plan import BuildOptions
+from ringfold.runtime.backends.tensorrt.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
+from ringfold.runtime.bundle.loader import Bundle, load_bundle
+from ringfold.runtime.infer.bench import BenchReport, run_bench
+from ringfold.runtime.infer.classify import Prediction
+from ringfold.runtime.parity.geometry import PreprocessComparison, compare_preprocessing
+from ringfold.runtime.parity.metrics import tolerance_for
+from ringfold.runtime.parity.raw import raw_input_comparisons
+from ringfold.runtime.parity.report import ParityReport
+from ringfold.runtime.parity.stored import bundle_parity
+from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8
+from ringfold.runtime.vocab.open_vocab import OpenVocabularyModel, with_classes
 
 
 # --------------------------------------------------------------------------------------------- classify
-def prediction_line(prediction) -> str:
+def prediction_line(prediction: Prediction) -> str:
     """One image's result as ``ringfold classify`` prints it: ``PATH: label prob, label prob`` or the error."""
     if prediction.error:
         return f"{prediction.path}: ERROR {prediction.error}"
@@ -26,14 +56,11 @@ def prediction_line(prediction) -> str:
     return f"{prediction.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in tops)
 
 
-def open_raw_input(bundle, dtype: str = "float32", *, provider: str | None = "auto", threads: int | None = None):
+def open_raw_input(
+    bundle: Bundle, dtype: str = "float32", *, provider: str | None = "auto", threads: int | None = None
+) -> tuple[Backend, Callable[..., np.ndarray]]:
     """(model, preprocess) for ``classify --input raw|raw-uint8``: the fp32 raw-pixel model with ``dtype`` input
     ("float32" or "uint8") on ONNX Runtime, and the client-side resize that feeds it (the model normalises)."""
-    from functools import partial
-
-    from ringfold.runtime.backends.onnxruntime.model import open_raw_model
-    from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8
-
     model = open_raw_model(bundle, dtype, provider=provider, threads=threads)
     resize = raw_pixels_uint8 if dtype == "uint8" else raw_pixels
     return model, partial(resize, cfg=bundle.preprocess)
@@ -45,35 +72,30 @@ def text_provider(provider: str | None) -> str:
 
 
 def open_vocabulary(
-    bundle,
-    model,
+    bundle: Bundle,
+    model: Backend,
     classes: Sequence[str],
     templates: Sequence[str],
     *,
     provider: str | None = "auto",
     threads: int | None = None,
-):
+) -> tuple[Bundle, OpenVocabularyModel]:
     """(bundle with the new labels, model scoring them) for ``classify --classes``: the head for ``classes`` is
     computed now with the bundle's text tower (on the CPU, or CUDA when ``provider`` is "cuda")."""
-    from ringfold.runtime.vocab.open_vocab import with_classes
-
     return with_classes(bundle, model, classes, templates, text_provider(provider), threads)
 
 
 def preprocess_comparison(
-    bundle,
+    bundle: Bundle,
     images: Sequence[str],
     geometry: str = "deepstream",
     *,
     backend: str = "onnxruntime",
     provider: str | None = "auto",
     threads: int | None = None,
-):
+) -> PreprocessComparison:
     """``parity --compare-preprocess``: the fp32 model on ``images`` under open_clip's resize and DeepStream's
     (``geometry``: "deepstream" stretches, "deepstream-letterbox" pads)."""
-    from ringfold.runtime.backends.registry import open_model
-    from ringfold.runtime.parity.geometry import compare_preprocessing
-
     model = open_model(bundle, "fp32", backend, provider, threads)
     return compare_preprocessing(bundle, model, images, geometry)
 
@@ -83,9 +105,9 @@ def preprocess_comparison(
 class ParityResult:
     """A bundle's parity over one or more of its precisions: one report, each comparison named."""
 
-    bundle: Any  # runtime.bundle.Bundle
+    bundle: Bundle
     precisions: list[str]
-    report: Any  # runtime.parity.ParityReport
+    report: ParityReport
 
     @property
     def passed(self) -> bool:
@@ -140,11 +162,6 @@ def parity(
     compared on ``images`` too. ``tolerance`` overrides the precision's defaults
     (``max_abs_logit``, ``min_cosine``, ``min_top1``; None keeps a default).
     """
-    from ringfold.runtime.backends.registry import open_model
-    from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.parity.metrics import tolerance_for
-    from ringfold.runtime.parity.stored import bundle_parity
-
     bundle = load_bundle(bundle_dir)
     precisions = list(bundle.variants) if precision == "all" else [precision]
     report = None
@@ -153,7 +170,7 @@ def parity(
         model = open_model(bundle, name, backend, provider, threads)
         part = bundle_parity(bundle, model, name, limits)
         if run:
-            from ringfold.exporter.torch_parity import add_torch_parity
+            from ringfold.exporter.torch_parity import add_torch_parity  # torch: the [train] extra
 
             add_torch_parity(part, bundle, model, run, list(images or []), name, limits, live_check=report is None)
         if report is None:
@@ -161,8 +178,6 @@ def parity(
         else:
             report.comparisons += part.comparisons  # preprocessing: the same images, checked once
     if "fp32" in precisions and backend == "onnxruntime":  # the raw-pixel models, when the bundle has them
-        from ringfold.runtime.parity.raw import raw_input_comparisons
-
         report.comparisons += raw_input_comparisons(bundle, tolerance_for("fp32", tolerance or {}), provider, threads)
     return ParityResult(bundle, precisions, report)
 
@@ -178,17 +193,13 @@ def bench(
     warmup: int = 10,
     threads: int | None = None,
     base: str | Path | None = None,
-):
+) -> tuple[Bundle, BenchReport]:
     """Latency and throughput of a bundle's variants per provider and batch size; returns (bundle, report).
 
     ``precision``: "all" or the variants (a list or a comma list); ``provider``: "all" (every one ONNX
     Runtime offers here) or a list / comma list of cpu, cuda, trt; ``base``: the adapter-free model to
     compare with (default: the bundle's, when it was exported with one).
     """
-    from ringfold.runtime.backends.onnxruntime.session import available_provider_names
-    from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.infer.bench import run_bench
-
     bundle = load_bundle(bundle_dir)
     precisions = _names(precision, list(bundle.variants))
     for name in precisions:
@@ -210,16 +221,14 @@ def _names(value: str | Sequence[str], every: list[str]) -> list[str]:
 class CheckResult:
     """``ringfold check``: the TensorRT-parser lint of each variant and, with Polygraphy, its engine vs ONNX Runtime."""
 
-    bundle: Any
+    bundle: Bundle
     target: str
-    findings: dict[str, list]  # precision -> trt_lint Finding rows
-    compared: dict[str, Any]  # precision -> trt_lint PolygraphyResult
+    findings: dict[str, list[Finding]]  # precision -> the lint's rows
+    compared: dict[str, PolygraphyResult]  # precision -> its engine vs ONNX Runtime
 
     @property
     def failed(self) -> list[str]:
         """What fails: variants with a blocker, and '<precision> (polygraphy)' for an engine that disagrees."""
-        from ringfold.runtime.backends.tensorrt.lint import count
-
         blocked = [p for p, findings in self.findings.items() if count(findings, "blocker")]
         return blocked + [f"{p} (polygraphy)" for p, r in self.compared.items() if not r.passed]
 
@@ -228,13 +237,9 @@ class CheckResult:
         return not self.failed
 
     def to_text(self) -> str:
-        from ringfold.runtime.backends.tensorrt.lint import format_report
-
         return "\n".join([format_report(self.bundle, self.target, self.findings), *self._summaries()])
 
     def to_json(self) -> str:
-        from ringfold.runtime.backends.tensorrt.lint import to_json
-
         compared = {p: r.to_dict() for p, r in self.compared.items()}
         extra = {"polygraphy": compared, "passed": self.passed} if self.compared else None
         return to_json(self.bundle, self.target, self.findings, extra)
@@ -256,14 +261,11 @@ def check(
 ) -> CheckResult:
     """Lint each variant against ``target``'s ONNX parser; with ``polygraphy`` (TensorRT + CUDA) also build each
     variant that passes (int8-dynamic excepted: ONNX Runtime only) and compare it with ONNX Runtime."""
-    from ringfold.runtime.backends.tensorrt.lint import count, lint_bundle, polygraphy_compare, require_polygraphy
-    from ringfold.runtime.bundle.loader import load_bundle
-
     if polygraphy:
         require_polygraphy()  # one line naming what is missing, before any work
     bundle = load_bundle(bundle_dir)
     findings = lint_bundle(bundle, target, list(precisions))
-    compared = {}
+    compared: dict[str, PolygraphyResult] = {}
     if polygraphy:
         feed = {bundle.manifest.input.name: bundle.reference().pixel_values}
         for precision, rows in findings.items():
@@ -294,8 +296,8 @@ def installed_trt_version() -> str | None:
 
 
 def trtexec_plan(
-    bundle,
-    options,
+    bundle: Bundle,
+    options: BuildOptions,
     *,
     trt_version: str | None = None,
     installed_version: str | None = None,
@@ -304,11 +306,8 @@ def trtexec_plan(
     """The trtexec command that builds what ``build_engine(bundle, options)`` builds (``bundle``: a loaded
     Bundle), for ``trt_version`` (default: ``installed_version``, else 10.3) and ``gpu`` (name, compute
     capability; default: this machine's, if any)."""
-    from ringfold.runtime.backends.tensorrt.cuda import detect_gpu
-    from ringfold.runtime.backends.tensorrt.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
-
     version = trt_version or installed_version or DEFAULT_TRT_VERSION
-    recipe = trtexec_recipe(bundle, options, version, gpu if gpu else detect_gpu())
+    recipe = trtexec_recipe(bundle, options, version, gpu if gpu else trt_cuda.detect_gpu())
     notes = [] if trt_version or installed_version else [f"TensorRT {version} assumed, pass --trt-version"]
     notes += [] if recipe.gpu_known else ["no GPU seen here, registering adds it to the file name"]
     return TrtexecPlan(list(recipe.argv), list(recipe.register_argv), notes)

@@ -13,6 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ringfold.runtime.backends.registry import open_model
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.infer.classify import iter_predictions
+
+from .commands import parity, prediction_line
+from .demo_data import make_demo_dataset
+from .ownership import claim_folder, owned_directory, record_files
+
 DEMO_MODEL = "ringfold-tiny-vit"
 #: who wrote a demo folder, in its ownership record (ringfold.ownership); each part (data, run, bundle,
 #: report) carries its own record, written by the command that made it
@@ -25,9 +33,6 @@ def _say(msg: str) -> None:
 
 def _generate_data(data: Path) -> list[str]:
     """The generated image set, written whole (a killed demo leaves all of it or none)."""
-    from .demo_data import make_demo_dataset
-    from .ownership import owned_directory
-
     with owned_directory(data, DEMO_COMMAND) as tmp:
         return make_demo_dataset(tmp, per_class=24, size=96, seed=0)
 
@@ -38,8 +43,6 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = False, quiet: bool =
     ``out`` follows the rule of every folder ringfold writes: new or empty, or (``overwrite``) an
     earlier demo with nothing of the user's in it.
     """
-    from .ownership import claim_folder, record_files
-
     with claim_folder(out, DEMO_COMMAND, overwrite=overwrite) as claim:
         claim.prepare()
         record_files(out, DEMO_COMMAND, [])
@@ -47,14 +50,8 @@ def run_demo(out: Path, epochs: int = 30, overwrite: bool = False, quiet: bool =
 
 
 def _run_demo(out: Path, epochs: int, quiet: bool) -> int:
-    from ringfold.exporter.export import export_run
-    from ringfold.runtime.backends.registry import open_model
-    from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.infer.classify import iter_predictions
-    from ringfold.trainer.train import TrainConfig, train
-
-    from .commands import parity, prediction_line
-    from .ownership import owned_directory
+    from ringfold.exporter.export import export_run  # torch and onnx: the [export] extra the demo needs
+    from ringfold.trainer.train import TrainConfig, train  # torch: the [train] extra
 
     data, run, bundle_dir = out / "data", out / "run", out / "bundle"
     _say(f"1/5 data: generating a 4-class image set in {data} (nothing downloaded)")

@@ -63,17 +63,7 @@ RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 #: known arrows another change in flight removes (file -> why); each entry must still be needed
 PENDING_UPWARD: dict[str, str] = {}
 #: files whose function-level imports of the project's own modules do not yet say why (owner: a helper at work)
-_CLI_LAZY = "helper C (issue 24): the CLI's lazy imports get a comment naming the optional dependency, or move up"
-PENDING_LAZY: dict[str, str] = {
-    "ringfold/cli/bench.py": _CLI_LAZY,
-    "ringfold/cli/classify.py": _CLI_LAZY,
-    "ringfold/cli/deploy.py": _CLI_LAZY,
-    "ringfold/cli/export.py": _CLI_LAZY,
-    "ringfold/cli/tensorrt.py": _CLI_LAZY,
-    "ringfold/cli/train.py": _CLI_LAZY,
-    "ringfold/commands.py": _CLI_LAZY,
-    "ringfold/demo.py": _CLI_LAZY,
-}
+PENDING_LAZY: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------------------ reading

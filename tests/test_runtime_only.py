@@ -60,7 +60,7 @@ def test_unexpected_missing_module_keeps_its_traceback(monkeypatch):
     def broken(path, verify=True):
         raise ModuleNotFoundError("No module named 'not_ours'", name="not_ours")
 
-    monkeypatch.setattr("ringfold.runtime.bundle.loader.load_bundle", broken)
+    monkeypatch.setattr("ringfold.cli.classify.load_bundle", broken)
     with pytest.raises(ModuleNotFoundError, match="not_ours"):
         main(["classify", "B", "x.png"])
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ringfold.runtime.infer.bench import write_bench
+
 from .. import cli_types as T
 from .. import commands
 from ..ownership import check_apart, check_target
@@ -29,8 +31,6 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ringfold.runtime.infer.bench import write_bench
-
     out = Path(args.out) if args.out else beside(Path(args.bundle), ".bench")
     check_apart(out, args.bundle, "bundle")
     check_target(out, args.overwrite)  # before minutes of timing

@@ -10,6 +10,12 @@ import argparse
 import json
 import sys
 
+from ringfold.runtime.backends.registry import open_model
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.infer.classify import iter_predictions
+from ringfold.runtime.vocab.class_list import check_against_bundle, parse_classes, parse_templates
+from ringfold.runtime.vocab.relabel import ENGINE_NOTE, relabel_bundle
+
 from .. import cli_types as T
 from .. import commands
 from ..errors import RingfoldError
@@ -43,9 +49,6 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.infer.classify import iter_predictions
-
     bundle = load_bundle(args.bundle)
     vocabulary = _vocabulary(bundle, args.classes, args.templates)  # checked before the model loads
     model, preprocess = _open_model(bundle, args)
@@ -71,8 +74,6 @@ def _vocabulary(bundle, classes: str | None, templates: str | None) -> tuple[lis
     """``--classes/--templates`` checked against the bundle before its model loads; None without them.
 
     ``--classes ''`` is given (and refused as empty), never taken for "not given"."""
-    from ringfold.runtime.vocab.class_list import check_against_bundle, parse_classes, parse_templates
-
     if classes is None and templates is None:
         return None
     if classes is None:
@@ -88,8 +89,6 @@ def _open_model(bundle, args: argparse.Namespace):
     """(model, preprocess): the normalised model on ``--backend``, or ``--input raw|raw-uint8``'s raw-pixel model
     and the client-side resize that feeds it (the model normalises; runtime/bundle/sections/raw_input.py)."""
     if args.input == "normalised":
-        from ringfold.runtime.backends.registry import open_model
-
         return open_model(bundle, args.precision, args.backend, args.provider, args.threads), None
     if args.backend != "onnxruntime" or args.precision != "fp32":
         raise RingfoldError("--input raw runs the fp32 raw-pixel model on ONNX Runtime; drop --backend/--precision")
@@ -111,9 +110,6 @@ def add_relabel(sub) -> None:
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    from ringfold.runtime.vocab.class_list import parse_classes, parse_templates
-    from ringfold.runtime.vocab.relabel import ENGINE_NOTE, relabel_bundle
-
     classes = parse_classes(args.classes)
     # None (no --templates, or 'bundle'): relabel_bundle takes the bundle's own from the manifest it verifies
     templates = parse_templates(args.templates, ()) or None

@@ -1,7 +1,7 @@
 """``ringfold deepstream`` and ``ringfold triton``: serving configs written from a bundle (torch-free).
 
-The work is ``runtime/deploy/deepstream.py`` and :func:`ringfold.runtime.deploy.triton_repo.write_triton_repository`,
-which need neither torch nor onnx; ``export --triton DIR`` prints its repository with
+The work is ``runtime/deploy/deepstream.py`` and ``runtime/deploy/triton_repo.py``
+(``write_triton_repository``), which need neither torch nor onnx; ``export --triton DIR`` prints its repository with
 :func:`write_triton_and_report` as ``ringfold triton`` does.
 """
 
@@ -11,14 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from ringfold.runtime.base.text_rules import check_path
+from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.deploy.deepstream import write_for_bundle
+from ringfold.runtime.deploy.triton_repo import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, write_triton_repository
+
 from .. import cli_types as T
 from .. import commands
 
 
 # ----------------------------------------------------------------------------------------- deepstream
 def add_deepstream(sub) -> None:
-    from ..cli_types import trt_version_arg
-
     p = sub.add_parser("deepstream", help="write DeepStream nvinfer + deepstream-app configs for a bundle (torch-free)")
     p.add_argument("bundle", help="a bundle exported with --raw-input")
     p.add_argument("--out", required=True, help="folder to write (onnx-file points at the bundle's raw model)")
@@ -27,17 +30,13 @@ def add_deepstream(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier `ringfold deepstream` wrote")
     p.add_argument(
         "--trt-version",
-        type=trt_version_arg,
+        type=T.trt_version_arg,
         help="the device's TensorRT, for the INT8 cache header (default: the installed one, else 8.6.1 as exported)",
     )
     p.set_defaults(func=cmd_deepstream)
 
 
 def cmd_deepstream(args: argparse.Namespace) -> int:
-    from ringfold.runtime.base.text_rules import check_path
-    from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.deploy.deepstream import write_for_bundle
-
     check_path(args.bundle, "bundle")  # the configs name the bundle's model: a newline would add keys to them
     check_path(args.out, "--out")
     bundle = load_bundle(args.bundle)
@@ -58,14 +57,10 @@ def cmd_deepstream(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- triton
 def add_triton(sub) -> None:
-    from ringfold.runtime.deploy.triton_repo import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US
-
-    from ..cli_types import model_name_arg
-
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository from a bundle (torch-free)")
     p.add_argument("bundle", help="bundle directory from `ringfold export`")
     p.add_argument("--out", required=True, help="model repository folder (other models in it are left alone)")
-    p.add_argument("--name", type=model_name_arg, help="model name (default: the bundle folder's name)")
+    p.add_argument("--name", type=T.model_name_arg, help="model name (default: the bundle folder's name)")
     p.add_argument(
         "--precision",
         nargs="+",
@@ -104,8 +99,6 @@ def cmd_triton(args: argparse.Namespace) -> int:
 
 def write_triton_and_report(bundle: str | Path, out: str | Path, command: str, **options) -> None:
     """Write the repository; one line per model on stdout, notes on stderr as ``ringfold COMMAND: note: ...``."""
-    from ringfold.runtime.deploy.triton_repo import write_triton_repository
-
     repo = write_triton_repository(bundle, out, **options)
     for line in repo.summary_lines():
         print(line)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ringfold.runtime.deploy.triton_repo import preflight
+
 from .. import cli_types as T
 from .deploy import write_triton_and_report
 
@@ -64,13 +66,10 @@ def _add_precision_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    # torch and onnx: the [export] extra, imported only when the command runs
-    from ringfold.exporter.export import export_run
-    from ringfold.exporter.precision import PrecisionRequest, variant_messages
+    from ringfold.exporter.export import export_run  # torch and onnx: the [export] extra, loaded when it runs
+    from ringfold.exporter.precision import PrecisionRequest, variant_messages  # the [export] extra
 
     if args.triton:  # refuse a repository folder that cannot be written before the export, not after
-        from ringfold.runtime.deploy.triton_repo import preflight
-
         preflight(args.triton, args.out, args.overwrite)
     result = export_run(
         args.run,

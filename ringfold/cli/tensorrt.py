@@ -7,6 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from ringfold.runtime.backends.tensorrt.build import build_engine, register_engine
+from ringfold.runtime.backends.tensorrt.plan import BuildOptions
+from ringfold.runtime.bundle.loader import load_bundle
+
 from .. import cli_types as T
 from .. import commands
 from ..errors import GateFailed, RingfoldError
@@ -41,8 +45,6 @@ def add_build_engine(sub) -> None:
 
 def _add_trtexec_options(p: argparse.ArgumentParser) -> None:
     """``--print-trtexec`` or ``--register``, and the target device --print-trtexec writes the line for."""
-    from ..cli_types import compute_capability_arg, gpu_name_arg, trt_version_arg
-
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--print-trtexec", action="store_true", help="print the equivalent trtexec command (shell-quoted) and exit"
@@ -54,12 +56,12 @@ def _add_trtexec_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--trt-version",
-        type=trt_version_arg,
+        type=T.trt_version_arg,
         help="TensorRT version for --print-trtexec (default: installed, else 10.3)",
     )
-    p.add_argument("--gpu", type=gpu_name_arg, help="--print-trtexec for another device: its CUDA name (Orin)")
+    p.add_argument("--gpu", type=T.gpu_name_arg, help="--print-trtexec for another device: its CUDA name (Orin)")
     p.add_argument(
-        "--sm", type=compute_capability_arg, help="--print-trtexec for another device: compute capability (8.7)"
+        "--sm", type=T.compute_capability_arg, help="--print-trtexec for another device: compute capability (8.7)"
     )
 
 
@@ -76,10 +78,6 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     deserializes the engine with the device's TensorRT, checks its I/O against the manifest, reads
     its batch profile, renames it to its full key name and records it like an engine ringfold built.
     """
-    from ringfold.runtime.backends.tensorrt.build import build_engine, register_engine
-    from ringfold.runtime.backends.tensorrt.plan import BuildOptions
-    from ringfold.runtime.bundle.loader import load_bundle
-
     if (args.gpu is None) != (args.sm is None):
         raise RingfoldError("--gpu and --sm go together: the CUDA device name and its compute capability (Orin: 8.7)")
     if not args.print_trtexec and (args.gpu or args.trt_version):

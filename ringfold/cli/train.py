@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 from .. import cli_types as T
@@ -22,9 +23,8 @@ def add_params(sub) -> None:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    # torch: the [train] extra, imported only when the command runs
-    from ringfold.trainer.adapters import names
-    from ringfold.trainer.params import format_tables, parameter_tables, tables_to_json
+    from ringfold.trainer.adapters import names  # torch: the [train] extra, loaded when the command runs
+    from ringfold.trainer.params import format_tables, parameter_tables, tables_to_json  # the [train] extra
 
     every = args.method == "all"
     tables = parameter_tables(args.model, names() if every else [args.method], {} if every else adapter_overrides(args))
@@ -77,8 +77,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _launch_torchrun(nproc: int, argv: list[str]) -> int:
     """Re-run this very command (``argv``, without --nproc) under torchrun with N processes (gloo/NCCL)."""
-    import subprocess
-
     from ringfold.trainer.distributed import torchrun_command  # the [train] extra
 
     train_args, skip = [], False
