@@ -7,9 +7,10 @@ One module per command or group of commands, each with its options beside its ha
 ``add_<command>(sub)`` adds the subparser and sets its handler ``cmd_<command>(args)`` as ``func``.
 Handlers parse nothing themselves and print what the library returns; the work is in the library
 (``ringfold.commands``, ``trainer/``, ``exporter/``, ``runtime/``), which takes typed values, never the
-parsed ``Namespace``. A handler imports torch, onnx and the runtime's models only when it runs, so that
-``ringfold --help`` and the parser stay light. What every command shares (the parser class, exit codes
-and error lines, SIGTERM, report folders) is :mod:`ringfold.cli.common`.
+parsed ``Namespace``. The trainer and the exporter (torch, onnx) are imported by the handler that needs
+them, when it runs; the runtime loads ONNX Runtime, onnx and TensorRT itself, when they are used. What
+every command shares (the parser class, exit codes and error lines, SIGTERM, report folders) is
+:mod:`ringfold.cli.common`.
 """
 
 from __future__ import annotations
