@@ -152,3 +152,7 @@ def test_training_logs_each_loss_term(tmp_path, demo_data):
     expected = row["loss_ce"] + 0.5 * row["loss_coarse_ce"] + 1.0 * row["loss_consistency"]
     assert abs(row["loss"] - expected) < 1e-5
     assert row["loss_consistency"] >= 0
+    from ringfold.trainer.plots import loss_terms
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert loss_terms(rows) == ["ce", "coarse_ce", "consistency"]  # what curves.png draws beside the total

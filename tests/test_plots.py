@@ -42,3 +42,54 @@ def test_bench_batch_axis_is_log2_with_ticks_at_the_measured_batches(tmp_path):
     written = write_bench(_bench_report(), tmp_path)
     assert tmp_path / "bench.png" in written
     assert matplotlib.image.imread(tmp_path / "bench.png").shape[1] >= 900
+
+
+# ---------------------------------------------------------------------------------------------- curves.png
+def _adaring_rows() -> list[dict]:
+    """Epoch rows as trainer/train.py logs them for AdaRing (eval accuracy also at epoch 0)."""
+    rows = [{"epoch": 0, "eval_acc": 0.1}]
+    for epoch in (1, 2, 3):
+        ce, coarse, cons = 2.0 / epoch, 2.2 / epoch, 1e-3 * epoch
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": ce + 0.5 * coarse + cons,
+                "loss_ce": ce,
+                "loss_coarse_ce": coarse,
+                "loss_consistency": cons,
+                "train_acc": 0.2 * epoch,
+                "eval_acc": 0.25 * epoch,
+            }
+        )
+    return rows
+
+
+def test_training_curves_draw_one_line_per_loss_term_on_a_log_axis(tmp_path):
+    from ringfold.trainer.plots import plot_training_curves, training_figure
+
+    rows = _adaring_rows()
+    fig = training_figure(rows, "tiny · adaring")
+    try:
+        ax_loss = fig.axes[0]
+        lines = {line.get_label().split(":")[0].split(" (")[0]: line for line in ax_loss.get_lines()}
+        assert set(lines) == {"total", "ce", "coarse_ce", "consistency"}
+        assert list(lines["consistency"].get_ydata()) == pytest.approx([1e-3, 2e-3, 3e-3])
+        assert list(lines["total"].get_xdata()) == [1, 2, 3]
+        assert ax_loss.get_yscale() == "log"  # a 1e-3 term beside a CE of 2 is not flat on zero
+        assert len(ax_loss.get_legend().get_texts()) == 4
+    finally:
+        plt.close(fig)
+    plot_training_curves(rows, tmp_path / "curves.png", "t")
+    assert matplotlib.image.imread(tmp_path / "curves.png").shape[1] >= 900
+
+
+def test_training_curves_of_a_method_without_terms_show_the_total_on_a_linear_axis_when_it_reaches_zero():
+    from ringfold.trainer.plots import training_figure
+
+    rows = [{"epoch": 1, "loss": 0.5, "train_acc": 0.5}, {"epoch": 2, "loss": 0.0, "train_acc": 1.0}]
+    fig = training_figure(rows, "t")
+    try:
+        assert [line.get_label() for line in fig.axes[0].get_lines()] == ["total (what is minimised)"]
+        assert fig.axes[0].get_yscale() == "linear"
+    finally:
+        plt.close(fig)
