@@ -93,3 +93,42 @@ def test_training_curves_of_a_method_without_terms_show_the_total_on_a_linear_ax
         assert fig.axes[0].get_yscale() == "linear"
     finally:
         plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- parity.png
+def _parity_report():
+    from ringfold.runtime.parity.metrics import compare
+
+    from .test_parity_gates import _flip, _outputs, _report
+
+    logits, emb = _outputs(20)
+    bad_ref, bad_out = _flip(logits, 7, 1.5)
+    fp32 = [compare(f"fp32 vs ref {k}", "fp32", logits + 1e-6 * k, emb, logits, emb) for k in (1, 1, 2)]
+    return _report(*fp32, compare("int8 end to end", "int8", bad_out, emb, bad_ref, emb))
+
+
+def test_parity_plot_puts_each_comparison_in_its_own_column_on_a_log_axis_under_its_gate(tmp_path):
+    from ringfold.runtime.parity.plot import parity_figure
+
+    report = _parity_report()
+    fig = parity_figure(report)
+    try:
+        ax_fp32, ax_int8 = fig.axes
+        assert ax_fp32.get_yscale() == "log" == ax_int8.get_yscale()
+        lines = [line for line in ax_fp32.get_lines() if len(line.get_xdata()) == 20]
+        assert len(lines) == 3  # two comparisons with equal values: side by side, not on top of each other
+        spans = sorted((min(line.get_xdata()), max(line.get_xdata())) for line in lines)
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert [t.get_text() for t in ax_fp32.get_xticklabels()] == ["fp32 vs ref 1", "fp32 vs ref 1", "fp32 vs ref 2"]
+        low, high = ax_fp32.get_ylim()
+        assert low < 1e-6 and high > 1e-4  # ~1e-6 errors and the 1e-4 gate both readable, apart
+        (gate,) = [line for line in ax_fp32.get_lines() if list(line.get_ydata()) == [1e-4, 1e-4]]
+        assert gate.get_linestyle() == "--"
+        assert any(t.get_text().startswith("gate: max |Δlogit| 0.0001") for t in ax_fp32.texts)
+        assert any("= 0.02 × gate" in t.get_text() for t in ax_fp32.texts)  # where 2e-6 lies against the gate
+        # exact zeros (19 of 20 int8 rows) are drawn at the axis floor, above the bottom, and counted
+        int8 = [line for line in ax_int8.get_lines() if len(line.get_xdata()) == 20][0]
+        assert min(int8.get_ydata()) > ax_int8.get_ylim()[0]
+        assert any("19 exact 0 at floor" in t.get_text() for t in ax_int8.texts)
+    finally:
+        plt.close(fig)

@@ -1,5 +1,9 @@
 """parity.png: one panel per gate (precision), |Δlogit| per image, sorted, against the precision's line.
 
+The |Δlogit| axis is logarithmic (fp32 errors of 1e-6 under a 1e-4 gate lay flat on zero on a linear one) and
+each comparison draws in a column of its own, labelled with its max and that max as a multiple of the line,
+so comparisons with equal errors do not hide each other. Exact zeros are drawn at the axis floor and counted.
+
 matplotlib is optional (a Jetson may lack it): ``plot_report`` returns None without it, and nothing
 else in the runtime imports matplotlib at import time (this module imports it inside its functions).
 The report (:mod:`.report`) decides what is written; this module only draws.
@@ -7,6 +11,7 @@ The report (:mod:`.report`) decides what is written; this module only draws.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -53,34 +58,44 @@ def _title(gate: str, comps: list[Comparison]) -> str:
     return f"{gate} — {verdict}\n" + " · ".join(detail)
 
 
-def _panel(ax, gate: str, comps: list[Comparison], colours: dict[str, str]) -> None:
-    from matplotlib.ticker import MaxNLocator
+_HALF_WIDTH = 0.4  # each comparison draws in its own column, x = column ± this
 
-    tol = comps[0].tolerance
-    line = tol.logit_error
-    gated = tol.max_abs_logit is not None
-    top = line
-    outliers: list[tuple[float, float, str]] = []  # x, y, text
-    markers = {"near-tie flip": ([], []), "flip beyond margin": ([], [])}
-    for c in comps:
-        diffs = np.asarray(c.abs_logit_diffs, dtype=np.float64)
-        if not diffs.size:
-            continue
-        order = np.argsort(diffs, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(1, len(order) + 1)
-        label = _short(c)
-        x = np.arange(1, len(diffs) + 1)
-        ax.plot(x, diffs[order], marker=".", markersize=4, linewidth=1, color=colours[label], label=label)
-        top = max(top, float(diffs.max()))
-        for kind, flips in (("near-tie flip", c.near_ties), ("flip beyond margin", c.flips_beyond_margin)):
-            for f in flips:
-                x, y = int(rank[f["index"]]), float(diffs[f["index"]])
-                markers[kind][0].append(x)
-                markers[kind][1].append(y)
-                outliers.append((x, y, f"{Path(f['image']).name} (margin {f['margin']:.2g})"))
-        if gated:
-            outliers += [(int(rank[i]), float(diffs[i]), f"{i}: {diffs[i]:.2g}") for i in np.flatnonzero(diffs > line)]
+
+def _floor(comps: list[Comparison], line: float) -> float:
+    """Where an exact zero is drawn on the log axis: a decade under the smallest positive value (or the line)."""
+    positive = [d for c in comps for d in c.abs_logit_diffs if d > 0]
+    return min([line, *positive]) / 10.0
+
+
+def _column(ax, col: int, c: Comparison, colour: str, floor: float, outliers: list, markers: dict) -> float:
+    """One comparison's |Δlogit| per image, sorted, inside column ``col``; flagged images collected. Its max."""
+    diffs = np.asarray(c.abs_logit_diffs, dtype=np.float64)
+    order = np.argsort(diffs, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    xs = col - _HALF_WIDTH + 2 * _HALF_WIDTH * (np.arange(len(diffs)) + 0.5) / len(diffs)
+    shown = np.maximum(diffs, floor)
+    ax.plot(xs, shown[order], marker=".", markersize=4, linewidth=1, color=colour, label=_short(c))
+    for kind, flips in (("near-tie flip", c.near_ties), ("flip beyond margin", c.flips_beyond_margin)):
+        for f in flips:
+            x, y = float(xs[rank[f["index"]]]), float(shown[f["index"]])
+            markers[kind][0].append(x)
+            markers[kind][1].append(y)
+            outliers.append((x, y, f"{Path(f['image']).name} (margin {f['margin']:.2g})"))
+    tol = c.tolerance
+    if tol.max_abs_logit is not None:
+        over = np.flatnonzero(diffs > tol.logit_error)
+        outliers += [(float(xs[rank[i]]), float(shown[i]), f"{i}: {diffs[i]:.2g}") for i in over]
+    zeros = int((diffs <= 0).sum())
+    line = "gate" if tol.max_abs_logit is not None else "expected"
+    note = f"max {diffs.max():.2g}\n= {diffs.max() / tol.logit_error:.2g} × {line}"
+    note += f"\n{zeros} exact 0 at floor" if zeros else ""
+    ax.text(col, 0.97, note, transform=ax.get_xaxis_transform(), fontsize=6.5, ha="center", va="top")
+    return float(shown.max())
+
+
+def _flag_markers(ax, markers: dict, outliers: list) -> None:
+    """Circles on near-tie flips, crosses on real flips, and the first few flagged images named."""
     if markers["near-tie flip"][0]:
         ax.scatter(
             *markers["near-tie flip"],
@@ -98,34 +113,40 @@ def _panel(ax, gate: str, comps: list[Comparison], colours: dict[str, str]) -> N
     seen: set[str] = set()
     shown = [o for o in outliers if not (o[2] in seen or seen.add(o[2]))]
     for x, y, text in shown[:_MAX_LABELS]:
-        ax.annotate(text, (x, y), xytext=(-4, 6), textcoords="offset points", fontsize=7, ha="right")
+        ax.annotate(text, (x, y), xytext=(-4, -10), textcoords="offset points", fontsize=7, ha="right")
     if len(shown) > _MAX_LABELS:
         ax.text(
             0.98,
-            0.97,
+            0.03,
             f"+{len(shown) - _MAX_LABELS} more flagged (parity.md)",
             transform=ax.transAxes,
             fontsize=7,
             ha="right",
-            va="top",
+            va="bottom",
         )
+
+
+def _panel(ax, gate: str, comps: list[Comparison], colours: dict[str, str]) -> None:
+    """One gate: a log |Δlogit| axis, each comparison in a column of its own, the gate's line across them."""
+    tol = comps[0].tolerance
+    line, gated = tol.logit_error, tol.max_abs_logit is not None
+    comps = [c for c in comps if c.abs_logit_diffs]
+    floor = _floor(comps, line)
+    outliers: list[tuple[float, float, str]] = []  # x, y, text
+    markers: dict[str, tuple[list[float], list[float]]] = {"near-tie flip": ([], []), "flip beyond margin": ([], [])}
+    top = max([line, *(_column(ax, i, c, colours[_short(c)], floor, outliers, markers) for i, c in enumerate(comps))])
+    _flag_markers(ax, markers, outliers)
+    colour = "tab:red" if gated else "dimgrey"
+    ax.axhline(line, color=colour, linestyle="--", linewidth=1.2, zorder=1)
     what = f"gate: max |Δlogit| {line:g}" if gated else f"expected error {line:g} (not gated)"
-    ax.axhline(line, color="tab:red" if gated else "grey", linestyle="--", linewidth=1)
-    ax.text(
-        0.02,
-        line,
-        what,
-        transform=ax.get_yaxis_transform(),
-        fontsize=7,
-        ha="left",
-        va="bottom",
-        color="tab:red" if gated else "dimgrey",
-    )
-    ax.set_ylim(0.0, 1.5 * top if top > 0 else 1.0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("image (sorted by |Δlogit|)")
-    ax.set_ylabel("max |Δlogit| per image")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.text(0.99, line, what, transform=ax.get_yaxis_transform(), fontsize=7, ha="right", va="bottom", color=colour)
+    ax.set_yscale("log")
+    bottom = floor / 2  # the data and the gate fill the lower 70% of the axis; each column's note sits above
+    ax.set_ylim(bottom, bottom * (top / bottom) ** (1 / 0.7))
+    ax.set_xlim(-0.5, len(comps) - 0.5)
+    ax.set_xticks(range(len(comps)), [textwrap.fill(_short(c), 18) for c in comps], fontsize=7)
+    ax.set_xlabel("comparison (its images sorted by |Δlogit|)", fontsize=8)
+    ax.set_ylabel("max |Δlogit| per image (log)")
     ax.set_title(_title(gate, comps), fontsize=9, color="black" if all(c.passed for c in comps) else "tab:red")
 
 
