@@ -19,10 +19,15 @@ from .. import cli_types as T
 from ..errors import FieldError, GateFailed, RingfoldError
 from ..extras import install_hint, needed_extra, optional_module, require
 from ..ownership import owned_directory
+from .helpfmt import DefaultsHelpFormatter
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but unknown options get a 'did you mean' and the usual exit code 2 in one line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)  # every --help shows each option's default
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """Unknown options are reported by the subcommand that was given them, which suggests only its own
