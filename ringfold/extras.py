@@ -20,6 +20,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "export": ("torch", "torchvision", "open_clip", "tensorly", "safetensors", "onnx"),
     "check": ("onnx",),
     "trt": ("onnx", "polygraphy"),
+    "sign": ("model_signing", "OpenSSL", "cryptography"),  # model-signing imports pyOpenSSL without declaring it
 }
 
 #: the smallest extra that brings each optional module
@@ -33,6 +34,9 @@ MODULE_EXTRA: dict[str, str] = {
     "matplotlib": "train",
     "onnx": "check",
     "polygraphy": "trt",
+    "model_signing": "sign",
+    "OpenSSL": "sign",
+    "cryptography": "sign",
 }
 
 RUNTIME_COMMANDS = "classify, parity (stored reference), bench, check, build-engine, deepstream and triton"

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, classify, compress, demo, deploy, evaluate, export, parity, tensorrt, train
+from . import bench, classify, compress, demo, deploy, evaluate, export, parity, signing, tensorrt, train
 from .common import Parser, install_sigterm, run_command
 
 #: the subcommands in the order ``ringfold --help`` lists them
@@ -39,6 +39,8 @@ _COMMANDS = (
     compress.add_compress,
     tensorrt.add_check,
     evaluate.add_evaluate,
+    signing.add_sign,
+    signing.add_verify,
     demo.add_demo,
 )
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in _COMMANDS:
         add(sub)
+    signing.add_signature_options(sub)  # --public-key on every bundle-loading command, --sign-key on writers
     return parser
 
 
