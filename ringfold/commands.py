@@ -23,16 +23,7 @@ from ringfold.runtime.backends.onnxruntime.model import open_raw_model
 from ringfold.runtime.backends.onnxruntime.session import available_provider_names
 from ringfold.runtime.backends.registry import open_model
 from ringfold.runtime.backends.tensorrt import cuda as trt_cuda
-from ringfold.runtime.backends.tensorrt.lint import (
-    Finding,
-    PolygraphyResult,
-    count,
-    format_report,
-    lint_bundle,
-    polygraphy_compare,
-    require_polygraphy,
-    to_json,
-)
+from ringfold.runtime.backends.tensorrt.lint import CheckResult, check_bundle, require_polygraphy
 from ringfold.runtime.backends.tensorrt.plan import BuildOptions
 from ringfold.runtime.backends.tensorrt.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
 from ringfold.runtime.bundle.loader import Bundle, load_bundle
@@ -217,62 +208,15 @@ def _names(value: str | Sequence[str], every: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ check
-@dataclass
-class CheckResult:
-    """``ringfold check``: the TensorRT-parser lint of each variant and, with Polygraphy, its engine vs ONNX Runtime."""
-
-    bundle: Bundle
-    target: str
-    findings: dict[str, list[Finding]]  # precision -> the lint's rows
-    compared: dict[str, PolygraphyResult]  # precision -> its engine vs ONNX Runtime
-
-    @property
-    def failed(self) -> list[str]:
-        """What fails: variants with a blocker, and '<precision> (polygraphy)' for an engine that disagrees."""
-        blocked = [p for p, findings in self.findings.items() if count(findings, "blocker")]
-        return blocked + [f"{p} (polygraphy)" for p, r in self.compared.items() if not r.passed]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def to_text(self) -> str:
-        return "\n".join([format_report(self.bundle, self.target, self.findings), *self._summaries()])
-
-    def to_json(self) -> str:
-        compared = {p: r.to_dict() for p, r in self.compared.items()}
-        extra = {"polygraphy": compared, "passed": self.passed} if self.compared else None
-        return to_json(self.bundle, self.target, self.findings, extra)
-
-    def failure_line(self) -> str:
-        failed = self.failed
-        note = " (int8-dynamic is for ONNX Runtime on CPU only)" if "int8-dynamic" in failed else ""
-        return (
-            f"TensorRT check FAILED for {self.bundle.path} against {self.target}: {', '.join(failed)}; "
-            f"see the fix column{note}"
-        )
-
-    def _summaries(self) -> list[str]:
-        return [result.summary() for result in self.compared.values()]
-
-
 def check(
     bundle_dir: str | Path, target: str = "trt-10", precisions: Sequence[str] = ("all",), *, polygraphy: bool = False
 ) -> CheckResult:
-    """Lint each variant against ``target``'s ONNX parser; with ``polygraphy`` (TensorRT + CUDA) also build each
-    variant that passes (int8-dynamic excepted: ONNX Runtime only) and compare it with ONNX Runtime."""
+    """Lint every graph of the bundle TensorRT gets against ``target``'s ONNX parser (int8-dynamic, ONNX Runtime
+    only, is listed and never fails); with ``polygraphy`` (TensorRT + CUDA) also build each precision variant
+    that passes and compare it with ONNX Runtime."""
     if polygraphy:
         require_polygraphy()  # one line naming what is missing, before any work
-    bundle = load_bundle(bundle_dir)
-    findings = lint_bundle(bundle, target, list(precisions))
-    compared: dict[str, PolygraphyResult] = {}
-    if polygraphy:
-        feed = {bundle.manifest.input.name: bundle.reference().pixel_values}
-        for precision, rows in findings.items():
-            if count(rows, "blocker") or precision == "int8-dynamic":
-                continue
-            compared[precision] = polygraphy_compare(bundle.model_path(precision), precision, feed)
-    return CheckResult(bundle, target, findings, compared)
+    return check_bundle(load_bundle(bundle_dir), target, list(precisions), polygraphy=polygraphy)
 
 
 # ----------------------------------------------------------------------------------------- build-engine

@@ -362,7 +362,7 @@ def test_strongly_typed_fp32_engine_on_tensorrt_10(tiny_bundle, tmp_path):
 
 
 def test_tensorrt_version_window(monkeypatch, capsys):
-    """8.6 and 10.x are accepted silently, older is refused in one line, a newer major gets one note."""
+    """8.6, 10.x and 11.x are accepted silently, older is refused in one line, a newer major gets one note."""
     from ringfold.runtime.backends.tensorrt import stack as trt_stack
 
     def fake(version: str):
@@ -371,10 +371,11 @@ def test_tensorrt_version_window(monkeypatch, capsys):
         return trt_stack.import_tensorrt()
 
     assert fake("10.3.0").__version__ == "10.3.0" and fake("8.6.2").__version__ == "8.6.2"
+    assert fake("11.4.0").__version__ == "11.4.0" and fake("10.16.0").__version__ == "10.16.0"
     assert capsys.readouterr().err == ""
     with pytest.raises(RingfoldError, match=r"TensorRT 8\.5\.3 is too old: ringfold needs 8\.6"):
         fake("8.5.3")
-    fake("11.0.1")
+    fake("12.0.1")
     trt_stack.import_tensorrt()  # the note is printed once per process
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "TensorRT 11.0.1 is newer than the 8.6 and 10.x" in err[0]
+    assert len(err) == 1 and "TensorRT 12.0.1 is newer than the 8.6, 10.x and 11.x" in err[0]

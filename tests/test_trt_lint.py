@@ -274,20 +274,63 @@ def test_cli_exits_0_on_a_clean_bundle_and_prints_the_table(tiny_bundle, capsys)
     out = capsys.readouterr().out
     assert "fp32 (model.onnx): ok — 0 blocker(s)" in out
     assert "| severity | code | node | message | fix |" in out and "dynamic-batch" in out
-    assert main(["check", str(tiny_bundle), "--target", "trt-8.6"]) == 0
+    assert "text (text.onnx): ok" in out  # the text tower is one of the graphs TensorRT may get
+    assert main(["check", str(tiny_bundle), "--target", "trt-8.6", "--precision", "fp32"]) == 0
 
 
-def test_cli_exits_1_on_a_blocker_with_json(trt_bundle, capsys):
-    rc = main(["check", str(trt_bundle), "--precision", "fp32", "int8-dynamic", "--json"])
+def test_cli_exits_1_naming_the_graph_with_a_blocker(tiny_bundle, capsys):
+    """TensorRT 8.6 has no INT64 tensors: the text tower's int64 input_ids is a blocker there, named by file."""
+    rc = main(["check", str(tiny_bundle), "--target", "trt-8.6", "--json"])
     captured = capsys.readouterr()
     assert rc == 1
     doc = json.loads(captured.out)
-    assert doc["passed"] is False and doc["target"] == "trt-10"
+    assert doc["passed"] is False and doc["target"] == "trt-8.6"
     assert doc["precisions"]["fp32"]["blockers"] == 0
-    assert doc["precisions"]["int8-dynamic"]["blockers"] >= 1
-    codes = {f["code"] for f in doc["precisions"]["int8-dynamic"]["findings"]}
-    assert "unsupported-op" in codes
-    assert "FAILED" in captured.err and "int8-dynamic" in captured.err
+    assert doc["precisions"]["text"]["blockers"] == 1 and doc["precisions"]["text"]["file"] == "text.onnx"
+    assert {f["code"] for f in doc["precisions"]["text"]["findings"]} >= {"io-dtype"}
+    assert "FAILED" in captured.err and "text (text.onnx)" in captured.err and "fp32" not in captured.err
+
+
+def test_int8_dynamic_is_listed_not_for_tensorrt_and_does_not_fail(trt_bundle, capsys):
+    assert main(["check", str(trt_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "int8-dynamic (model_int8_dynamic.onnx): not judged — ONNX Runtime CPU only, not for TensorRT" in out
+    assert "MatMulInteger" not in out  # its TensorRT findings are not shown: TensorRT never gets it
+    for precision in ("fp32", "fp16", "int8"):
+        assert f"{precision} (model" in out and "): ok — 0 blocker(s)" in out
+    assert main(["check", str(trt_bundle), "--precision", "int8-dynamic", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    row = doc["precisions"]["int8-dynamic"]
+    assert doc["passed"] is True and row["for_tensorrt"] is False and row["findings"] == []
+    assert row["note"] == "ONNX Runtime CPU only, not for TensorRT"
+
+
+def test_raw_input_models_are_checked(raw_bundle, capsys):
+    assert main(["check", str(raw_bundle), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for dtype, file in (("float32", "model_raw.onnx"), ("uint8", "model_raw_uint8.onnx")):
+        row = doc["precisions"][f"raw-{dtype}"]
+        assert row["file"] == file and row["for_tensorrt"] is True and row["blockers"] == 0
+        assert ("dynamic-batch", "image_raw") in {(f["code"], f["node"]) for f in row["findings"]}
+    findings = lint_bundle(raw_bundle, "trt-10", ["raw-uint8"])
+    assert list(findings) == ["raw-uint8"]
+    with pytest.raises(RingfoldError, match="has no 'raw-int16' graph to check"):
+        lint_bundle(raw_bundle, "trt-10", ["raw-int16"])
+
+
+def test_trt11_target_is_strongly_typed_and_flags_an_int8_graph_with_fp32_parts(raw_bundle, capsys):
+    assert main(["check", str(raw_bundle), "--target", "trt-11", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["target"] == "trt-11" and doc["strongly_typed"] is True and doc["passed"] is True
+    int8 = {f["code"]: f for f in doc["precisions"]["int8"]["findings"]}
+    assert int8["int8-fp32-parts"]["severity"] == "warning"
+    assert "--precision int8-fp16" in int8["int8-fp32-parts"]["fix"]
+    assert "int8-fp32-parts" not in {f["code"] for f in doc["precisions"]["fp32"]["findings"]}
+    # the weakly typed targets keep their advice: no such row there
+    assert "int8-fp32-parts" not in _codes(lint_bundle(raw_bundle, "trt-10", ["int8"])["int8"])
+    with pytest.raises(SystemExit) as exited:
+        main(["check", str(raw_bundle), "--target", "trt-12"])
+    assert exited.value.code == 2 and "invalid choice: 'trt-12'" in capsys.readouterr().err
 
 
 def test_cli_bad_bundle_path_and_missing_variant_exit_2(tmp_path, tiny_bundle, capsys):
@@ -396,7 +439,7 @@ def test_polygraphy_glue_builds_a_batch_profile_and_reads_the_verdict(tiny_bundl
     result = polygraphy_compare(tiny_bundle / "model.onnx", "fp16", {"image": pixels}, max_batch=8)
     assert result.passed is passed and result.trt_version == "10.3.0"
     assert result.outputs["logits"]["max_absdiff"] == diff and result.outputs["logits"]["passed"] is passed
-    assert calls["config"]["fp16"] is True and calls["config"]["int8"] is False
+    assert calls["config"]["fp16"] is True and calls["config"].get("int8", False) is False
     profile = calls["config"]["profiles"][0].shapes["image"]
     assert profile == ((1, 3, 64, 64), (3, 3, 64, 64), (8, 3, 64, 64))
     assert calls["feed"][0]["image"] is pixels

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: experimental ops ONNX dropped in opset 10 (onnx 1.5) that onnx-tensorrt still imports from old models
 REMOVED_FROM_ONNX = {"ImageScaler", "ParametricSoftplus", "ScaledTanh"}
 #: ops of opsets 23/24 (onnx 1.18/1.19), unknown to the older onnx releases ringfold supports (1.16 on)
-NEWER_THAN_ONNX_1_16 = {"Attention", "RMSNormalization", "RotaryEmbedding", "TensorScatter"}
+NEWER_THAN_ONNX_1_16 = {"Attention", "RMSNormalization", "RotaryEmbedding", "Swish", "TensorScatter"}
 #: element types of onnx 1.18 (TensorRT 10's FP4 Q/DQ), unknown to older onnx releases
 TYPES_NEWER_THAN_ONNX_1_16 = {"FLOAT4E2M1"}
 
@@ -34,8 +34,8 @@ def _docs() -> dict[str, dict]:
 
 def test_one_data_file_per_target_loads_oldest_first():
     docs = _docs()
-    assert set(docs) == {"trt-8.6.json", "trt-10.json"}
-    assert TARGETS == ("trt-8.6", "trt-10")
+    assert set(docs) == {"trt-8.6.json", "trt-10.json", "trt-11.json"}
+    assert TARGETS == ("trt-8.6", "trt-10", "trt-11")
     for name, doc in docs.items():
         assert name == f"{doc['target']}.json"
         assert doc["about"] and doc["source"]
@@ -44,7 +44,7 @@ def test_one_data_file_per_target_loads_oldest_first():
     assert trt_lint.PARSERS is PARSERS and trt_lint.TARGETS == TARGETS
 
 
-@pytest.mark.parametrize("target", ["trt-8.6", "trt-10"])
+@pytest.mark.parametrize("target", ["trt-8.6", "trt-10", "trt-11"])
 def test_every_op_in_a_table_is_a_real_onnx_op(target):
     doc = _docs()[f"{target}.json"]
     supported, unsupported = set(doc["supported"]), set(doc["unsupported"])
@@ -56,7 +56,7 @@ def test_every_op_in_a_table_is_a_real_onnx_op(target):
     assert REMOVED_FROM_ONNX <= supported  # the parser's own table lists them
 
 
-@pytest.mark.parametrize("target", ["trt-8.6", "trt-10"])
+@pytest.mark.parametrize("target", ["trt-8.6", "trt-10", "trt-11"])
 def test_element_types_are_tensorproto_names_and_ranges_are_sane(target):
     doc = _docs()[f"{target}.json"]
     known = set(TensorProto.DataType.keys())
@@ -88,6 +88,20 @@ def test_trt10_imports_everything_trt86_does():
             assert old.ops[op].since == s.since, op
 
 
+def test_trt11_is_trt10_with_every_later_10x_op_and_strongly_typed():
+    """TensorRT 11 keeps what 10.x imports, has every op a 10.x release after 10.3 added, and drops weak typing."""
+    ten, eleven = PARSERS["trt-10"], PARSERS["trt-11"]
+    assert eleven.strongly_typed is True and ten.strongly_typed is False and PARSERS["trt-8.6"].strongly_typed is False
+    lost = sorted(op for op, s in ten.ops.items() if s.supported and not eleven.ops[op].supported)
+    assert lost == []
+    dated = sorted(op for op, s in ten.ops.items() if not s.supported and s.since)
+    assert dated and all(eleven.ops[op].supported for op in dated), dated
+    never = sorted(op for op, s in ten.ops.items() if not s.supported and s.since is None)
+    assert all(not eleven.ops[op].supported for op in never)
+    assert eleven.ops["Swish"].supported  # the 11.0 parser's addition
+    assert (eleven.opset_min, eleven.opset_max, eleven.int64) == (ten.opset_min, ten.opset_max, True)
+
+
 def test_public_api_is_importable_from_the_package():
     for name in (
         "count",
@@ -112,7 +126,7 @@ def test_package_imports_without_onnx_and_the_lint_names_it():
         "import sys; sys.modules['onnx'] = None\n"
         "import ringfold.runtime.backends.tensorrt.lint as t\n"
         "from ringfold.errors import RingfoldError\n"
-        "assert t.TARGETS == ('trt-8.6', 'trt-10')\n"
+        "assert t.TARGETS == ('trt-8.6', 'trt-10', 'trt-11')\n"
         "try:\n    t.lint_model('missing.onnx', 'trt-10')\n"
         "except RingfoldError as exc:\n    print(exc)\n"
     )

@@ -9,11 +9,8 @@ TensorRT itself would be called, a stand-in takes its place; the real builds are
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import shutil
-import stat
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -30,12 +27,9 @@ from polygraphy.backend.trt import (  # noqa: E402
     PostprocessNetwork,
 )
 
-from ringfold.cli import build_parser, main  # noqa: E402
 from ringfold.errors import RingfoldError  # noqa: E402
 from ringfold.ownership import ownership_problem  # noqa: E402
 from ringfold.runtime.backends.tensorrt import build as trt_build  # noqa: E402
-from ringfold.runtime.backends.tensorrt import cuda as trt_cuda  # noqa: E402
-from ringfold.runtime.backends.tensorrt import plan as trt_plan  # noqa: E402
 from ringfold.runtime.backends.tensorrt import stack as trt_stack  # noqa: E402
 from ringfold.runtime.backends.tensorrt.build import (  # noqa: E402
     BuilderConfig,
@@ -46,34 +40,13 @@ from ringfold.runtime.backends.tensorrt.build import (  # noqa: E402
     polygraphy_loaders,
     register_engine,
 )
-from ringfold.runtime.backends.tensorrt.cuda import parse_nvidia_smi  # noqa: E402
 from ringfold.runtime.backends.tensorrt.engines import find_engine  # noqa: E402
 from ringfold.runtime.backends.tensorrt.plan import BuildOptions, Fp32Layers, plan_build  # noqa: E402
-from ringfold.runtime.backends.tensorrt.trtexec import trtexec_argv  # noqa: E402
 from ringfold.runtime.bundle.engines import read_sidecar, sidecar  # noqa: E402
 from ringfold.runtime.bundle.loader import load_bundle  # noqa: E402
-from ringfold.runtime.bundle.spec import TensorSpec  # noqa: E402
 from tests import trt_stand_ins  # noqa: E402
 
-SHAS = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64}
-LN = "/visual/transformer/resblocks.0/ln_1/LayerNormalization"
-
-
-class FakeBundle:
-    """The parts of a Bundle the plan reads; every variant is the tiny model's ONNX under its own name."""
-
-    def __init__(self, real, root: Path, variants=("fp32",)) -> None:
-        self.path = root
-        self.variants = {v: object() for v in variants}
-        self.manifest = types.SimpleNamespace(input=TensorSpec("image", "float32", ("batch", 3, 64, 64)))
-        self.preprocess = real.preprocess
-        self._onnx = real.model_path("fp32")
-
-    def model_path(self, kind: str) -> Path:
-        return self._onnx
-
-    def model_sha256(self, kind: str) -> str:
-        return SHAS[kind]
+SHAS, LN, FakeBundle = trt_stand_ins.SHAS, trt_stand_ins.LN, trt_stand_ins.FakeBundle
 
 
 class FakeEnv(trt_stand_ins.FakeEnv):
@@ -484,200 +457,6 @@ def test_runner_returns_float32_copies_the_next_call_cannot_change():
     feed = model._runner.feeds[0]["image"]
     assert feed.dtype == np.float32 and feed.flags["C_CONTIGUOUS"]
     assert model.run_batched(np.zeros((8, 3, 64, 64), np.float32))["logits"].shape == (8, 2)
-
-
-# ------------------------------------------------------------------------------------------- trtexec
-def test_trtexec_argv_matches_the_plan_per_tensorrt_version(fake, tmp_path):
-    bundle = fake("fp32", "int8")
-    plan = plan_build(
-        bundle, BuildOptions("fp16", (1, 4, 8), workspace_mib=2048, timing_cache=tmp_path / "tc"), "8.6.2"
-    )
-    argv = trtexec_argv(plan, "e.engine")
-    assert argv == [
-        "trtexec",
-        f"--onnx={plan.onnx}",
-        "--saveEngine=e.engine",
-        "--minShapes=image:1x3x64x64",
-        "--optShapes=image:4x3x64x64",
-        "--maxShapes=image:8x3x64x64",
-        "--memPoolSize=workspace:2048",  # MiB: the unit 8.6 and 10.x both read without a suffix
-        "--fp16",
-        "--noTF32",
-        f"--timingCacheFile={tmp_path / 'tc'}",
-        "--profilingVerbosity=detailed",
-        "--skipInference",
-    ]
-    strongly = trtexec_argv(plan_build(bundle, BuildOptions("fp32", strongly_typed=True), "10.3"), "e")
-    assert "--stronglyTyped" in strongly and "--fp16" not in strongly and "--int8" not in strongly
-    int8 = trtexec_argv(plan_build(bundle, BuildOptions("int8"), "10.3"), "e")
-    assert "--int8" in int8 and "--fp16" in int8
-    fp32 = trtexec_argv(plan_build(bundle, BuildOptions("fp32"), "8.6"), "e")
-    assert not {"--fp16", "--int8", "--stronglyTyped"} & set(fp32)
-    pinned = trtexec_argv(plan_build(bundle, BuildOptions("fp16", fp32_layers=True), "8.6"), "e")
-    assert "--precisionConstraints=obey" in pinned
-    layers = next(a for a in pinned if a.startswith("--layerPrecisions=")).split("=", 1)[1].split(",")
-    assert f"{LN}:fp32" in layers and f"--layerOutputTypes={','.join(layers)}" in pinned
-
-
-def test_trtexec_refuses_what_it_cannot_express(fake, tmp_path, monkeypatch):
-    bundle = fake()
-    monkeypatch.setattr(trt_plan, "fp32_layer_names", lambda onnx: None)  # no onnx package
-    plan = plan_build(bundle, BuildOptions("fp16", fp32_layers=True), "10.3")
-    assert plan.fp32_layers.names is None
-    with pytest.raises(RingfoldError, match="pip install onnx"):
-        trtexec_argv(plan, "e")
-    monkeypatch.setattr(trt_plan, "fp32_layer_names", lambda onnx: ["a,b"])
-    with pytest.raises(RingfoldError, match="cannot parse"):
-        trtexec_argv(plan_build(bundle, BuildOptions("fp16", fp32_layers=True), "10.3"), "e")
-
-
-def _print(capsys, bundle, *extra, version="8.6.2"):
-    argv = ["build-engine", str(bundle), "--print-trtexec", *(["--trt-version", version] if version else []), *extra]
-    code = main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _register_argv(err: str) -> list[str]:
-    assert len(err.strip().splitlines()) == 1, err
-    return shlex.split(err[err.index(": ringfold build-engine ") + 2 :])  # "…registered on the device: <command>"
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """What this machine's GPU looks like to --print-trtexec (None: no CUDA, no nvidia-smi)."""
-
-    def set_gpu(value):
-        monkeypatch.setattr(trt_cuda, "detect_gpu", lambda: value)
-
-    set_gpu(("NVIDIA Jetson AGX Orin", "8.7"))
-    return set_gpu
-
-
-def test_print_trtexec_line_round_trips_through_a_shell(tiny_bundle, tmp_path, capsys, gpu):
-    bundle = _copy(tiny_bundle, tmp_path / "my bundles" / "pets v2")
-    cache = tmp_path / "cache dir" / "timing.cache"
-    code, out, err = _print(capsys, bundle, "--batch", "1,4,8", "--timing-cache", str(cache), "--workspace", "512")
-    assert code == 0 and len(out.strip().splitlines()) == 1
-    line = out.strip()
-    assert "<" not in line and ">" not in line and "'" in line  # paths with spaces are quoted
-    sha = load_bundle(bundle).model_sha256("fp32")[:12]
-    engine = bundle / "engines" / f"model-fp16-trt8.6-nvidia-jetson-agx-orin-sm87-b1-4-8-{sha}.engine"
-    assert shlex.split(line) == [
-        "trtexec",
-        f"--onnx={bundle / 'model.onnx'}",
-        f"--saveEngine={engine}",
-        "--minShapes=image:1x3x64x64",
-        "--optShapes=image:4x3x64x64",
-        "--maxShapes=image:8x3x64x64",
-        "--memPoolSize=workspace:512",
-        "--fp16",
-        "--noTF32",
-        f"--timingCacheFile={cache}",
-        "--profilingVerbosity=detailed",
-        "--skipInference",
-    ]
-    register = _register_argv(err)
-    assert register == ["ringfold", "build-engine", str(bundle), "--precision", "fp16", "--register", str(engine)]
-    args = build_parser().parse_args(register[1:])  # the next step is a valid command
-    assert args.register == str(engine) and args.precision == "fp16"
-
-
-def test_print_trtexec_without_a_gpu_names_the_engine_without_it(tiny_bundle, capsys, gpu, monkeypatch):
-    gpu(None)
-    monkeypatch.setattr("ringfold.commands.installed_trt_version", lambda: None)
-    code, out, err = _print(capsys, tiny_bundle, version=None)
-    assert code == 0
-    sha = load_bundle(tiny_bundle).model_sha256("fp32")[:12]
-    assert f"--saveEngine={tiny_bundle.absolute() / 'engines'}/model-fp16-trt10.3-b1-8-16-{sha}.engine" in out
-    assert "TensorRT 10.3 assumed" in err and "no GPU seen here" in err and "--register" in _register_argv(err)
-    assert err.startswith("ringfold build-engine: trtexec writes no sidecar")
-
-
-def test_print_trtexec_for_another_device_takes_gpu_and_sm(tiny_bundle, capsys, monkeypatch):
-    def no_detection():
-        raise AssertionError("--gpu/--sm given: nothing to detect")
-
-    monkeypatch.setattr(trt_cuda, "detect_gpu", no_detection)
-    code, out, err = _print(capsys, tiny_bundle, "--gpu", "Orin", "--sm", "8.7", version="10.3.0")
-    assert code == 0 and "-trt10.3-orin-sm87-b1-8-16-" in out and "no GPU" not in err
-
-
-def test_print_trtexec_asks_nvidia_smi_when_cuda_cannot_say(tiny_bundle, tmp_path, capsys, monkeypatch):
-    def no_cuda(device=0):
-        raise RingfoldError("no libcudart")
-
-    monkeypatch.setattr(trt_cuda, "cuda_device", no_cuda)
-    smi = tmp_path / "bin" / "nvidia-smi"
-    smi.parent.mkdir()
-    smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 4090, 8.9'\n")
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    code, out, _ = _print(capsys, tiny_bundle, version="10.3")
-    assert code == 0 and "-nvidia-geforce-rtx-4090-sm89-" in out
-
-
-@pytest.mark.parametrize(
-    "text,expected",
-    [
-        ("NVIDIA GeForce RTX 4090, 8.9\n", ("NVIDIA GeForce RTX 4090", "8.9")),
-        ("NVIDIA A100-SXM4-80GB, 8.0\nNVIDIA A100-SXM4-80GB, 8.0\n", ("NVIDIA A100-SXM4-80GB", "8.0")),
-        ("Orin (nvgpu), [N/A]\n", None),  # Jetson's nvidia-smi does not report it
-        ("", None),
-        ("garbage", None),
-    ],
-)
-def test_nvidia_smi_output_is_read_or_ignored(text, expected):
-    assert parse_nvidia_smi(text) == expected
-
-
-def test_print_trtexec_per_tensorrt_version(tiny_bundle, capsys, gpu):
-    code, out, err = _print(capsys, tiny_bundle, "--precision", "fp32", "--strongly-typed", version="8.6.2")
-    assert code == 2 and out == "" and "--strongly-typed needs TensorRT 10" in err and len(err.splitlines()) == 1
-    code, out, err = _print(capsys, tiny_bundle, "--precision", "fp32", "--strongly-typed", version="10.3")
-    argv = shlex.split(out)
-    assert code == 0 and "--stronglyTyped" in argv and "--fp16" not in argv and "-trt10.3-" in out
-    assert "--strongly-typed" in _register_argv(err)
-    code, out, err = _print(capsys, tiny_bundle, "--precision", "int8", "--calibrator", "entropy", "--calib", ".")
-    assert code == 2 and "trtexec cannot calibrate" in err and len(err.splitlines()) == 1
-
-
-def test_print_trtexec_pins_the_onnx_nodes_by_name(tiny_bundle, capsys, gpu):
-    code, out, _ = _print(capsys, tiny_bundle, "--fp32-layers")
-    argv = shlex.split(out)
-    layers = next(a for a in argv if a.startswith("--layerPrecisions=")).split("=", 1)[1].split(",")
-    assert code == 0 and f"{LN}:fp32" in layers and "/visual/transformer/resblocks.0/attn/Softmax:fp32" in layers
-    assert "--precisionConstraints=obey" in argv
-
-
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--print-trtexec", "--gpu", "Orin"], "--gpu and --sm go together"),
-        (["--print-trtexec", "--sm", "87"], "is not a compute capability"),
-        (["--print-trtexec", "--gpu", "  ", "--sm", "8.7"], "is not a GPU name"),
-        (["--print-trtexec", "--trt-version", "8.5.2"], "older than TensorRT 8.6"),
-        (["--print-trtexec", "--trt-version", "ten"], "is not a TensorRT version"),
-        (["--gpu", "Orin", "--sm", "8.7"], "describe the target of --print-trtexec"),
-        (["--trt-version", "10.3"], "describe the target of --print-trtexec"),
-        (["--print-trtexec", "--register", "x.engine"], "not allowed with argument"),
-    ],
-)
-def test_print_trtexec_values_are_checked(tiny_bundle, capsys, args, needle):
-    try:
-        code = main(["build-engine", str(tiny_bundle), *args])
-    except SystemExit as exc:  # refused by the parser
-        code = exc.code
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1
-
-
-def test_gpu_queries_never_raise_on_a_machine_without_cuda(monkeypatch):
-    monkeypatch.setenv("PATH", "")
-    assert isinstance(trt_cuda.cuda_device_count(), int)
-    found = trt_cuda.detect_gpu()
-    assert found is None or (isinstance(found[0], str) and "." in found[1])
 
 
 @pytest.mark.parametrize("count, calib_min, needle", [(3, 32, "3 image(s), fewer than the 32"), (0, 1, "0 image(s)")])

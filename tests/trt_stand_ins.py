@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
 
 from ringfold.runtime.backends.tensorrt import runner as trt_backend
+from ringfold.runtime.bundle.spec import TensorSpec
 
 
 class FakeEnv:
@@ -34,3 +36,27 @@ def stand_in_trt_model(lo: int, hi: int, runner, sample_shape: tuple[int, ...] =
     model.output_names = ["logits", "embedding"]
     model._runner = runner
     return model
+
+
+SHAS = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64, "int8-fp16": "d" * 64}
+LN = "/visual/transformer/resblocks.0/ln_1/LayerNormalization"
+
+
+class FakeBundle:
+    """The parts of a Bundle the plan reads; every variant is the tiny model's ONNX under its own name.
+
+    ``real``: the loaded tiny bundle (its preprocessing and fp32 ONNX); ``variants``: what the bundle claims to have.
+    """
+
+    def __init__(self, real, root: Path, variants=("fp32",)) -> None:
+        self.path = root
+        self.variants = {v: object() for v in variants}
+        self.manifest = types.SimpleNamespace(input=TensorSpec("image", "float32", ("batch", 3, 64, 64)))
+        self.preprocess = real.preprocess
+        self._onnx = real.model_path("fp32")
+
+    def model_path(self, kind: str) -> Path:
+        return self._onnx
+
+    def model_sha256(self, kind: str) -> str:
+        return SHAS[kind]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ringfold.runtime.backends.tensorrt.build import build_engine, register_engine
+from ringfold.runtime.backends.tensorrt.lint import TARGETS as LINT_TARGETS
 from ringfold.runtime.backends.tensorrt.plan import BuildOptions
 from ringfold.runtime.bundle.loader import load_bundle
 
@@ -123,20 +124,23 @@ def _print_trtexec(bundle, options, args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------------------- check
 def add_check(sub) -> None:
-    p = sub.add_parser("check", help="TensorRT-compatibility lint of a bundle's ONNX graphs (no GPU needed)")
+    p = sub.add_parser("check", help="TensorRT-compatibility lint of every graph TensorRT gets (no GPU needed)")
     p.add_argument("bundle", help="bundle directory from `ringfold export`")
     p.add_argument(
         "--target",
         default="trt-10",
-        choices=["trt-8.6", "trt-10"],
-        help="TensorRT ONNX parser to check against: trt-8.6 (JetPack 6.0) or trt-10 (10.0-10.3, JetPack 6.1/6.2)",
+        choices=list(LINT_TARGETS),
+        help="TensorRT ONNX parser to check against: trt-8.6 (JetPack 6.0), trt-10 (10.0-10.3, JetPack 6.1/6.2) "
+        "or trt-11 (strongly typed; JetPack >= 7.2.2, desktop) (default: %(default)s)",
     )
     p.add_argument(
         "--precision",
         nargs="+",
         default=["all"],
-        choices=["all", "fp32", "fp16", "int8", "int8-dynamic"],
-        help="variants to check (default: all the bundle has)",
+        metavar="GRAPH",
+        help="graphs to check: all, or precisions (fp32 fp16 int8 ...), raw-float32 raw-uint8 (the raw-pixel "
+        "models), text (the text tower) (default: all the bundle has; int8-dynamic is ONNX Runtime CPU only, "
+        "listed, never failed)",
     )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument(

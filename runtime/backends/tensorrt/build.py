@@ -4,7 +4,7 @@ The second step after :func:`~.plan.plan_build`: :func:`polygraphy_loaders` turn
 Polygraphy loaders (``NetworkFromOnnxPath`` → ``PostprocessNetwork`` for the fp32 pins →
 ``CreateConfig`` → ``EngineBytesFromNetwork``), and :func:`build_engine` runs them. Polygraphy,
 NVIDIA's maintained layer over the TensorRT Python API, keeps up with the API changes between 8.6
-(JetPack 6.0) and 10.x (JetPack 6.1/6.2, desktop); constructing its loaders does not import
+(JetPack 6.0), 10.x (JetPack 6.1/6.2, 7.2) and 11.x (strongly typed only); constructing its loaders does not import
 TensorRT, so the configuration is tested on machines without it.
 
 ringfold keeps what is its own: the engine key and file name, the refusal of foreign engines
@@ -161,7 +161,9 @@ def polygraphy_loaders(plan: BuildPlan) -> TrtLoaders:
 
     Only the arguments a plan sets are passed, so the loaders stay those of Polygraphy's
     defaults otherwise (TF32 off: an fp32 engine computes in fp32; DETAILED profiling
-    verbosity, so ``polygraphy inspect model ENGINE --show layers`` can read it).
+    verbosity, so ``polygraphy inspect model ENGINE --show layers`` can read it). A strongly
+    typed plan (the default on TensorRT 10 and 11) passes ``strongly_typed=True`` to the network
+    loader and no precision flag at all: TensorRT 11 has no FP16/INT8 builder flags.
     """
     from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile
 
@@ -178,7 +180,10 @@ def polygraphy_loaders(plan: BuildPlan) -> TrtLoaders:
     profile = Profile()
     for name, lo, opt, hi in plan.profile:
         profile.add(name, min=lo, opt=opt, max=hi)
-    kwargs: dict[str, Any] = {"fp16": plan.fp16, "int8": plan.int8, "profiles": [profile]}
+    kwargs: dict[str, Any] = {"profiles": [profile]}
+    for flag in ("fp16", "int8"):  # weakly typed only: TensorRT 11 has no such builder flags
+        if getattr(plan, flag):
+            kwargs[flag] = True
     if plan.precision_constraints:
         kwargs["precision_constraints"] = plan.precision_constraints
     if plan.timing_cache is not None and plan.timing_cache.is_file():
@@ -227,6 +232,8 @@ def build_engine(bundle: Bundle, options: BuildOptions, env=None, log=print) -> 
         if plan.timing_cache is not None:
             cache_out.seek(0)
             write_bytes(plan.timing_cache, cache_out.read())
+    for note in plan.notes:
+        log(f"note: {note}")
     if loaders.pins is not None and loaders.pins.pinned is not None:
         log(f"pinned {loaders.pins.pinned} LayerNorm/Softmax/reduction/head layers to fp32")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +256,8 @@ def _sidecar_extra(plan: BuildPlan, seconds: float | None, built_by: str) -> dic
         "built_by": built_by,
         "polygraphy_version": polygraphy.__version__,
     }
+    if plan.notes:
+        extra["notes"] = list(plan.notes)
     if seconds is not None:
         extra["build_seconds"] = seconds
     return extra

@@ -7,10 +7,14 @@ workspace bytes, timing cache, the layers pinned to fp32, the calibration cache.
 batch, ``--strongly-typed`` on 8.6, ``--calibrator`` on 10.x, no int8 model) happens here, without
 TensorRT or Polygraphy, so all of it is tested on machines that have neither.
 
-INT8 comes from the bundle's QDQ ONNX (explicit quantization, any version); the legacy entropy
-calibrator (implicit quantization) is offered for 8.6 only, where it is not deprecated. Strongly
-typed networks (10.x, ``--strongly-typed``) take every precision from the ONNX types, so an fp16
-engine is then built from the bundle's fp16 graph, not with the FP16 flag.
+On TensorRT 10 and newer the build is strongly typed by default (:mod:`.versions`): every precision
+comes from the ONNX types, so an fp16 engine is built from the bundle's fp16 graph (its fp32 islands
+kept) and an int8 engine from its Q/DQ graph — ``int8-fp16`` (float parts fp16, for TensorRT) when the
+bundle has it, else ``int8``, whose fp32 float parts make an int8+fp32 engine (the plan notes it).
+TensorRT 8.6 builds weakly typed (FP16/INT8 flags; the legacy entropy calibrator, implicit
+quantization, is offered there only). On 10.x ``--weakly-typed`` (or ``--fp32-layers``, which pins
+layers of a weakly typed network) asks for the flags; 11.x has none, and asking is refused in one
+line naming the strongly typed alternative.
 
 The plan is carried out by Polygraphy (:mod:`.build`) or printed as a trtexec line
 (:mod:`.trtexec`).
@@ -30,6 +34,10 @@ from ringfold.runtime.pixels.images import list_images, load_image
 from ringfold.runtime.pixels.preprocess import PreprocessConfig
 
 from .stack import MIN_TRT
+from .versions import has_strong_typing, has_weak_typing, strongly_typed_only
+
+#: the Q/DQ variant whose non-quantized parts are fp16: what a strongly typed int8 engine is built from
+TRT_INT8_VARIANT = "int8-fp16"
 
 
 @dataclass
@@ -39,7 +47,7 @@ class BuildOptions:
     workspace_mib: int = 1024
     timing_cache: Path | None = None
     fp32_layers: bool = False
-    strongly_typed: bool = False
+    strongly_typed: bool | None = None  # None: strongly typed on TensorRT 10+, weakly on 8.6 (see plan_build)
     calibrator: str | None = None  # "entropy": implicit INT8 calibration (TensorRT 8.6 only)
     calib: str | None = None
     calib_cache: Path | None = None
@@ -91,6 +99,7 @@ class BuildPlan:
     timing_cache: Path | None = None
     fp32_layers: Fp32Layers | None = None
     calibration: CalibrationPlan | None = None
+    notes: tuple[str, ...] = ()  # what the user should know about the engine (printed, never fatal)
 
     @property
     def batch(self) -> tuple[int, int, int]:
@@ -105,39 +114,96 @@ class BuildPlan:
 
 
 def engine_sources(bundle: Bundle, precision: str) -> list[str]:
-    """The bundle variants an engine of ``precision`` may have been built from, most usual first."""
+    """The bundle variants an engine of ``precision`` may have been built from, most usual first.
+
+    For int8 that includes :data:`TRT_INT8_VARIANT`, what the strongly typed build prefers.
+    """
     if precision not in ENGINE_PRECISIONS:
         raise RingfoldError(
             f"--precision {precision}: TensorRT engines are fp32, fp16 or int8 "
             "(int8-dynamic is for ONNX Runtime on CPU); pick one of those"
         )
-    return [k for k in TABLE[precision].engine_sources if k in bundle.variants]
+    sources = TABLE[precision].engine_sources
+    if precision == "int8" and TRT_INT8_VARIANT not in sources:
+        sources = (TRT_INT8_VARIANT, *sources)
+    return [k for k in sources if k in bundle.variants]
 
 
 def source_variant(bundle: Bundle, precision: str, calibrator: str | None = None, strongly_typed: bool = False) -> str:
     """Which of the bundle's ONNX graphs the engine is built from.
 
-    Weakly typed (the default): the fp32 graph with the FP16 flag for fp16, the QDQ graph for
-    int8 (or the fp32 graph with ``--calibrator``). Strongly typed: the graph whose types are
-    the precision — the fp16 graph for fp16, the QDQ graph for int8.
+    Weakly typed: the fp32 graph with the FP16 flag for fp16, the QDQ graph for int8 (or the
+    fp32 graph with ``--calibrator``). Strongly typed: the graph whose types are the precision —
+    the fp16 graph for fp16, the int8-fp16 QDQ graph for int8 (the int8 one when it is absent).
     """
     if precision not in ENGINE_PRECISIONS:
         engine_sources(bundle, precision)  # raises the one-line refusal
     if precision == "int8" and calibrator is None:
+        if strongly_typed and TRT_INT8_VARIANT in bundle.variants:
+            return TRT_INT8_VARIANT
         if "int8" not in bundle.variants:
             raise RingfoldError(
-                f"{bundle.path}: no int8 (QDQ) model; re-export with --precision int8 --calib DIR, "
-                "or pass --calibrator entropy --calib DIR (TensorRT 8.6)"
+                f"{bundle.path}: no int8 (QDQ) model; re-export with --precision int8 --calib DIR"
+                + ("" if strongly_typed else ", or pass --calibrator entropy --calib DIR (TensorRT 8.6)")
             )
         return "int8"
     if precision == "fp16" and strongly_typed:
         if "fp16" not in bundle.variants:
             raise RingfoldError(
-                f"{bundle.path}: no fp16 model for a strongly typed fp16 engine; re-export with --precision fp16, "
-                "or drop --strongly-typed to build from the fp32 model with the FP16 flag"
+                f"{bundle.path}: no fp16 model for a strongly typed fp16 engine; re-export with --precision fp16 "
+                "(on TensorRT 10.x --weakly-typed builds the fp32 model with the FP16 flag instead)"
             )
         return "fp16"
     return "fp32"
+
+
+def resolve_typing(bundle: Bundle, options: BuildOptions, version: str) -> tuple[bool, tuple[str, ...]]:
+    """(strongly typed?, notes) for ``options`` on TensorRT ``version``; refuses what that version lacks.
+
+    8.6: weakly typed only. 11.x: strongly typed only — ``--weakly-typed``, ``--fp32-layers`` and
+    ``--calibrator`` are refused, each naming what to do instead. 10.x: strongly typed unless asked
+    otherwise (``--weakly-typed``, or ``--fp32-layers``, which pins layers of a weakly typed network);
+    an fp16 build falls back to the FP16 flag, with a note, when the bundle has no fp16 model.
+    """
+    asked = options.strongly_typed
+    if not has_strong_typing(version):
+        if asked:
+            raise RingfoldError(
+                f"--strongly-typed needs TensorRT 10 (strongly typed networks do not exist in {version}); "
+                "drop --strongly-typed"
+            )
+        return False, ()
+    if not has_weak_typing(version):
+        if asked is False:
+            raise RingfoldError(strongly_typed_only("--weakly-typed", version, "drop it: the ONNX types decide"))
+        if options.fp32_layers:
+            raise RingfoldError(
+                strongly_typed_only(
+                    "--fp32-layers", version, "drop it: the fp16 model already keeps LayerNorm/Softmax/head in fp32"
+                )
+            )
+        if options.calibrator:
+            raise RingfoldError(
+                strongly_typed_only("--calibrator", version, "drop it: int8 is built from the bundle's Q/DQ model")
+            )
+        return True, ()
+    if asked is None:
+        if options.fp32_layers or options.calibrator:
+            return False, ()  # both are weakly typed features: asking for one asks for the flags
+        if options.precision == "fp16" and "fp16" not in bundle.variants:
+            note = "no fp16 model in the bundle: fp16 engine built weakly typed (fp32 model + FP16 flag)"
+            return False, (note + "; re-export with --precision fp16 for the strongly typed build",)
+        return True, ()
+    return asked, ()
+
+
+def _int8_note(kind: str, strongly: bool) -> tuple[str, ...]:
+    if strongly and kind == "int8":
+        return (
+            "the bundle has no int8-fp16 model: TensorRT keeps the Q/DQ model's float parts in fp32, so the engine "
+            "is int8+fp32 (may be slower than fp16); re-export adding int8-fp16 to --precision",
+        )
+    return ()
 
 
 def _input_chw(bundle: Bundle) -> tuple[str, tuple[int, ...]]:
@@ -188,33 +254,14 @@ def plan_build(bundle: Bundle, options: BuildOptions, trt_version: str) -> Build
         raise RingfoldError(f"--batch {lo},{opt},{hi} invalid; need 1 <= min <= opt <= max")
     precision = options.precision
     engine_sources(bundle, precision)  # fp32 / fp16 / int8 only
-    if options.strongly_typed:
-        if version < (10,):
-            raise RingfoldError(
-                f"--strongly-typed needs TensorRT 10 (strongly typed networks do not exist in {trt_version}); "
-                "drop --strongly-typed"
-            )
-        if options.fp32_layers:
-            raise RingfoldError(
-                "--fp32-layers has no effect on a strongly typed network (the ONNX types decide every layer); "
-                "drop one of the two"
-            )
-        if options.calibrator:
-            raise RingfoldError("--calibrator calibrates a weakly typed network; drop --strongly-typed or --calibrator")
-    if options.calibrator:
-        if precision != "int8":
-            raise RingfoldError("--calibrator is for --precision int8; drop it for fp32/fp16 engines")
-        if version >= (10,):
-            raise RingfoldError(
-                f"--calibrator entropy is for TensorRT 8.6 (implicit INT8 calibration is deprecated in {trt_version}); "
-                "build from the bundle's QDQ int8 model: drop --calibrator"
-            )
+    strongly, notes = resolve_typing(bundle, options, trt_version)
+    _check_weak_options(options, strongly, trt_version)
     if options.workspace_mib < 1:
         raise RingfoldError(f"--workspace {options.workspace_mib}: give the builder's workspace in MiB, 1 or more")
     if options.timing_cache is not None and options.timing_cache.exists() and not options.timing_cache.is_file():
         raise RingfoldError(f"{options.timing_cache}: --timing-cache must name a file, not a folder")
 
-    kind = source_variant(bundle, precision, options.calibrator, options.strongly_typed)
+    kind = source_variant(bundle, precision, options.calibrator, strongly)
     onnx = bundle.model_path(kind)
     name, rest = _input_chw(bundle)
     pins = None
@@ -226,13 +273,34 @@ def plan_build(bundle: Bundle, options: BuildOptions, trt_version: str) -> Build
         precision=precision,
         trt_version=trt_version,
         profile=((name, (lo, *rest), (opt, *rest), (hi, *rest)),),
-        fp16=precision in ("fp16", "int8") and not options.strongly_typed,
-        int8=precision == "int8" and not options.strongly_typed,
+        fp16=precision in ("fp16", "int8") and not strongly,
+        int8=precision == "int8" and not strongly,
         source_kind=kind,
         onnx_sha256=bundle.model_sha256(kind),
-        strongly_typed=options.strongly_typed,
+        strongly_typed=strongly,
         workspace_bytes=options.workspace_mib << 20,
         timing_cache=options.timing_cache,
         fp32_layers=pins,
         calibration=_calibration(bundle, options, name, opt) if options.calibrator else None,
+        notes=notes + _int8_note(kind, strongly),
     )
+
+
+def _check_weak_options(options: BuildOptions, strongly: bool, trt_version: str) -> None:
+    """``--fp32-layers`` and ``--calibrator`` against the resolved typing (TensorRT 10.x and 8.6)."""
+    if strongly:
+        if options.fp32_layers:
+            raise RingfoldError(
+                "--fp32-layers has no effect on a strongly typed network (the ONNX types decide every layer); "
+                "drop one of the two"
+            )
+        if options.calibrator:
+            raise RingfoldError("--calibrator calibrates a weakly typed network; drop --strongly-typed or --calibrator")
+    if options.calibrator:
+        if options.precision != "int8":
+            raise RingfoldError("--calibrator is for --precision int8; drop it for fp32/fp16 engines")
+        if parse_version(trt_version) >= (10,):
+            raise RingfoldError(
+                f"--calibrator entropy is for TensorRT 8.6 (implicit INT8 calibration is deprecated in {trt_version}); "
+                "build from the bundle's QDQ int8 model: drop --calibrator"
+            )

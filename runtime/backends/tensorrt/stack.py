@@ -2,7 +2,8 @@
 instruction), the supported versions, and Polygraphy's log kept off stdout.
 
 ringfold builds and runs engines through Polygraphy, NVIDIA's maintained layer over the TensorRT
-Python API, so the API differences between TensorRT 8.6 (JetPack 6.0) and 10.x are Polygraphy's.
+Python API, so the API differences between TensorRT 8.6 (JetPack 6.0), 10.x and 11.x are Polygraphy's (what each
+version may be asked to build is :mod:`.versions`').
 What stays here: which versions ringfold accepts, and that a Polygraphy failure becomes one line
 (``what (Polygraphy's first line); fix``) while its details go to stderr.
 """
@@ -19,7 +20,7 @@ from ringfold.runtime.bundle.engines import parse_version
 
 MIN_TRT = (8, 6)
 #: the first TensorRT major ringfold has not been written against (its API changed at every major so far)
-NEXT_TRT_MAJOR = (11,)
+NEXT_TRT_MAJOR = (12,)
 
 
 TRT_MISSING = (
@@ -39,7 +40,8 @@ def import_tensorrt():
         raise RingfoldError(TRT_MISSING) from None
     if parse_version(trt.__version__) < MIN_TRT:
         raise RingfoldError(
-            f"TensorRT {trt.__version__} is too old: ringfold needs 8.6 (JetPack 6.0) or 10.x; upgrade JetPack/TensorRT"
+            f"TensorRT {trt.__version__} is too old: ringfold needs 8.6 (JetPack 6.0), 10.x or 11.x; "
+            "upgrade JetPack/TensorRT"
         )
     if parse_version(trt.__version__) >= NEXT_TRT_MAJOR:
         _warn_untested_trt(trt.__version__)
@@ -50,7 +52,7 @@ def import_tensorrt():
 def _warn_untested_trt(version: str) -> None:
     """Once per process: a newer major may work through Polygraphy, but nobody has checked it."""
     print(
-        f"ringfold: note: TensorRT {version} is newer than the 8.6 and 10.x ringfold is written and tested for; "
+        f"ringfold: note: TensorRT {version} is newer than the 8.6, 10.x and 11.x ringfold is written and tested for; "
         "if a build or run fails, say so with this version in the report",
         file=sys.stderr,
     )

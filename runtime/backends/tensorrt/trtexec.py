@@ -1,23 +1,36 @@
-"""``build-engine --print-trtexec``: the same build plan as a trtexec command, pasteable into a shell.
+"""``build-engine --print-trtexec``: the same build plan as a trtexec command that runs as printed.
 
-:func:`trtexec_argv` writes a :class:`~.plan.BuildPlan` as trtexec arguments; the engine it
-builds has no sidecar, so :func:`trtexec_recipe` also gives the ``build-engine --register`` line
-that checks it on the device and takes it into the bundle (:func:`.build.register_engine`).
+:func:`trtexec_argv` writes a :class:`~.plan.BuildPlan` as trtexec arguments, for the TensorRT the
+plan is for (no ``--fp16 --int8`` on 11, ``--stronglyTyped`` where 10.x needs it: :mod:`.versions`).
+:meth:`TrtexecRecipe.shell_line` makes it one line a user pastes on the device: it creates
+``BUNDLE/engines/`` (trtexec does not) and finds trtexec on PATH or in /usr/src/tensorrt/bin, where
+JetPack installs it off PATH. With ``--fp32-layers`` the layer list (kilobytes on a ViT) goes into a
+small build script beside the engine, ``engines/build_<engine>.sh`` — trtexec reads
+``--layerPrecisions`` from its command line only — and the line runs that script. The engine has no
+sidecar, so the recipe also gives the ``build-engine --register`` line that checks it on the device
+and takes it into the bundle (:func:`.build.register_engine`).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ringfold.atomic import sha256_file, write_text
 from ringfold.errors import RingfoldError
+from ringfold.ownership import read_record, record_files
 from ringfold.runtime.bundle.engines import EngineKey, engine_dir
 from ringfold.runtime.bundle.loader import Bundle
 
 from .plan import BuildOptions, BuildPlan, plan_build
+from .versions import has_strong_typing, has_weak_typing, needs_strongly_typed_flag
 
 #: what ``--print-trtexec`` assumes without TensorRT installed and without ``--trt-version``: JetPack 6.1/6.2
 DEFAULT_TRT_VERSION = "10.3"
+#: where JetPack installs trtexec (not on PATH); tests point it elsewhere with RINGFOLD_TRTEXEC_DIR
+TRTEXEC_DIR = "/usr/src/tensorrt/bin"
 _SPEC_UNSAFE = (",", ":")  # trtexec splits shape and layer specs at these
 
 
@@ -40,10 +53,13 @@ def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
     plan with implicit calibration is refused. trtexec pins layers by name only, so
     ``--fp32-layers`` becomes the ONNX node names of the nodes the precision policy keeps fp32;
     the Polygraphy build also pins by TensorRT layer type, which catches the layers a node
-    was split into.
+    was split into. TensorRT 11's trtexec has no precision flags and strong typing always on,
+    so its line carries neither ``--fp16/--int8`` nor ``--stronglyTyped``.
     """
     if plan.calibration is not None:
         raise _no_calibration()
+    if (plan.fp16 or plan.int8 or plan.fp32_layers) and not has_weak_typing(plan.trt_version):
+        raise RingfoldError(f"--print-trtexec: TensorRT {plan.trt_version}'s trtexec has no --fp16/--int8 flags")
 
     def spec(name: str, shape: tuple[int, ...]) -> str:
         return f"{name}:{'x'.join(str(d) for d in shape)}"
@@ -55,7 +71,7 @@ def trtexec_argv(plan: BuildPlan, engine_path: str | Path) -> list[str]:
         argv += [f"--minShapes={spec(name, lo)}", f"--optShapes={spec(name, opt)}", f"--maxShapes={spec(name, hi)}"]
     if plan.workspace_bytes is not None:
         argv.append(f"--memPoolSize=workspace:{max(1, plan.workspace_bytes >> 20)}")
-    if plan.strongly_typed:
+    if plan.strongly_typed and needs_strongly_typed_flag(plan.trt_version):
         argv.append("--stronglyTyped")
     if plan.fp16:
         argv.append("--fp16")
@@ -92,6 +108,64 @@ class TrtexecRecipe:
     register_argv: list[str]
     engine: Path
     gpu_known: bool
+    notes: tuple[str, ...] = ()  # the plan's (an int8 engine that stays int8+fp32, a weakly typed fallback)
+
+    @property
+    def script(self) -> Path | None:
+        """The build script beside the engine when the line would be too long to paste (``--layerPrecisions``)."""
+        if not any(a.startswith("--layerPrecisions=") for a in self.argv):
+            return None
+        return self.engine.parent / f"build_{self.engine.stem}.sh"
+
+    def shell_line(self) -> str:
+        """The one line to run on the device; writes the build script first when there is one.
+
+        Without a script: ``mkdir -p ENGINES && "$(command -v trtexec || echo DIR/trtexec)" ARGS``.
+        With one: ``sh ENGINES/build_<engine>.sh`` (the script does the same).
+        """
+        script = self.script
+        if script is None:
+            return f"mkdir -p {shlex.quote(str(self.engine.parent))} && {_trtexec()} {shlex.join(self.argv[1:])}"
+        write_build_script(script, self)
+        return f"sh {shlex.quote(str(script))}"
+
+
+def _trtexec() -> str:
+    """trtexec from PATH, else from JetPack's folder (``RINGFOLD_TRTEXEC_DIR`` overrides it, for tests)."""
+    fallback = os.path.join(os.environ.get("RINGFOLD_TRTEXEC_DIR") or TRTEXEC_DIR, "trtexec")
+    return f'"$(command -v trtexec || echo {shlex.quote(fallback)})"'
+
+
+def build_script(recipe: TrtexecRecipe) -> str:
+    """The POSIX shell script that runs trtexec with every argument of ``recipe`` (one per line)."""
+    args = " \\\n".join(f"    {shlex.quote(a)}" for a in recipe.argv[1:])
+    return (
+        "#!/bin/sh\n"
+        f"# written by `ringfold build-engine --print-trtexec`: builds {recipe.engine.name} with trtexec.\n"
+        "# trtexec reads --layerPrecisions from its command line only, so the fp32 layer list lives here.\n"
+        f"# Then register the engine: {shlex.join(recipe.register_argv)}\n"
+        "set -e\n"
+        f"mkdir -p {shlex.quote(str(recipe.engine.parent))}\n"
+        f"exec {_trtexec()} \\\n{args}\n"
+    )
+
+
+def write_build_script(path: Path, recipe: TrtexecRecipe) -> None:
+    """Write the build script into ``engines/`` and record it there; never over a file ringfold did not write."""
+    directory = path.parent
+    if os.path.lexists(path):
+        try:
+            known = read_record(directory).get(path.name, set())
+        except RingfoldError:
+            known = set()
+        if path.is_symlink() or not path.is_file() or sha256_file(path) not in known:
+            raise RingfoldError(
+                f"{path}: not written by ringfold build-engine (or changed since); ringfold never replaces it — "
+                "move it out of engines/ and print again"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text(path, build_script(recipe))
+    record_files(directory, "ringfold build-engine", [path.name])
 
 
 def trtexec_recipe(
@@ -103,7 +177,8 @@ def trtexec_recipe(
     ``gpu`` unknown (no CUDA here, no ``--gpu/--sm``) the name leaves the GPU part out. Either
     way trtexec writes no sidecar, so ringfold would not trust the engine yet: ``register_argv``
     is the command that checks it on the device and records it (and renames it to its full
-    key name). Paths are absolute, so both lines work from any directory.
+    key name); on 10.x, where both typings exist, it names the one the engine was built with.
+    Paths are absolute, so both lines work from any directory.
     """
     if options.calibrator:
         raise _no_calibration()
@@ -115,7 +190,7 @@ def trtexec_recipe(
     key = EngineKey(plan.onnx_sha256 or "", trt_version, device, cc, plan.precision, plan.batch)
     engine = engine_dir(bundle.path).absolute() / key.file_name()
     register = ["ringfold", "build-engine", str(bundle.path.absolute()), "--precision", plan.precision]
-    if plan.strongly_typed:
-        register.append("--strongly-typed")
+    if has_strong_typing(trt_version) and has_weak_typing(trt_version):
+        register.append("--strongly-typed" if plan.strongly_typed else "--weakly-typed")
     register += ["--register", str(engine)]
-    return TrtexecRecipe(trtexec_argv(plan, engine), register, engine, gpu is not None)
+    return TrtexecRecipe(trtexec_argv(plan, engine), register, engine, gpu is not None, plan.notes)

@@ -1,4 +1,4 @@
-"""The lint's entry points: one ONNX file, or every precision variant of a bundle."""
+"""The lint's entry points: one ONNX file, or every graph of a bundle that TensorRT gets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ringfold.runtime.bundle.loader import Bundle, load_bundle
 
 from .findings import Finding, grouped
 from .parsers import parser_spec
+from .subjects import select_subjects
 
 
 def import_onnx():
@@ -24,7 +25,7 @@ def import_onnx():
 
 
 def lint_model(path: str | Path, target: str = "trt-10", precision: str | None = None) -> list[Finding]:
-    """Findings (blockers first) for one ONNX file against ``target`` (trt-8.6 | trt-10)."""
+    """Findings (blockers first) for one ONNX file against ``target`` (one of :data:`~.parsers.TARGETS`)."""
     spec = parser_spec(target)
     import_onnx()
     # these read graphs with onnx, imported at their top: only now that it is known to be installed
@@ -38,13 +39,12 @@ def lint_model(path: str | Path, target: str = "trt-10", precision: str | None =
 def lint_bundle(
     bundle: Bundle | str | Path, target: str = "trt-10", precisions: Sequence[str] | str | None = None
 ) -> dict[str, list[Finding]]:
-    """Findings per precision variant of a bundle (a :class:`Bundle` or its path); ``None``/"all": every variant."""
+    """Findings per graph of a bundle (a :class:`Bundle` or its path), keyed by subject name: a precision,
+    ``raw-float32`` / ``raw-uint8`` (the raw-pixel models) or ``text`` (the text tower). ``None``/"all": every
+    graph, int8-dynamic included (``ringfold check`` lists that one without judging it: see :mod:`.subjects`)."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     parser_spec(target)
-    if precisions is None or precisions == "all" or (not isinstance(precisions, str) and "all" in precisions):
-        names = list(bundle.variants) or ["fp32"]
-    else:
-        names = [precisions] if isinstance(precisions, str) else list(dict.fromkeys(precisions))
-    paths = {p: bundle.model_path(p) for p in names}  # one-line BundleError for a variant the bundle lacks
-    return {p: lint_model(path, target, p) for p, path in paths.items()}
+    subjects = select_subjects(bundle, precisions)
+    paths = {s.name: (bundle.file(s.file), s.precision) for s in subjects}  # confined to the bundle, hashed
+    return {name: lint_model(path, target, precision) for name, (path, precision) in paths.items()}

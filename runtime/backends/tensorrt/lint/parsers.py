@@ -33,6 +33,8 @@ class ParserSpec:
     io_types: frozenset[str] = field(repr=False)  # types a graph input/output may have
     cast_types: frozenset[str] = field(repr=False)  # types Cast(to=...) may produce
     ops: dict[str, OpSupport] = field(repr=False)
+    #: every network is strongly typed (TensorRT 11): the ONNX's own types are the engine's precisions
+    strongly_typed: bool = False
 
 
 def _version_key(target: str) -> tuple[int, ...]:
@@ -55,6 +57,7 @@ def _spec(doc: dict) -> ParserSpec:
         io_types=frozenset(doc["io_types"]),
         cast_types=frozenset(doc["cast_types"]),
         ops=ops,
+        strongly_typed=bool(doc.get("strongly_typed", False)),
     )
 
 

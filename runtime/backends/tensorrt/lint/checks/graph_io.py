@@ -49,7 +49,7 @@ def _element_type(kind: str, name: str, elem_type: int, spec: ParserSpec) -> lis
                 "info",
                 "io-dtype",
                 name,
-                f"graph {kind} {name} is int64: TensorRT 10 binds it as INT64",
+                f"graph {kind} {name} is int64: TensorRT {spec.version} binds it as INT64",
                 "feed/read int64 buffers",
             )
         ]

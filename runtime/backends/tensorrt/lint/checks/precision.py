@@ -1,12 +1,16 @@
 """Precision: in an fp16 variant, the nodes ringfold keeps fp32 — the FP16 builder flag may still run them in fp16.
 
 The nodes are :mod:`ringfold.runtime.graph.precision_policy`'s, the same the export kept fp32 and
-``build-engine --fp32-layers`` pins.
+``build-engine --fp32-layers`` pins. On a strongly typed target (TensorRT 11) the ONNX's types are the
+engine's, so the fp32 islands stay fp32 by themselves, and a Q/DQ int8 graph whose other parts are fp32
+builds an int8 + fp32 engine, which can be slower than the fp16 one: that is what this family says there.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+
+from onnx import TensorProto
 
 from ringfold.runtime.graph.precision_policy import FP32_OPS, final_normalisation_nodes, is_fp32_node
 
@@ -16,6 +20,8 @@ from ..parsers import ParserSpec
 
 
 def check(g: Graphs, spec: ParserSpec, precision: str | None = None) -> list[Finding]:
+    if spec.strongly_typed:
+        return _int8_float_parts(g, spec) if precision == "int8" else []
     if precision != "fp16":
         return []
     tail = frozenset(final_normalisation_nodes(g.model))
@@ -38,3 +44,29 @@ def check(g: Graphs, spec: ParserSpec, precision: str | None = None) -> list[Fin
             "build with `ringfold build-engine --fp32-layers` (or --strongly-typed on TensorRT 10)",
         )
     ]
+
+
+def _int8_float_parts(g: Graphs, spec: ParserSpec) -> list[Finding]:
+    """A Q/DQ graph whose weights outside the quantized ones are float32 and none float16: strongly typed,
+    TensorRT runs every non-quantized op in fp32."""
+    dtypes = Counter(t.data_type for t in g.initializers.values() if len(t.dims) >= 1 and _elements(t) > 1)
+    if not dtypes[TensorProto.FLOAT] or dtypes[TensorProto.FLOAT16]:
+        return []
+    return [
+        Finding(
+            "warning",
+            "int8-fp32-parts",
+            None,
+            f"the non-quantized parts are float32 ({dtypes[TensorProto.FLOAT]} float32 weight(s), none float16): "
+            f"TensorRT {spec.version} builds it strongly typed as int8 + fp32, which can be slower than fp16",
+            "export the TensorRT int8 variant whose other parts are fp16 (`ringfold export --precision int8-fp16`) "
+            "and build from it",
+        )
+    ]
+
+
+def _elements(t) -> int:
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    return n

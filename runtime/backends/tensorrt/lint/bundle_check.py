@@ -1,0 +1,77 @@
+"""``ringfold check BUNDLE``: every graph TensorRT gets, judged against one target; the verdict and its exit code.
+
+The lint of each judged subject (:mod:`.subjects`: the TensorRT precisions, the raw-pixel models, the
+text tower), optionally Polygraphy's build-and-compare of each that passed, and what fails: a judged
+subject with a blocker, or an engine that disagrees with ONNX Runtime. A variant TensorRT never gets
+(int8-dynamic, ONNX Runtime on a CPU) is listed, not linted, and fails nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ringfold.runtime.bundle.loader import Bundle
+
+from .compare import PolygraphyResult, polygraphy_compare
+from .findings import Finding, count
+from .lint import lint_model
+from .parsers import parser_spec
+from .report import format_report, judged_blockers, to_json
+from .subjects import Subject, select_subjects
+
+
+@dataclass
+class CheckResult:
+    """The lint of each judged graph and, with Polygraphy, each engine vs ONNX Runtime."""
+
+    bundle: Bundle
+    target: str
+    subjects: list[Subject]
+    findings: dict[str, list[Finding]]  # subject name -> the lint's rows (judged subjects only)
+    compared: dict[str, PolygraphyResult]  # precision -> its engine vs ONNX Runtime
+
+    @property
+    def failed(self) -> list[str]:
+        """What fails, by file: judged graphs with a blocker, '<precision> (polygraphy)' for a disagreeing engine."""
+        labels = {s.name: s.label for s in self.subjects}
+        blocked = [labels[name] for name in judged_blockers(self.findings, self.subjects)]
+        return blocked + [f"{p} (polygraphy)" for p, r in self.compared.items() if not r.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_text(self) -> str:
+        summaries = [result.summary() for result in self.compared.values()]
+        return "\n".join([format_report(self.bundle, self.target, self.findings, self.subjects), *summaries])
+
+    def to_json(self) -> str:
+        extra = {"passed": self.passed}
+        if self.compared:
+            extra["polygraphy"] = {p: r.to_dict() for p, r in self.compared.items()}
+        return to_json(self.bundle, self.target, self.findings, extra, self.subjects)
+
+    def failure_line(self) -> str:
+        return (
+            f"TensorRT check FAILED for {self.bundle.path} against {self.target}: {', '.join(self.failed)}; "
+            "see the fix column"
+        )
+
+
+def check_bundle(
+    bundle: Bundle, target: str = "trt-10", names: Sequence[str] | str | None = None, *, polygraphy: bool = False
+) -> CheckResult:
+    """Lint every graph of ``bundle`` TensorRT gets (``names``: a subset, None / "all": every one); with
+    ``polygraphy`` (TensorRT + CUDA; the caller checked it is here) also build each precision variant that
+    passed and compare it with ONNX Runtime on the bundle's reference images."""
+    parser_spec(target)  # an unknown target is refused before any graph is read
+    subjects = select_subjects(bundle, names)
+    findings = {s.name: lint_model(bundle.file(s.file), target, s.precision) for s in subjects if s.tensorrt}
+    compared: dict[str, PolygraphyResult] = {}
+    if polygraphy:
+        feed = {bundle.manifest.input.name: bundle.reference().pixel_values}
+        for s in subjects:
+            if s.tensorrt and s.name in bundle.variants and not count(findings[s.name], "blocker"):
+                compared[s.name] = polygraphy_compare(bundle.file(s.file), s.name, feed)
+    return CheckResult(bundle, target, subjects, findings, compared)
