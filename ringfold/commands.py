@@ -222,11 +222,16 @@ def check(
 # ----------------------------------------------------------------------------------------- build-engine
 @dataclass
 class TrtexecPlan:
-    """``build-engine --print-trtexec``: the trtexec line, the line that registers its engine, and what was assumed."""
+    """``build-engine --print-trtexec``: the trtexec line, the line that registers its engine, and what was assumed.
+
+    ``line`` is what a user runs (creates engines/, finds trtexec off PATH, or runs the build script
+    written beside the engine); ``argv`` is the trtexec command itself.
+    """
 
     argv: list[str]
     register_argv: list[str]
     notes: list[str]
+    line: str = ""
 
 
 def installed_trt_version() -> str | None:
@@ -254,4 +259,5 @@ def trtexec_plan(
     recipe = trtexec_recipe(bundle, options, version, gpu if gpu else trt_cuda.detect_gpu())
     notes = [] if trt_version or installed_version else [f"TensorRT {version} assumed, pass --trt-version"]
     notes += [] if recipe.gpu_known else ["no GPU seen here, registering adds it to the file name"]
-    return TrtexecPlan(list(recipe.argv), list(recipe.register_argv), notes)
+    notes += recipe.notes
+    return TrtexecPlan(list(recipe.argv), list(recipe.register_argv), notes, recipe.shell_line())

@@ -32,10 +32,22 @@ def add_build_engine(sub) -> None:
         action="store_true",
         help="pin the fp16 export's fp32 set (LayerNorm, Softmax, reductions, Pow/Sqrt, final norm + head) to fp32",
     )
-    p.add_argument(
+    typing = p.add_mutually_exclusive_group()
+    typing.add_argument(
         "--strongly-typed",
-        action="store_true",
-        help="TensorRT 10: precisions from the ONNX types (fp16: the fp16 model)",
+        action="store_const",
+        const=True,
+        dest="strongly_typed",
+        help="precisions from the ONNX types (fp16: the fp16 model; int8: the Q/DQ model); "
+        "default on TensorRT 10 and 11, not in 8.6",
+    )
+    typing.add_argument(
+        "--weakly-typed",
+        action="store_const",
+        const=False,
+        dest="strongly_typed",
+        help="FP16/INT8 builder flags on the fp32 / Q/DQ model; default on 8.6, TensorRT 10.x only besides, "
+        "not in 11",
     )
     p.add_argument("--calibrator", choices=["entropy"], help="implicit INT8 calibration (TensorRT 8.6 only)")
     p.add_argument("--calib", help="calibration images for --calibrator")
@@ -113,7 +125,7 @@ def _print_trtexec(bundle, options, args: argparse.Namespace) -> None:
     plan = commands.trtexec_plan(
         bundle, options, trt_version=args.trt_version, installed_version=commands.installed_trt_version(), gpu=gpu
     )
-    print(shlex.join(plan.argv))
+    print(plan.line)
     shown = f" ({'; '.join(plan.notes)})" if plan.notes else ""
     print(
         "ringfold build-engine: trtexec writes no sidecar, so ringfold trusts its engine only once registered "
