@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import logging
 import os
@@ -38,6 +39,30 @@ def register_builtin_configs() -> None:
     """Make ringfold's own small architectures (tests, demo) known to open_clip by name."""
     if TINY_MODEL not in open_clip.list_models():
         open_clip.add_model_config(_CONFIG_DIR)
+
+
+def close_model_names(name: str, n: int = 3) -> list[str]:
+    """open_clip config names (ringfold's own included) that ``name`` may be a typo of, closest first.
+
+    Compared case-blind, so ``vit-b-16`` finds ``ViT-B-16`` and ``ViT-B-61`` finds it too.
+    """
+    register_builtin_configs()
+    by_lower = {model.lower(): model for model in open_clip.list_models()}
+    return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)]
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an unknown model config in one line, with "did you mean", before anything is built or loaded."""
+    register_builtin_configs()
+    if open_clip.get_model_config(name) is not None:
+        return
+    close = close_model_names(name)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise FieldError(
+        "model",
+        f"{name!r} is not an open_clip model config; {hint}"
+        'the names: `python -c "import open_clip; print(open_clip.list_models())"` (and ringfold-tiny-vit)',
+    )
 
 
 @dataclass
@@ -166,13 +191,7 @@ def load_clip(
     cache_dir: str | None = None,
 ) -> LoadedModel:
     """Create the frozen CLIP model: pretrained tag, local checkpoint, or explicit random init."""
-    register_builtin_configs()
-    if open_clip.get_model_config(model_name) is None:
-        raise FieldError(
-            "model",
-            f'{model_name!r} is not an open_clip model config; see `python -c "import open_clip; '
-            'print(open_clip.list_models())"`',
-        )
+    check_model_name(model_name)
     if random_init == bool(pretrained):
         raise RingfoldError("pass exactly one of --pretrained TAG|FILE or --random-init")
     if random_init:

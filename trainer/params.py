@@ -10,7 +10,7 @@ from ringfold.errors import FieldError
 
 from .adapters.base import build_site_adapter, resolve_layers
 from .config import AdapterConfig, config_from_dict
-from .models import register_builtin_configs
+from .models import check_model_name
 
 
 @dataclass
@@ -30,10 +30,8 @@ class ParamRow:
 
 def tower_shapes(model_name: str) -> dict[str, tuple[int, int]]:
     """(width, depth) of each tower, read from the open_clip config without building the model."""
-    register_builtin_configs()
+    check_model_name(model_name)  # one line with "did you mean", before anything is built
     cfg = open_clip.get_model_config(model_name)
-    if cfg is None:
-        raise FieldError("model", f"{model_name!r} is not an open_clip model config")
     vision, text = cfg["vision_cfg"], cfg["text_cfg"]
     if "timm_model_name" in vision or "hf_model_name" in text:
         raise FieldError("model", f"{model_name!r}: ringfold counts open_clip ViT + transformer-text configs only")

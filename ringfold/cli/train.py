@@ -55,8 +55,11 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ringfold.trainer.models import check_model_name  # torch and open_clip: the [train] extra
     from ringfold.trainer.train import resume, train  # torch: the [train] extra
 
+    if not args.resume:
+        check_model_name(args.model)  # "did you mean", before torchrun starts or any data or model loads
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.nproc, args.argv)
     if args.resume:
