@@ -21,14 +21,15 @@ import numpy as np
 from ringfold.runtime.backends.base import Backend
 from ringfold.runtime.backends.onnxruntime.model import open_raw_model
 from ringfold.runtime.backends.onnxruntime.session import available_provider_names
-from ringfold.runtime.backends.registry import open_model
+from ringfold.runtime.backends.registry import backend_precisions, open_model
 from ringfold.runtime.backends.tensorrt import cuda as trt_cuda
 from ringfold.runtime.backends.tensorrt.lint import CheckResult, check_bundle, require_polygraphy
 from ringfold.runtime.backends.tensorrt.plan import BuildOptions
 from ringfold.runtime.backends.tensorrt.trtexec import DEFAULT_TRT_VERSION, trtexec_recipe
 from ringfold.runtime.bundle.loader import Bundle, load_bundle
-from ringfold.runtime.infer.bench import BenchReport, run_bench
+from ringfold.runtime.infer.bench import BenchConfig, BenchReport, run_bench
 from ringfold.runtime.infer.classify import Prediction
+from ringfold.runtime.parity.gates import RUN_HERE, read_gates, run_gate
 from ringfold.runtime.parity.geometry import PreprocessComparison, compare_preprocessing
 from ringfold.runtime.parity.metrics import tolerance_for
 from ringfold.runtime.parity.raw import raw_input_comparisons
@@ -36,6 +37,9 @@ from ringfold.runtime.parity.report import ParityReport
 from ringfold.runtime.parity.stored import bundle_parity
 from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8
 from ringfold.runtime.vocab.open_vocab import OpenVocabularyModel, with_classes
+
+from .errors import RingfoldError
+from .extras import missing_module
 
 
 # --------------------------------------------------------------------------------------------- classify
@@ -154,7 +158,7 @@ def parity(
     (``max_abs_logit``, ``min_cosine``, ``min_top1``; None keeps a default).
     """
     bundle = load_bundle(bundle_dir)
-    precisions = list(bundle.variants) if precision == "all" else [precision]
+    precisions = backend_precisions(bundle, backend) if precision == "all" else [precision]
     report = None
     for name in precisions:
         limits = tolerance_for(name, tolerance or {})
@@ -184,21 +188,54 @@ def bench(
     warmup: int = 10,
     threads: int | None = None,
     base: str | Path | None = None,
+    backend: str | Sequence[str] = "onnxruntime",
+    parity: Sequence[str | Path] | None = None,
 ) -> tuple[Bundle, BenchReport]:
-    """Latency and throughput of a bundle's variants per provider and batch size; returns (bundle, report).
+    """Latency and throughput of a bundle's configurations per batch size, and what to deploy; (bundle, report).
 
-    ``precision``: "all" or the variants (a list or a comma list); ``provider``: "all" (every one ONNX
-    Runtime offers here) or a list / comma list of cpu, cuda, trt; ``base``: the adapter-free model to
-    compare with (default: the bundle's, when it was exported with one).
+    ``backend``: "all" (ONNX Runtime, and OpenVINO where installed) or a list / comma list;
+    ``precision``: "all" (each backend's own list) or names; ``provider``: "all" (every one ONNX Runtime
+    offers here) or a list / comma list of cpu, cuda, trt; ``base``: the adapter-free model to compare with
+    (default: the bundle's, when it was exported with one). ``parity``: parity.json files whose verdicts
+    mark the configurations; without them bench runs each one's gate on the bundle's reference set.
     """
     bundle = load_bundle(bundle_dir)
-    precisions = _names(precision, list(bundle.variants))
-    for name in precisions:
-        bundle.model_path(name)  # one-line error for a variant the bundle does not have
-    providers = _names(provider, available_provider_names())
+    gates = read_gates(list(parity), bundle) if parity else None  # before minutes of timing
+    configs = bench_configs(bundle, backend, precision, provider)
     base_path = Path(base) if base else bundle.base_model_path()
-    report = run_bench(bundle, precisions, providers, list(batch_sizes), runs, warmup, threads, base_path)
+    report = run_bench(
+        bundle, [], [], list(batch_sizes), runs, warmup, threads, base_path,
+        configs=configs,
+        gate=None if gates is not None else partial(run_gate, bundle),
+        gates=gates,
+        gates_from=f"read from {', '.join(map(str, parity))}" if parity else RUN_HERE,
+    )  # fmt: skip
     return bundle, report
+
+
+def bench_configs(
+    bundle: Bundle, backend: str | Sequence[str], precision: str | Sequence[str], provider: str | Sequence[str]
+) -> list[BenchConfig]:
+    """The configurations bench times, each checked before any timing (an unknown one is one line)."""
+    every = ["onnxruntime"] + (["openvino"] if missing_module(("openvino",)) is None else [])
+    backends = _names(backend, every)
+    configs: list[BenchConfig] = []
+    for name in backends:
+        own = backend_precisions(bundle, name)
+        wanted = own if precision == "all" else _names(precision, own)
+        if len(backends) > 1 and precision != "all":
+            wanted = [p for p in wanted if p in own]  # each backend times the asked-for precisions it runs
+        for p in wanted:
+            if name == "onnxruntime":
+                bundle.model_path(p)  # one-line error for a variant the bundle does not have
+            elif p not in own:
+                raise RingfoldError(
+                    f"--precision {p}: --backend {name} runs {', '.join(own) or 'none'} on this bundle and machine; "
+                    "pick among them"
+                )
+        providers = _names(provider, available_provider_names()) if name == "onnxruntime" else [None]
+        configs += [BenchConfig(name, p, pv) for pv in providers for p in wanted]
+    return configs
 
 
 def _names(value: str | Sequence[str], every: list[str]) -> list[str]:

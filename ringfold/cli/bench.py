@@ -14,10 +14,26 @@ from .common import beside, write_report
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="latency (p50/p90/p99) and throughput per backend, precision and batch")
+    p = sub.add_parser(
+        "bench",
+        help="latency (p50/p90/p99) and throughput per backend, precision and batch; ends with what to deploy "
+        "(per batch, the fastest configuration whose parity gate passed here)",
+    )
     p.add_argument("bundle")
     p.add_argument("--precision", default="all", help="all, or a comma list of the bundle's variants")
     p.add_argument("--provider", default="cpu", help="comma list of cpu,cuda,trt, or all available")
+    p.add_argument(
+        "--backend",
+        default="all",
+        help="comma list of onnxruntime,openvino,tensorrt, or all (ONNX Runtime, and OpenVINO when installed)",
+    )
+    p.add_argument(
+        "--parity",
+        nargs="+",
+        metavar="PARITY_JSON",
+        help="parity.json files of `ringfold parity` on this bundle and machine whose verdicts mark each "
+        "configuration (default: bench runs each one's gate on the bundle's reference set)",
+    )
     p.add_argument("--batch-sizes", type=T.positive_int_list, default="1,2,4,8", help="comma list of batch sizes")
     p.add_argument("--runs", type=T.positive_int, default=50)
     p.add_argument("--warmup", type=T.non_negative_int, default=10)
@@ -43,6 +59,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         threads=args.threads,
         base=args.base,
+        backend=args.backend,
+        parity=args.parity,
     )
     written = write_report(lambda d: write_bench(report, d), out, "--out", "ringfold bench", args.overwrite)
     print(report.to_markdown())

@@ -77,8 +77,9 @@ def add_bundle_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="onnxruntime",
-        choices=["onnxruntime", "tensorrt"],
-        help="tensorrt: the engine built by `ringfold build-engine` for this GPU",
+        choices=["onnxruntime", "tensorrt", "openvino"],
+        help="tensorrt: the engine built by `ringfold build-engine` for this GPU; openvino: OpenVINO's CPU plugin "
+        "(the [openvino] extra; --precision fp32 bf16 fp16 int8 int8-bf16, inference precision pinned)",
     )
     p.add_argument("--threads", type=T.positive_int, help="ONNX Runtime intra-op threads")
 

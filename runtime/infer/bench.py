@@ -11,16 +11,23 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ringfold.atomic import atomic_path, write_json, write_text
-from ringfold.runtime.backends.onnxruntime.model import OnnxModel, open_bundle_model
+from ringfold.extras import missing_module
+from ringfold.runtime.backends.base import Backend
+from ringfold.runtime.backends.onnxruntime.model import OnnxModel
+from ringfold.runtime.backends.registry import open_model
 from ringfold.runtime.base.limits import check_batch_bytes
 from ringfold.runtime.bundle.loader import Bundle
+
+from .recommend import recommend
 
 
 @dataclass
@@ -32,6 +39,17 @@ class BenchPoint:
     p90_ms: float
     p99_ms: float
     throughput: float  # images / s at p50
+    #: the configuration's parity gate on this machine: True passed, False failed, None not run
+    parity: bool | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One configuration to time: a backend, its ONNX Runtime provider (else None) and a precision."""
+
+    backend: str
+    precision: str
+    provider: str | None = None
 
 
 @dataclass
@@ -43,6 +61,13 @@ class BenchReport:
     machine: dict[str, Any]
     points: list[BenchPoint] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
+    #: where the parity verdicts come from ("the bundle's reference set, run here", a parity.json)
+    gates_from: str = ""
+
+    @property
+    def recommendation(self) -> dict[int, BenchPoint]:
+        """Batch → the fastest configuration whose parity gate passed here (:func:`.recommend.recommend`)."""
+        return recommend(self.points)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +78,8 @@ class BenchReport:
             "machine": self.machine,
             "points": [p.__dict__ for p in self.points],
             "ratios": self.ratios,
+            "parity_gates_from": self.gates_from,
+            "recommendation": {str(b): p.__dict__ for b, p in self.recommendation.items()},
         }
 
     def to_markdown(self) -> str:
@@ -62,19 +89,31 @@ class BenchReport:
             f"- machine: {self.machine.get('cpu', self.machine.get('processor'))}, "
             f"{self.machine.get('cpu_count')} cores; "
             f"threads: {self.threads or 'default'}",
+            *([f"- parity gates: {self.gates_from}"] if self.gates_from else []),
             "",
-            "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s |",
-            "|---|---|---|---|---|---|---|",
+            "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | parity |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        verdict = {True: "pass", False: "FAIL", None: "not run"}
         for p in self.points:
             lines.append(
                 f"| {p.backend} | {p.precision} | {p.batch} | {p.p50_ms:.2f} | {p.p90_ms:.2f} | {p.p99_ms:.2f} | "
-                f"{p.throughput:.1f} |"
+                f"{p.throughput:.1f} | {verdict[p.parity]} |"
             )
         if self.ratios:
             lines += ["", "Ratios of p50 latencies:"]
             lines += [f"- {k}: {v:.3f}" for k, v in self.ratios.items()]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + ["", *self.recommendation_lines()]) + "\n"
+
+    def recommendation_lines(self) -> list[str]:
+        """The deploy advice: per batch, the fastest configuration whose parity gate passed on this machine."""
+        best = self.recommendation
+        if not best:
+            return ["Deploy: nothing to recommend — no timed configuration passed its parity gate on this machine."]
+        lines = ["Deploy (per batch: the fastest configuration whose parity gate passed on this machine):"]
+        for batch, p in best.items():
+            lines.append(f"- batch {batch}: {p.backend} {p.precision} — p50 {p.p50_ms:.2f} ms")
+        return lines
 
 
 def machine_info() -> dict[str, Any]:
@@ -89,7 +128,21 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
     info["onnxruntime"] = ort.__version__
+    if missing_module(("openvino",)) is None:
+        import openvino  # optional: the [openvino] extra, only when installed
+
+        info["openvino"] = openvino.__version__
     return info
+
+
+def backend_label(model: Backend) -> str:
+    """``onnxruntime CPU``, ``openvino CPU``: the backend and, short, what runs it (the column bench prints)."""
+    return f"{model.backend} {short_provider(model.provider)}"
+
+
+def short_provider(provider: str) -> str:
+    """``CPUExecutionProvider`` → ``CPU``; OpenVINO's ``CPU, inference precision f32 …`` → ``CPU``."""
+    return provider.split(",")[0].replace("ExecutionProvider", "").strip()
 
 
 def measure(run, batch: int, shape: tuple[int, ...], warmup: int, runs: int) -> tuple[float, float, float]:
@@ -105,6 +158,10 @@ def measure(run, batch: int, shape: tuple[int, ...], warmup: int, runs: int) -> 
     return float(p50), float(p90), float(p99)
 
 
+#: a parity gate bench runs on each opened model: (model, precision) → passed
+Gate = Callable[[Backend, str], bool]
+
+
 def run_bench(
     bundle: Bundle,
     precisions: list[str],
@@ -115,29 +172,40 @@ def run_bench(
     threads: int | None = None,
     base: Path | None = None,
     progress: bool = True,
+    *,
+    configs: list[BenchConfig] | None = None,
+    gate: Gate | None = None,
+    gates: Mapping[tuple[str, str], bool] | None = None,
+    gates_from: str = "",
 ) -> BenchReport:
+    """Time every configuration (``configs``, default: ONNX Runtime on ``providers`` × ``precisions``).
+
+    Each configuration's parity verdict comes from ``gate`` (run here on the opened model) or ``gates``
+    ((backend label, precision) → passed, from a parity.json); without either it is None and the
+    configuration is never recommended.
+    """
     shape = (3, *bundle.manifest.input_size)
     check_batch_bytes(max(batches), shape)
     report = BenchReport(str(bundle.path), bundle.describe(), bundle.random_weights, threads, machine_info())
-    models: list[tuple[str, str, Any]] = []
-    for provider in providers:
-        for precision in precisions:
-            models.append(
-                (provider, precision, lambda p=precision, pv=provider: open_bundle_model(bundle, p, pv, threads))
-            )
-        if base is not None:
-            models.append((provider, "base-fp32", lambda pv=provider: OnnxModel(base, provider=pv, threads=threads)))
+    report.gates_from = gates_from
+    configs = configs or [BenchConfig("onnxruntime", p, pv) for pv in providers for p in precisions]
+    models = [(c.precision, partial(open_model, bundle, c.precision, c.backend, c.provider, threads)) for c in configs]
+    if base is not None:
+        for provider in dict.fromkeys(c.provider for c in configs if c.backend == "onnxruntime"):
+            models.append(("base-fp32", partial(OnnxModel, base, provider=provider, threads=threads)))
     total = len(models) * len(batches)
-    done = 0
-    for _provider, precision, factory in models:
+    for i, (precision, factory) in enumerate(models):
         model = factory()
-        backend = f"onnxruntime {model.provider.replace('ExecutionProvider', '')}"
-        for batch in batches:
+        label = backend_label(model)
+        passed = None
+        if precision != "base-fp32":
+            passed = gate(model, precision) if gate else (gates or {}).get((label, precision))
+        for j, batch in enumerate(batches):
             p50, p90, p99 = measure(model.run, batch, shape, warmup, runs)
-            report.points.append(BenchPoint(backend, precision, batch, p50, p90, p99, 1000 * batch / p50))
-            done += 1
+            report.points.append(BenchPoint(label, precision, batch, p50, p90, p99, 1000 * batch / p50, passed))
             if progress:
-                print(f"[{done}/{total}] {backend} {precision} batch {batch}: p50 {p50:.2f} ms", flush=True)
+                n = i * len(batches) + j + 1
+                print(f"[{n}/{total}] {label} {precision} batch {batch}: p50 {p50:.2f} ms", flush=True)
     _ratios(report)
     return report
 
@@ -184,9 +252,10 @@ def bench_figure(report: BenchReport):
         series.setdefault((p.backend, p.precision), []).append(p)
     for (backend, precision), pts in series.items():
         pts = sorted(pts, key=lambda p: p.batch)
-        label = f"{precision} · {backend.split()[-1]}"
+        label = f"{precision} · {backend}"
         ax_l.plot([p.batch for p in pts], [p.p50_ms for p in pts], marker="o", label=label)
         ax_t.plot([p.batch for p in pts], [p.throughput for p in pts], marker="o", label=label)
+    _mark_recommendation(report, ax_l, ax_t)
     batches = sorted({p.batch for p in report.points})
     for ax, ylabel in ((ax_l, "p50 latency (ms)"), (ax_t, "images / s")):
         ax.set_xscale("log", base=2)
@@ -202,3 +271,14 @@ def bench_figure(report: BenchReport):
     fig.suptitle(report.model, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _mark_recommendation(report: BenchReport, ax_l, ax_t) -> None:
+    """A star on each batch's recommended configuration, named beside it (the table's last lines, drawn)."""
+    for n, (batch, p) in enumerate(report.recommendation.items()):
+        label = "deploy: fastest passing parity here" if n == 0 else None
+        ax_l.plot([batch], [p.p50_ms], marker="*", markersize=14, color="black", linestyle="none", label=label)
+        ax_t.plot([batch], [p.throughput], marker="*", markersize=14, color="black", linestyle="none")
+        ax_l.annotate(
+            f"{p.precision} · {p.backend}", (batch, p.p50_ms), fontsize=6, xytext=(4, -10), textcoords="offset points"
+        )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ringfold.runtime.backends.openvino.modes import OPENVINO_NUMERICS
 from ringfold.runtime.bundle.precisions import numerics
 
 #: the PyTorch side a comparison is measured against: the adapted model (adapters unfolded) or the folded one
@@ -65,6 +66,8 @@ class Tolerance:
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs_logit=1e-4, min_cosine=0.99999, min_top1=1.0, expected_logit_error=1e-4),
     "fp16": Tolerance(max_abs_logit=None, min_cosine=0.999, min_top1=0.995, expected_logit_error=0.01),
+    # OpenVINO's bf16 inference precision: 3 mantissa bits fewer than fp16, so 8 × fp16's expected error
+    "bf16": Tolerance(max_abs_logit=None, min_cosine=0.995, min_top1=0.99, expected_logit_error=0.08),
     "int8": Tolerance(max_abs_logit=None, min_cosine=0.99, min_top1=0.98, expected_logit_error=0.1),
 }
 #: Preprocessing must reproduce open_clip's tensors (normalised units); bicubic/bilinear PIL paths are exact.
@@ -72,8 +75,9 @@ PREPROCESS_TOLERANCE = 1e-5
 
 
 def tolerance_for(precision: str, overrides: dict[str, float | None] | None = None) -> Tolerance:
-    """The gate's tolerance for ``precision`` (int8-dynamic: int8's), with ``overrides`` where not None."""
-    base = DEFAULT_TOLERANCES[numerics(precision)]
+    """The gate's tolerance for ``precision`` (int8-dynamic: int8's; OpenVINO's bf16: its own), with
+    ``overrides`` where not None."""
+    base = DEFAULT_TOLERANCES[OPENVINO_NUMERICS.get(precision) or numerics(precision)]
     values = asdict(base)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return Tolerance(**values)
