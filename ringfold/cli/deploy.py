@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ringfold.runtime.base.text_rules import check_path
 from ringfold.runtime.bundle.loader import load_bundle
-from ringfold.runtime.deploy.deepstream import write_for_bundle
+from ringfold.runtime.deploy.deepstream import int8_note, write_for_bundle
 from ringfold.runtime.deploy.triton_repo import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, write_triton_repository
 
 from .. import cli_types as T
@@ -46,6 +46,9 @@ def cmd_deepstream(args: argparse.Namespace) -> int:
         bundle, Path(args.out), args.batch_size, args.gpu_id, overwrite=args.overwrite, trt_version=trt_version
     )
     print(f"DeepStream files for {bundle.path} written to {args.out}: {', '.join(p.name for p in written)}")
+    note = int8_note(bundle, trt_version)
+    if note:
+        print(f"ringfold deepstream: note: {note}", file=sys.stderr)
     if any(p.name == "calibration_int8.cache" for p in written) and not trt_version:
         print(
             "ringfold deepstream: note: no TensorRT here, so the INT8 cache keeps the header of TensorRT 8.6.1; "

@@ -16,6 +16,13 @@ Choices, per precision P in fp32, fp16 and (when the bundle has int8) int8:
 nvinfer serialises the engine it builds beside the ONNX as
 ``<onnx-file>_b<batch>_gpu<id>_<fp32|fp16|int8>.engine``; ``model-engine-file`` names exactly that
 file, so the second start loads it instead of rebuilding.
+
+INT8 by TensorRT version (:mod:`ringfold.runtime.backends.tensorrt.versions`): with a Q/DQ raw-input
+model (``DeepStreamTarget.int8_onnx_file``) the int8 configs name it and its engine — nvinfer builds
+that engine on the device from the Q/DQ model, with no calibration cache, on every version. Without
+one, nvinfer calibrates the fp32 raw model from ``int8-calib-file``, which only TensorRT up to 10.x
+reads: for TensorRT 11 (``--trt-version 11.x`` or installed) the cache is not written and neither
+are the int8 configs (:func:`int8_note` says why).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ringfold.atomic import write_text
 from ringfold.errors import BundleError, RingfoldError
 from ringfold.ownership import check_apart, check_target, owned_directory
 from ringfold.runtime.backends.tensorrt.calibration import calibration_header, read_calibration_cache, with_header
+from ringfold.runtime.backends.tensorrt.versions import reads_calibration_cache
 from ringfold.runtime.base.text_rules import check_text
 from ringfold.runtime.bundle.loader import Bundle
 from ringfold.runtime.bundle.sections.deepstream import CALIBRATION, FOLDER
@@ -56,7 +64,8 @@ class DeepStreamTarget:
     labels: Sequence[str]
     size: tuple[int, int]  # (height, width)
     precisions: Sequence[str]  # among NETWORK_MODE
-    calibration: str | None = None  # INT8 cache text, when int8 is offered
+    calibration: str | None = None  # INT8 cache text, when int8 is offered from the fp32 raw model
+    int8_onnx_file: str | None = None  # a Q/DQ raw-input model: int8 from it, no cache (any TensorRT)
     batch_size: int = 1
     gpu_id: int = 0
     title: str = "ringfold bundle"
@@ -83,10 +92,12 @@ def engine_file(onnx_file: str, batch_size: int, gpu_id: int, precision: str) ->
 def infer_config(target: DeepStreamTarget, mode: str, precision: str) -> dict[str, dict[str, str]]:
     """One nvinfer config as {group: {key: value}}, every value a string as it goes into the file."""
     h, w = target.size
+    qdq = precision == "int8" and target.int8_onnx_file is not None
+    onnx = target.int8_onnx_file if qdq else target.onnx_file
     prop = {
         "gpu-id": str(target.gpu_id),
-        "onnx-file": target.onnx_file,
-        "model-engine-file": engine_file(target.onnx_file, target.batch_size, target.gpu_id, precision),
+        "onnx-file": onnx,
+        "model-engine-file": engine_file(onnx, target.batch_size, target.gpu_id, precision),
         "labelfile-path": LABELS,
         "batch-size": str(target.batch_size),
         "network-mode": str(NETWORK_MODE[precision]),
@@ -109,7 +120,7 @@ def infer_config(target: DeepStreamTarget, mode: str, precision: str) -> dict[st
         prop["operate-on-gie-id"] = "1"
         prop["input-object-min-width"] = "16"
         prop["input-object-min-height"] = "16"
-    if precision == "int8":
+    if precision == "int8" and not qdq:  # the Q/DQ model carries its scales: no cache to read
         prop["int8-calib-file"] = CALIBRATION
     return {"property": prop}
 
@@ -166,8 +177,8 @@ def render(groups: Mapping[str, Mapping[str, str]], header: Sequence[str]) -> st
 
 def deepstream_files(target: DeepStreamTarget) -> dict[str, str]:
     """Every file of the folder: relative name → text."""
-    if "int8" in target.precisions and target.calibration is None:
-        raise ValueError("int8 needs the calibration cache text")
+    if "int8" in target.precisions and target.calibration is None and target.int8_onnx_file is None:
+        raise ValueError("int8 needs the calibration cache text or a Q/DQ raw-input model")
     files = {LABELS: labels_line(target.labels)}
     note = (
         "input: raw RGB 0..255 NCHW, normalisation folded into the model (net-scale-factor=1, offsets=0); "
@@ -187,7 +198,7 @@ def deepstream_files(target: DeepStreamTarget) -> dict[str, str]:
         app_config(target, preferred),
         [f"{target.title}: minimal deepstream-app pipeline (file source, primary classifier, fakesink)"],
     )
-    if "int8" in target.precisions:
+    if "int8" in target.precisions and target.int8_onnx_file is None:
         files[CALIBRATION] = target.calibration
     return files
 
@@ -218,14 +229,15 @@ def _read_cache(path: Path) -> str:
 def target_for_bundle(
     bundle: Bundle, onnx_file: str, batch_size: int = 1, gpu_id: int = 0, trt_version: str | None = None
 ) -> DeepStreamTarget:
-    """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache.
+    """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache
+    and the target's TensorRT still reads one (up to 10.x).
 
     ``trt_version``: the target's TensorRT, whose header the cache gets (None: the bundle's, 8.6.1).
     """
     bundle.raw_model("float32")  # one line when the bundle has no raw variant
     calibration = None
     cache_rel = f"{FOLDER}/{CALIBRATION}"
-    if cache_rel in bundle.manifest.deepstream_files:
+    if cache_rel in bundle.manifest.deepstream_files and (not trt_version or reads_calibration_cache(trt_version)):
         calibration = _read_cache(bundle.file(cache_rel))
         if trt_version:
             calibration = with_header(calibration, calibration_header(trt_version))
@@ -238,6 +250,18 @@ def target_for_bundle(
         batch_size=batch_size,
         gpu_id=gpu_id,
         title=f"{bundle.manifest.model_name} ({bundle.manifest.weights})",
+    )
+
+
+def int8_note(bundle: Bundle, trt_version: str | None) -> str | None:
+    """Why the folder for ``trt_version`` has no int8 configs though the bundle has a calibration cache."""
+    if not trt_version or reads_calibration_cache(trt_version):
+        return None
+    if f"{FOLDER}/{CALIBRATION}" not in bundle.manifest.deepstream_files:
+        return None
+    return (
+        f"no int8 configs: TensorRT {trt_version} reads no INT8 calibration cache (strongly typed only) and the "
+        "bundle has no Q/DQ raw-input model for nvinfer to build an int8 engine from; use the fp16 configs"
     )
 
 
