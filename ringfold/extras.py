@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 
+from . import __version__
 from .errors import RingfoldError
+
+#: the file ``pip wheel --no-deps -w dist .`` writes (pure Python: the same file for x86_64 and aarch64)
+WHEEL = f"ringfold-{__version__}-py3-none-any.whl"
 
 #: the import names behind each extra in pyproject.toml (what must import for its commands to run)
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
@@ -39,13 +43,12 @@ MODULE_EXTRA: dict[str, str] = {
     "cryptography": "sign",
 }
 
-RUNTIME_COMMANDS = "classify, parity (stored reference), bench, check, build-engine, deepstream and triton"
+RUNTIME_COMMANDS = "classify, evaluate BUNDLE --images, parity (stored reference), bench, check, build-engine, deepstream and triton"
 
 #: commands that need more than the runtime-only install, and the extra that brings it
 COMMAND_EXTRA: dict[str, str] = {
     "params": "train",
     "train": "train",
-    "evaluate": "train",
     "compress": "train",
     "export": "export",
     "demo": "export",
@@ -70,14 +73,23 @@ def missing_module(modules: tuple[str, ...]) -> str | None:
     return None
 
 
+def pip_install_extra(extra: str) -> str:
+    """How to add ringfold's ``[extra]``. ringfold is on no package index, so asking pip for it by name fails
+    (or finds someone else's package): the extra comes with the wheel built on the workstation."""
+    return (
+        f"build the wheel on the workstation (`pip wheel --no-deps -w dist .` in the ringfold checkout), copy it "
+        f"here, then `pip install 'dist/{WHEEL}[{extra}]'`"
+    )
+
+
 def install_hint(command: str, module: str, extra: str | None = None) -> str:
-    """One line: what is missing for ``command`` and the pip line that brings it."""
+    """One line: what is missing for ``command`` and how to install it from the wheel."""
     extra = extra or MODULE_EXTRA.get(module, "export")
     jetson = ""
     if module in ("torch", "torchvision"):
         jetson = " (on a Jetson, install NVIDIA's PyTorch wheel for your JetPack first)"
     return (
-        f"`ringfold {command}` needs {module}, which is not installed: pip install 'ringfold[{extra}]'{jetson}; "
+        f"`ringfold {command}` needs {module}, which is not installed: {pip_install_extra(extra)}{jetson}; "
         f"without it ringfold runs {RUNTIME_COMMANDS}"
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +91,32 @@ def test_a_name_close_to_nothing_gets_no_suggestion():
     with pytest.raises(FieldError) as info:
         check_model_name("zzzzzzzzzzzz")
     assert "did you mean" not in str(info.value) and "list_models()" in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------- install hints
+_ROOT = Path(__file__).resolve().parents[1]
+_INDEX_INSTALL = re.compile(r"""pip install\s+(?:-U\s+)?["'`]?ringfold(?:\[|["'`\s]|$)""")
+
+
+def test_no_hint_installs_ringfold_from_an_index():
+    """ringfold is on no package index: every hint installs the wheel built on the workstation."""
+    sources = [p for top in ("ringfold", "runtime", "trainer", "exporter") for p in (_ROOT / top).rglob("*.py")]
+    assert len(sources) > 50
+    offenders = [
+        f"{path.relative_to(_ROOT)}:{n}: {line.strip()}"
+        for path in sources
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _INDEX_INSTALL.search(line) or "'ringfold[" in line
+    ]
+    assert offenders == []
+
+
+def test_install_hint_says_how_to_build_and_install_the_wheel():
+    from ringfold import __version__
+    from ringfold.extras import install_hint
+
+    line = install_hint("export", "onnx", "export")
+    assert "\n" not in line
+    assert "`pip wheel --no-deps -w dist .` in the ringfold checkout" in line
+    assert f"pip install 'dist/ringfold-{__version__}-py3-none-any.whl[export]'" in line
+    assert not _INDEX_INSTALL.search(line)

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from ringfold.cli import main
-from ringfold.extras import EXTRA_MODULES, MODULE_EXTRA, missing_module, optional_module
+from ringfold.extras import EXTRA_MODULES, MODULE_EXTRA, WHEEL, missing_module, optional_module
 from tests.helpers import one_line_error
 
 TORCH_COMMANDS = {
@@ -33,7 +33,9 @@ def test_torch_commands_name_the_extra(command, monkeypatch, capsys, tmp_path):
     argv, extra = TORCH_COMMANDS[command]
     assert main(argv) == 2
     line = one_line_error(capsys)
-    assert f"`ringfold {command}` needs torch, which is not installed: pip install 'ringfold[{extra}]'" in line
+    assert f"`ringfold {command}` needs torch, which is not installed: build the wheel on the workstation" in line
+    assert "`pip wheel --no-deps -w dist .` in the ringfold checkout), copy it here" in line
+    assert f"then `pip install 'dist/{WHEEL}[{extra}]'`" in line and "'ringfold[" not in line
     assert "NVIDIA's PyTorch wheel for your JetPack" in line and "without it ringfold runs classify" in line
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
@@ -41,7 +43,8 @@ def test_torch_commands_name_the_extra(command, monkeypatch, capsys, tmp_path):
 def test_check_without_onnx_names_the_small_package(tiny_bundle, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["check", str(tiny_bundle)]) == 2
-    assert "pip install onnx (or 'ringfold[check]')" in one_line_error(capsys)
+    line = one_line_error(capsys)
+    assert "`pip install onnx`, or ringfold's [check] extra" in line and f"pip install 'dist/{WHEEL}[check]'" in line
 
 
 def test_runtime_commands_need_no_torch(tiny_bundle, demo_data, monkeypatch, capsys, tmp_path):

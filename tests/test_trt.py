@@ -162,7 +162,7 @@ def test_build_engine_without_tensorrt_is_one_line_naming_the_package(
     tail = ["--register", str(engine)] if register else []
     assert main(["build-engine", str(tiny_bundle), *tail]) == 2
     err = capsys.readouterr().err.strip()
-    assert "TensorRT is not installed" in err and "pip install 'ringfold[tensorrt]'" in err
+    assert "TensorRT is not installed" in err and "pip install 'dist/ringfold-0.1.0-py3-none-any.whl[tensorrt]'" in err
     assert "JetPack" in err and len(err.splitlines()) == 1
 
 
@@ -172,7 +172,7 @@ def test_build_engine_without_polygraphy_is_one_line_naming_the_package(tiny_bun
     assert main(["build-engine", str(tiny_bundle)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ringfold build-engine: error: Polygraphy") and len(err.splitlines()) == 1
-    assert "pip install 'ringfold[trt]'" in err and "pip install polygraphy" in err
+    assert "pip install 'dist/ringfold-0.1.0-py3-none-any.whl[trt]'" in err and "pip install polygraphy" in err
 
 
 def test_tensorrt_backend_without_polygraphy_is_one_line(tiny_bundle, capsys, monkeypatch):

@@ -131,7 +131,8 @@ def test_package_imports_without_onnx_and_the_lint_names_it():
         "except RingfoldError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install onnx (or 'ringfold[check]')" in out.stdout
+    assert "`pip install onnx`, or ringfold's [check] extra" in out.stdout
+    assert "pip install 'dist/ringfold-0.1.0-py3-none-any.whl[check]'" in out.stdout
 
 
 def test_runtime_modules_import_no_torch():

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 
 from ringfold.errors import RingfoldError
+from ringfold.extras import pip_install_extra
 from ringfold.runtime.bundle.engines import parse_version
 
 MIN_TRT = (8, 6)
@@ -25,11 +26,12 @@ NEXT_TRT_MAJOR = (12,)
 
 TRT_MISSING = (
     "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer); on a desktop "
-    "`pip install 'ringfold[tensorrt]'`"
+    f"ringfold's [tensorrt] extra: {pip_install_extra('tensorrt')}"
 )
 POLYGRAPHY_MISSING = (
     "Polygraphy (NVIDIA's TensorRT toolkit ringfold builds and runs engines with) is not installed: "
-    "`pip install 'ringfold[trt]'`, or on Jetson, where TensorRT comes with JetPack, `pip install polygraphy`"
+    f"ringfold's [trt] extra: {pip_install_extra('trt')}; or on Jetson, where TensorRT comes with JetPack, "
+    "`pip install polygraphy`"
 )
 
 

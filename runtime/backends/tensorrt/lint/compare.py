@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ringfold.errors import RingfoldError
+from ringfold.extras import pip_install_extra
 from ringfold.runtime.bundle.precisions import numerics
 
 from ..build import polygraphy_loaders
@@ -63,11 +64,13 @@ def polygraphy_missing() -> list[str]:
     try:
         import polygraphy  # noqa: F401
     except ImportError:
-        missing.append("polygraphy (pip install 'ringfold[trt]')")
+        missing.append(f"polygraphy (ringfold's [trt] extra: {pip_install_extra('trt')})")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        missing.append("TensorRT (JetPack's python3-libnvinfer, or pip install 'ringfold[tensorrt]')")
+        missing.append(
+            f"TensorRT (JetPack's python3-libnvinfer, or the [tensorrt] extra: {pip_install_extra('tensorrt')})"
+        )
     except Exception as exc:  # a broken install: libnvinfer not found, CUDA driver mismatch
         missing.append(f"a working TensorRT (import failed: {exc.__class__.__name__})")
     if _cuda_device_count() < 1:

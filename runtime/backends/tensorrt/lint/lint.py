@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ringfold.errors import RingfoldError
+from ringfold.extras import pip_install_extra
 from ringfold.runtime.bundle.loader import Bundle, load_bundle
 
 from .findings import Finding, grouped
@@ -19,7 +20,8 @@ def import_onnx():
         import onnx
     except ImportError:
         raise RingfoldError(
-            "`ringfold check` needs the onnx package to read the graph: pip install onnx (or 'ringfold[check]')"
+            "`ringfold check` needs the onnx package to read the graph: `pip install onnx`, or ringfold's [check] "
+            f"extra: {pip_install_extra('check')}"
         ) from None
     return onnx
 
