@@ -43,7 +43,9 @@ MODULE_EXTRA: dict[str, str] = {
     "cryptography": "sign",
 }
 
-RUNTIME_COMMANDS = "classify, evaluate BUNDLE --images, parity (stored reference), bench, check, build-engine, deepstream and triton"
+RUNTIME_COMMANDS = (
+    "classify, evaluate BUNDLE --images, parity (stored reference), bench, check, build-engine, deepstream and triton"
+)
 
 #: commands that need more than the runtime-only install, and the extra that brings it
 COMMAND_EXTRA: dict[str, str] = {
