@@ -30,7 +30,8 @@ def add_build_engine(sub) -> None:
     p.add_argument(
         "--fp32-layers",
         action="store_true",
-        help="pin the fp16 export's fp32 set (LayerNorm, Softmax, reductions, Pow/Sqrt, final norm + head) to fp32",
+        help="pin the fp16 export's fp32 set (LayerNorm, Softmax, reductions, Pow/Sqrt, final norm + head) to fp32 "
+        "in a weakly typed build (TensorRT 8.6 and 10.x; 11 has none: the fp16 model keeps them fp32)",
     )
     typing = p.add_mutually_exclusive_group()
     typing.add_argument(
@@ -46,8 +47,7 @@ def add_build_engine(sub) -> None:
         action="store_const",
         const=False,
         dest="strongly_typed",
-        help="FP16/INT8 builder flags on the fp32 / Q/DQ model; default on 8.6, TensorRT 10.x only besides, "
-        "not in 11",
+        help="FP16/INT8 builder flags on the fp32 / Q/DQ model; default on 8.6, TensorRT 10.x only besides, not in 11",
     )
     p.add_argument("--calibrator", choices=["entropy"], help="implicit INT8 calibration (TensorRT 8.6 only)")
     p.add_argument("--calib", help="calibration images for --calibrator")
