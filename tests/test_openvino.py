@@ -82,7 +82,7 @@ def test_missing_extra_is_one_line_naming_it(tiny_bundle, monkeypatch, capsys):
     image = next((tiny_bundle / "reference").rglob("*.png"))
     assert main(["classify", str(tiny_bundle), "--backend", "openvino", str(image)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "ringfold[openvino]" in err and "--backend openvino" in err
+    assert "\n" not in err and "whl[openvino]'" in err and "--backend openvino" in err
 
 
 def test_precision_names_refused_in_one_line():
@@ -174,3 +174,43 @@ def test_bench_reads_a_parity_json_of_its_own_bundle_only(tiny_bundle, tmp_path)
         ("openvino CPU", "fp32"): True,
         ("openvino CPU", "bf16"): False,
     }
+
+
+# ------------------------------------------------------------------------------------ the compile cache
+@needs_openvino
+def test_cache_is_keyed_recorded_and_reused(tiny_bundle, tmp_path):
+    from ringfold.runtime.backends.openvino.cache import RECORD
+    from ringfold.runtime.backends.openvino.model import open_openvino_model
+
+    bundle = load_bundle(tiny_bundle)
+    pixels = bundle.reference().pixel_values[:2]
+    first = open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path / "cache").run(pixels)
+    (folder,) = (tmp_path / "cache").iterdir()
+    blobs = sorted(p.name for p in folder.iterdir())
+    assert RECORD in blobs and any(name.endswith(".blob") for name in blobs)
+    again = open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path / "cache").run(pixels)
+    assert sorted(p.name for p in folder.iterdir()) == blobs  # imported, nothing new written
+    assert np.array_equal(first["logits"], again["logits"])
+    open_openvino_model(bundle, "fp32", threads=2, cache_dir=tmp_path / "cache").run(pixels)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # another thread count: another key
+
+
+@needs_openvino
+def test_cache_refuses_a_folder_in_the_bundle_and_a_changed_blob(tiny_bundle, tmp_path):
+    from ringfold.runtime.backends.openvino.cache import RECORD
+    from ringfold.runtime.backends.openvino.model import open_openvino_model
+
+    bundle = load_bundle(tiny_bundle)
+    pixels = bundle.reference().pixel_values[:1]
+    with pytest.raises(RingfoldError, match=r"inside the bundle .*never trusted — pass a cache folder outside it"):
+        open_openvino_model(bundle, "fp32", cache_dir=tiny_bundle / "ov-cache")
+    assert not (tiny_bundle / "ov-cache").exists()
+    open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path).run(pixels)
+    (folder,) = tmp_path.iterdir()
+    blob = next(folder.glob("*.blob"))
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    with pytest.raises(RingfoldError, match=r"its blobs differ from ringfold's record; delete .* recompiles it"):
+        open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path).run(pixels)
+    (folder / RECORD).unlink()
+    with pytest.raises(RingfoldError, match=r"no ringfold record of its blobs"):
+        open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path).run(pixels)

@@ -9,6 +9,7 @@ docs/benchmarks.md), so by default the model is reshaped and compiled once per b
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -16,23 +17,27 @@ from typing import Any
 import numpy as np
 
 from ringfold.errors import RingfoldError
+from ringfold.extras import pip_install_extra
 from ringfold.runtime.bundle.loader import Bundle
 from ringfold.runtime.bundle.manifest import check_model_io
 
 from ..base import Backend, IoSpec
+from .cache import cache_folder, cache_key, check_folder, record
 from .modes import OpenVinoPrecision, available_openvino_precisions, openvino_precision
 
 #: the extra that brings OpenVINO, and the one line without it
 EXTRA = "openvino"
 MISSING = (
-    "--backend openvino needs the openvino package, which is not installed: pip install 'ringfold[openvino]' "
-    "(the [openvino] extra), or use --backend onnxruntime"
+    "--backend openvino needs the openvino package, which is not installed: `pip install openvino`, or ringfold's "
+    f"[openvino] extra: {pip_install_extra('openvino')}; or use --backend onnxruntime"
 )
 #: "static" (reshape + compile per batch size) or "dynamic" (one model for every batch)
 SHAPES = "static"
 #: compiled batch sizes kept per model (each holds the model's weights once more)
 MAX_SHAPES = 4
 _OV_DTYPES = {"f32": "float32", "f16": "float16", "u8": "uint8"}
+#: where compiled models are cached when the caller names no folder (unset: no cache)
+CACHE_ENV = "RINGFOLD_OPENVINO_CACHE"
 
 
 def import_openvino():
@@ -50,14 +55,31 @@ def cpu_capabilities(core) -> list[str]:
 
 
 def open_openvino_model(
-    bundle: Bundle, precision: str = "fp32", threads: int | None = None, shapes: str = SHAPES
+    bundle: Bundle,
+    precision: str = "fp32",
+    threads: int | None = None,
+    shapes: str = SHAPES,
+    cache_dir: str | Path | None = None,
 ) -> OpenVinoModel:
-    """The bundle's model at OpenVINO ``precision`` (see :mod:`.modes`), its graph I/O checked against the manifest."""
+    """The bundle's model at OpenVINO ``precision`` (see :mod:`.modes`), its graph I/O checked against the manifest.
+
+    ``cache_dir`` (default: ``$RINGFOLD_OPENVINO_CACHE``; unset: no cache) keeps compiled models keyed and
+    verified outside the bundle (:mod:`.cache`).
+    """
     ov = import_openvino()
     core = ov.Core()
     mode = openvino_precision(precision, bundle.variants, cpu_capabilities(core))
     path = bundle.model_path(mode.variant)
-    model = OpenVinoModel(core, path, mode, threads=threads, shapes=shapes)
+    cache_dir = cache_dir or os.environ.get(CACHE_ENV) or None
+    cache = None
+    if cache_dir:
+        sha, version = bundle.model_sha256(mode.variant), ov.__version__
+        cache_folder(cache_dir, bundle.path, "")  # a folder inside the bundle is refused before any compile
+
+        def cache(batch: int | None) -> Path:
+            return cache_folder(cache_dir, bundle.path, cache_key(sha, version, mode.hint, batch, threads))
+
+    model = OpenVinoModel(core, path, mode, threads=threads, shapes=shapes, cache=cache)
     check_model_io(bundle.manifest, path, *model.io())
     return model
 
@@ -73,7 +95,13 @@ class OpenVinoModel(Backend):
     backend = "openvino"
 
     def __init__(
-        self, core, path: str | Path, mode: OpenVinoPrecision, threads: int | None = None, shapes: str = SHAPES
+        self,
+        core,
+        path: str | Path,
+        mode: OpenVinoPrecision,
+        threads: int | None = None,
+        shapes: str = SHAPES,
+        cache=None,
     ) -> None:
         if shapes not in ("static", "dynamic"):
             raise RingfoldError(f"shapes {shapes!r} invalid; use static or dynamic")
@@ -88,6 +116,8 @@ class OpenVinoModel(Backend):
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self._compiled: OrderedDict[int | None, Any] = OrderedDict()
+        #: batch → the verified cache folder of that compiled shape (None: no cache)
+        self.cache = cache
 
     @property
     def provider(self) -> str:
@@ -117,12 +147,23 @@ class OpenVinoModel(Backend):
             model = self.model.clone()
             dims = [key, *[d.get_length() for d in list(self.model.inputs[0].get_partial_shape())[1:]]]
             model.reshape({self.input_name: dims})
-        compiled = self.core.compile_model(model, "CPU", self.config)
+        compiled = self._compile(model, key)
         self.check_precision(compiled)
         self._compiled[key] = (compiled, compiled.create_infer_request())
         while len(self._compiled) > MAX_SHAPES:
             self._compiled.popitem(last=False)
         return self._compiled[key]
+
+    def _compile(self, model, batch: int | None):
+        """Compile ``model``; with a cache, in its keyed folder, checked against ringfold's record first."""
+        if self.cache is None:
+            return self.core.compile_model(model, "CPU", self.config)
+        folder = self.cache(batch)
+        check_folder(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        compiled = self.core.compile_model(model, "CPU", {**self.config, "CACHE_DIR": str(folder)})
+        record(folder)  # what OpenVINO wrote (or imported, verified above) now
+        return compiled
 
     def check_precision(self, compiled) -> None:
         """Refuse a compiled model whose inference precision is not the pinned one (an OpenVINO that ignored it)."""
