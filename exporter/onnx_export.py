@@ -18,6 +18,8 @@ import torch
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
 
+from .attention_export import split_attention
+
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
@@ -53,7 +55,8 @@ def export_module(
     # nn.MultiheadAttention's inference fast path is a fused op with no ONNX symbolic
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        # q/k/v as three MatMul+Add (same weights, sliced): the form ONNX Runtime's attention fusion matches
+        with split_attention(module), atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
