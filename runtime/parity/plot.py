@@ -136,10 +136,10 @@ def _panel(ax, gate: str, comps: list[Comparison], colours: dict[str, str]) -> N
     markers: dict[str, tuple[list[float], list[float]]] = {"near-tie flip": ([], []), "flip beyond margin": ([], [])}
     top = max([line, *(_column(ax, i, c, colours[_short(c)], floor, outliers, markers) for i, c in enumerate(comps))])
     _flag_markers(ax, markers, outliers)
-    colour = "tab:red" if gated else "dimgrey"
+    colour = "tab:red" if gated else "dimgrey"  # its label at the left, where each column's sorted curve is lowest
     ax.axhline(line, color=colour, linestyle="--", linewidth=1.2, zorder=1)
     what = f"gate: max |Δlogit| {line:g}" if gated else f"expected error {line:g} (not gated)"
-    ax.text(0.99, line, what, transform=ax.get_yaxis_transform(), fontsize=7, ha="right", va="bottom", color=colour)
+    ax.text(0.01, line, what, transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color=colour)
     ax.set_yscale("log")
     bottom = floor / 2  # the data and the gate fill the lower 70% of the axis; each column's note sits above
     ax.set_ylim(bottom, bottom * (top / bottom) ** (1 / 0.7))
