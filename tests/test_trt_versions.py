@@ -161,7 +161,11 @@ def test_print_trtexec_for_11_refuses_the_weak_flags_in_one_line(tiny_bundle, ca
 def test_print_trtexec_on_10_without_an_fp16_model_says_it_fell_back_to_the_flag(tiny_bundle, capsys, orin):
     code, out, err = _print(capsys, tiny_bundle, "10.3")  # the tiny bundle has only fp32
     assert code == 0 and "--fp16" in out and "--stronglyTyped" not in out
-    assert "no fp16 model in the bundle" in err and "--weakly-typed" in err and len(err.splitlines()) == 1
+    assert "no fp16 model in the bundle" in err and len(err.splitlines()) == 1
+    register = shlex.split(err[err.index(": ringfold build-engine ") + 2 :])
+    assert register[-3:-1] == ["--weakly-typed", "--register"]  # keyed by the ONNX trtexec built from: fp32
+    code, out, err = _print(capsys, tiny_bundle, "10.3", "--precision", "fp32")
+    assert code == 0 and "--strongly-typed --register" in err
 
 
 # --------------------------------------------------------------------------------- the engine's version
