@@ -46,4 +46,33 @@ expect 2 "$ringfold" parity "$bundle" --run "$work/export/run"
 expect 0 "$ringfold" check "$bundle" --target trt-10
 [ ! -e "$work/b2" ] || { echo "device job: a refused export left $work/b2 behind"; exit 1; }
 [ ! -e "$work/r2" ] || { echo "device job: a refused relabel left $work/r2 behind"; exit 1; }
+# --- signed bundles (issue 27): sign on the "workstation" (dev venv) with an openssl-made P-256 key; on the
+# device, with the [sign] extra and still no torch, verify it, require it for every command through
+# RINGFOLD_PUBLIC_KEY, and refuse a bundle whose labels were swapped and whose manifest was re-hashed
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/private.pem"
+openssl ec -in "$work/private.pem" -pubout -out "$work/public.pem" 2>/dev/null
+cp -r "$bundle" "$work/signed"
+"$repo/.venv/bin/ringfold" sign "$work/signed" --key "$work/private.pem" >/dev/null
+"$work/device/bin/pip" install -q -c "$repo/.ci/runtime-lowest.txt" "$(ls "$work"/dist/ringfold-*.whl)[sign]"
+"$work/device/bin/python" -c 'import importlib.util as u; assert u.find_spec("torch") is None, "[sign] brought torch"'
+cp -r "$work/signed" "$work/tampered"
+"$work/device/bin/python" - "$work/tampered" <<'PY'
+import hashlib, json, pathlib, sys  # what an attacker ships: two class names swapped, the manifest re-hashed
+b = pathlib.Path(sys.argv[1])
+labels = json.loads((b / "labels.json").read_text())
+(b / "labels.json").write_text(json.dumps([labels[1], labels[0], *labels[2:]]))
+manifest = json.loads((b / "manifest.json").read_text())
+manifest["files"]["labels.json"] = hashlib.sha256((b / "labels.json").read_bytes()).hexdigest()
+(b / "manifest.json").write_text(json.dumps(manifest))
+PY
+expect 0 "$ringfold" verify "$work/signed" --public-key "$work/public.pem"
+expect 2 "$ringfold" verify "$bundle" --public-key "$work/public.pem"              # unsigned
+expect 0 "$ringfold" classify "$work/tampered" "$work/export/images" --top-k 1      # the manifest alone cannot tell
+expect 2 "$ringfold" verify "$work/tampered" --public-key "$work/public.pem"        # the signature can
+export RINGFOLD_PUBLIC_KEY=$work/public.pem                                         # a device's policy
+expect 0 "$ringfold" classify "$work/signed" "$work/export/images" --top-k 1
+expect 2 "$ringfold" classify "$work/tampered" "$work/export/images" --top-k 1
+expect 2 "$ringfold" parity "$bundle" --report "$work/parity-unsigned"
+unset RINGFOLD_PUBLIC_KEY
+[ ! -e "$work/parity-unsigned" ] || { echo "device job: a refused parity left a report behind"; exit 1; }
 echo "device job: passed"
