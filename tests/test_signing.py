@@ -366,3 +366,11 @@ def test_a_signature_that_leaves_out_a_manifest_file_is_refused(tiny_bundle, key
 def test_without_a_key_nothing_changes(tiny_bundle, capsys):
     code, out, err = _run(["classify", tiny_bundle, tiny_bundle / "reference" / "images", "--top-k", "1"], capsys)
     assert code == 0 and "signature" not in err
+
+
+def test_without_the_sign_extra_a_key_is_refused_in_one_line_naming_it(signed, keys, capsys, monkeypatch):
+    import ringfold.extras as extras
+
+    monkeypatch.setattr(extras, "missing_module", lambda modules: "model_signing" if "OpenSSL" in modules else None)
+    line = _refused(["classify", signed, signed / "reference" / "images", "--public-key", keys["public"]], capsys)
+    assert "needs model_signing, which is not installed" in line and "[sign]" in line
