@@ -69,10 +69,11 @@ class SignatureCheck:
 
     def covered(self) -> str:
         """What the signature covers and what it does not, in words."""
-        left = f"{ENGINE_DIR}/ (engines built on the device) and " if self.engines else ""
+        engines = "its engines/ folder is not checked" if self.engines else "it has none yet"
         return (
-            f"{len(self.files)} files, {self.size / 1e6:.1f} MB — every file but {left}{RECORD_FILE} "
-            f"(ringfold's ownership record)"
+            f"{len(self.files)} files, {self.size / 1e6:.1f} MB — every file but {RECORD_FILE} (ringfold's "
+            f"ownership record); never covered: {ENGINE_DIR}/, the TensorRT engines built on the device after "
+            f"signing ({engines})"
         )
 
     def summary(self) -> str:
