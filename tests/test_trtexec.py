@@ -24,7 +24,7 @@ from ringfold.runtime.backends.tensorrt import cuda as trt_cuda  # noqa: E402
 from ringfold.runtime.backends.tensorrt import plan as trt_plan  # noqa: E402
 from ringfold.runtime.backends.tensorrt.cuda import parse_nvidia_smi  # noqa: E402
 from ringfold.runtime.backends.tensorrt.plan import BuildOptions, plan_build  # noqa: E402
-from ringfold.runtime.backends.tensorrt.trtexec import trtexec_argv  # noqa: E402
+from ringfold.runtime.backends.tensorrt.trtexec import TrtexecRecipe, build_script, trtexec_argv  # noqa: E402
 from ringfold.runtime.bundle.loader import load_bundle  # noqa: E402
 from tests.trt_stand_ins import LN, FakeBundle  # noqa: E402
 
@@ -304,3 +304,24 @@ def test_gpu_queries_never_raise_on_a_machine_without_cuda(monkeypatch):
     assert isinstance(trt_cuda.cuda_device_count(), int)
     found = trt_cuda.detect_gpu()
     assert found is None or (isinstance(found[0], str) and "." in found[1])
+
+
+def test_build_script_keeps_every_argument_whole_even_with_a_line_break_in_a_path(tmp_path):
+    """A path with a line break must not end the script's comment and run the rest as a command."""
+    bundle = tmp_path / "pets\nrm -rf x"
+    engine = bundle / "engines" / "e.engine"
+    argv = ["trtexec", f"--onnx={bundle / 'model.onnx'}", f"--saveEngine={engine}", "--layerPrecisions=a b:fp32"]
+    recipe = TrtexecRecipe(argv, ["ringfold", "build-engine", str(bundle), "--register", str(engine)], engine, True)
+    script = tmp_path / "build.sh"
+    script.write_text(build_script(recipe))
+    stand_in = tmp_path / "bin" / "trtexec"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\nprintf \'%s\\0\' "$@" > "$TRTEXEC_ARGS"\n')
+    stand_in.chmod(0o755)
+    record = tmp_path / "args"
+    env = {"PATH": f"{stand_in.parent}:/usr/bin:/bin", "TRTEXEC_ARGS": str(record)}
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert record.read_text().split("\0")[:-1] == argv[1:] and (bundle / "engines").is_dir()
+    lines = script.read_text().splitlines()
+    assert all(line.startswith("#") for line in lines[1:4]) and lines[4] == "set -e"

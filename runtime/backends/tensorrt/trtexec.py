@@ -139,11 +139,14 @@ def _trtexec() -> str:
 def build_script(recipe: TrtexecRecipe) -> str:
     """The POSIX shell script that runs trtexec with every argument of ``recipe`` (one per line)."""
     args = " \\\n".join(f"    {shlex.quote(a)}" for a in recipe.argv[1:])
+    register = shlex.join(recipe.register_argv)
+    if any(c in register for c in "\r\n"):  # a line break in a path would end the comment: leave it out
+        register = "the line build-engine --print-trtexec printed on stderr"
     return (
         "#!/bin/sh\n"
         f"# written by `ringfold build-engine --print-trtexec`: builds {recipe.engine.name} with trtexec.\n"
         "# trtexec reads --layerPrecisions from its command line only, so the fp32 layer list lives here.\n"
-        f"# Then register the engine: {shlex.join(recipe.register_argv)}\n"
+        f"# Then register the engine: {register}\n"
         "set -e\n"
         f"mkdir -p {shlex.quote(str(recipe.engine.parent))}\n"
         f"exec {_trtexec()} \\\n{args}\n"
