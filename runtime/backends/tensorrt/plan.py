@@ -4,8 +4,9 @@
 built. This module is the first: :func:`plan_build` turns the options and the bundle into a
 :class:`BuildPlan` — which ONNX, FP16/INT8 flags, the one optimisation profile of the batch axis,
 workspace bytes, timing cache, the layers pinned to fp32, the calibration cache. Every refusal (bad
-batch, ``--strongly-typed`` on 8.6, ``--calibrator`` on 10.x, no int8 model) happens here, without
-TensorRT or Polygraphy, so all of it is tested on machines that have neither.
+batch, ``--strongly-typed`` on 8.6, ``--calibrator`` on 10.x, anything weakly typed on 11, no int8
+model) happens here, without TensorRT or Polygraphy, so all of it is tested on machines that have
+neither.
 
 On TensorRT 10 and newer the build is strongly typed by default (:mod:`.versions`): every precision
 comes from the ONNX types, so an fp16 engine is built from the bundle's fp16 graph (its fp32 islands
