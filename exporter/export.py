@@ -10,7 +10,7 @@ import datetime as dt
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class ExportResult:
     onnx_vs_torch_max_abs: float
     manifest: dict[str, Any]
     reference: str = ""  # what the figures were measured on (ReferencePlan.describe)
+    steps_s: dict[str, float] = field(default_factory=dict)  # seconds per step, the last one included
 
     def summary(self) -> str:
         """One line: where the bundle is, whether the adapters folded, ONNX Runtime vs PyTorch on which images."""
@@ -132,17 +133,21 @@ def export_run(
     """Export ``run_dir`` as a bundle in ``out``. The reference set is the run's held-out images, or
     ``ref_images``; ``synthetic_ref`` asks for generated images instead (numerics only, no accuracy)."""
     t0 = time.time()
+    clock = _StepClock()
     out = Path(out)
     check_apart(out, run_dir, "run being exported")
     check_target(out, overwrite)  # before the long work: absent, or --overwrite and wholly ringfold's
     precision = precision or PrecisionRequest()
     inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision, raw_input)
     steps = _Progress(progress, total=7)
+    clock.lap("validate_inputs")
     record, loaded, adapters = load_adapted_model(run_dir)
     steps.advance("rebuilt frozen model + adapters")
+    clock.lap("load_model")
     class_emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates).detach()
     size = record.preprocess.size  # (height, width)
     steps.advance("class embeddings from the adapted text tower")
+    clock.lap("class_embeddings")
 
     with (
         owned_directory(out, "ringfold export", overwrite) as tmp,
@@ -150,23 +155,31 @@ def export_run(
     ):
         ref = _fold_on_reference(loaded, record, class_emb, inputs.reference, Path(scratch), tmp, ref_count, text)
         steps.advance(f"folded {ref.fold.folded_sites} adapter sites")
+        clock.lap("reference_and_fold")
 
         export_onnx(ref.folded, size, tmp / MODEL_FILE, opset=opset)
         steps.advance("exported ONNX + onnx.checker")
+        clock.lap("onnx_export")
 
         writer = BundleWriter(tmp)
-        onnx_diff = _write_reference(writer, tmp, record, ref)
+        fp32_out = _write_reference(writer, tmp, record, ref)
+        onnx_diff = float(np.abs(fp32_out["logits"] - ref.logits).max())
         steps.advance("reference set + ONNX Runtime check")
+        clock.lap("reference_and_ort_fp32")
         variants, failed = write_variants(tmp, precision, record.preprocess, inputs.calibration)
-        variant_checks = _check_variants(tmp, variants, failed, ref.pixels.numpy(), ref.logits, ref.embedding)
+        clock.lap("variants_convert")
+        variant_checks = _check_variants(tmp, variants, failed, ref, fp32_out)
         steps.advance(f"{len(variants) - 1} reduced-precision variant(s)")
+        clock.lap("variants_check")
         manifest, text_skipped = _bundle_manifest(
             tmp, record, ref, inputs.reference, variants, opset, raw_input, include_base, adapters.num_parameters()
         )
+        clock.lap("text_tower_and_extras")
         manifest["export"] = {
             "seconds": round(time.time() - t0, 2),
             "onnx_vs_torch_max_abs_logit": onnx_diff,
             "variants_vs_torch": variant_checks,
+            "steps_s": clock.laps,  # where the time went (time.perf_counter), for `export` speed work
         }
         if failed:
             manifest["export"]["failed_variants"] = failed
@@ -175,10 +188,12 @@ def export_run(
         described = inputs.reference.describe(len(ref.names))
         report = _report(record, ref.fold, manifest, onnx_diff, described) + variant_report(manifest)
         write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
+        clock.lap("report")
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()
-    return ExportResult(out, ref.fold, time.time() - t0, onnx_diff, manifest, described)
+    clock.lap("hash_verify_rename")
+    return ExportResult(out, ref.fold, time.time() - t0, onnx_diff, manifest, described, clock.laps)
 
 
 @dataclass
@@ -222,8 +237,9 @@ def _fold_on_reference(
     return _Reference(refs, ref_names, pixels, *outputs, fold, model, folded, text_check, text_skipped)
 
 
-def _write_reference(writer: BundleWriter, tmp: Path, record: RunRecord, ref: _Reference) -> float:
-    """reference.npz, labels.json and preprocess.json; then ONNX Runtime's max |Δlogit| against the unfolded model."""
+def _write_reference(writer: BundleWriter, tmp: Path, record: RunRecord, ref: _Reference) -> dict[str, np.ndarray]:
+    """reference.npz, labels.json and preprocess.json; then ONNX Runtime's fp32 outputs on the reference set
+    (one pass: the ONNX-vs-PyTorch figure and the fp32 variant check both read it)."""
     writer.write_reference(
         {
             "pixel_values": ref.pixels.numpy().astype(np.float32),
@@ -237,7 +253,7 @@ def _write_reference(writer: BundleWriter, tmp: Path, record: RunRecord, ref: _R
     )
     writer.write_labels(record.classnames)
     writer.write_preprocess(record.preprocess)
-    return _ort_check(tmp / MODEL_FILE, ref.pixels.numpy(), ref.logits)
+    return run_variant(tmp / MODEL_FILE, ref.pixels.numpy())
 
 
 def _bundle_manifest(
@@ -276,13 +292,18 @@ def _bundle_manifest(
     return manifest, text_skipped
 
 
-def _check_variants(tmp: Path, variants: dict, failed: dict, pixels, logits, embedding) -> dict[str, dict]:
+def _check_variants(tmp: Path, variants: dict, failed: dict, ref: _Reference, fp32_out: dict) -> dict[str, dict]:
     """Each written variant run by ONNX Runtime on the reference set vs the unfolded PyTorch model; a reduced
-    variant ONNX Runtime cannot run is removed and listed in ``failed`` like a failed conversion."""
+    variant ONNX Runtime cannot run is removed and listed in ``failed`` like a failed conversion.
+    ``fp32_out``: model.onnx's outputs, already computed for the reference check (not run twice)."""
     checks = {}
+    pixels, logits, embedding = ref.pixels.numpy(), ref.logits, ref.embedding
     for name, entry in list(variants.items()):
         try:
-            out_v = run_variant(tmp / entry["file"], pixels, entry.get("ort_optimization", "all"))
+            if name == "fp32":
+                out_v = fp32_out
+            else:
+                out_v = run_variant(tmp / entry["file"], pixels, entry.get("ort_optimization", "all"))
         except Exception as exc:  # written but ONNX Runtime cannot run it: left out like a failed conversion
             if name == "fp32":
                 raise
@@ -318,14 +339,6 @@ def _latency_cost(model_path: Path, base_path: Path, size, runs: int = 20) -> di
         model_ms = min(model_ms, measure(model.run, 1, shape, warmup=2, runs=runs // 2)[0])
         base_ms = min(base_ms, measure(base.run, 1, shape, warmup=2, runs=runs // 2)[0])
     return {"bundle_p50_ms": model_ms, "base_p50_ms": base_ms, "ratio": model_ms / base_ms}
-
-
-def _ort_check(model_path: Path, pixels: np.ndarray, logits: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {INPUT_NAME: pixels.astype(np.float32)})[0]
-    return float(np.abs(got - logits).max())
 
 
 def _manifest(record: RunRecord, fold: FoldReport, opset: int, size, n_ref: int, refs, histogram, n_params: int):
@@ -419,6 +432,19 @@ def _report(record: RunRecord, fold: FoldReport, manifest: dict[str, Any], onnx_
             f"(×{manifest['fold']['latency_vs_base']['ratio']:.2f}); `ringfold bench` measures more.",
         ]
     return "\n".join(lines) + "\n"
+
+
+class _StepClock:
+    """Seconds per export step (time.perf_counter), recorded in the manifest so a slow export says where."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(self.laps.get(step, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 class _Progress:

@@ -9,6 +9,7 @@ import torch
 from ringfold.errors import BundleError
 from ringfold.exporter.export import export_run
 from ringfold.exporter.onnx_export import export_onnx, op_histogram
+from ringfold.exporter.precision import PrecisionRequest
 from ringfold.runtime.bundle.loader import load_bundle
 from ringfold.trainer.head import build_classifier
 from ringfold.trainer.models import load_clip
@@ -315,3 +316,28 @@ def test_bad_ref_images_are_refused_before_the_model_loads(tiny_run, tmp_path, m
     }[case]
     one_line_error(capsys, needle)
     assert not (tmp_path / "b").exists()
+
+
+def test_export_runs_the_fp32_model_once_and_says_where_the_time_went(tiny_run, tmp_path, monkeypatch):
+    """The ONNX-vs-PyTorch figure and the fp32 variant check read one ONNX Runtime pass over the reference
+    set (it used to run twice); every step's seconds land in the manifest."""
+
+    opened = []
+    real = ort.InferenceSession
+
+    class Counting(real):
+        def __init__(self, path_or_bytes, *args, **kwargs):
+            opened.append(str(path_or_bytes))
+            super().__init__(path_or_bytes, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", Counting)
+    request = PrecisionRequest(("fp32",))
+    result = export_run(tiny_run, tmp_path / "b", ref_count=4, progress=False, precision=request, text=False)
+    assert sum(p.endswith("/model.onnx") for p in opened) == 1, opened
+    checks = result.manifest["export"]["variants_vs_torch"]
+    assert checks["fp32"]["max_abs_logit"] == pytest.approx(result.onnx_vs_torch_max_abs)
+    steps = result.manifest["export"]["steps_s"]
+    for step in ("load_model", "reference_and_fold", "onnx_export", "variants_convert", "variants_check"):
+        assert steps[step] >= 0.0
+    assert "hash_verify_rename" in result.steps_s
+    assert sum(result.steps_s.values()) <= result.seconds + 0.5
