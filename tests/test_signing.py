@@ -262,6 +262,7 @@ def test_every_bundle_loading_command_takes_public_key():
         ["build-engine", "{b}"],
         ["deepstream", "{b}", "--out", "{t}/ds"],
         ["triton", "{b}", "--out", "{t}/triton"],
+        ["evaluate", "{b}"],  # its positional names a bundle or a run; a folder with manifest.json is a bundle
     ],
     ids=lambda a: a[0],
 )
