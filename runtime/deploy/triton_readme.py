@@ -133,6 +133,7 @@ Precision variants are separate models (`<name>`, `<name>_fp16`, `<name>_int8`,
 
 {_client_example(config)}
 
-`ringfold-triton.json` records the sha256 of every file here; `ringfold triton --overwrite` replaces
-this folder only while they are unchanged.
+`ringfold-triton.json` records the bundle and precision this folder came from; `.ringfold-files.json`
+records the sha256 of every file ringfold wrote here, and `ringfold triton --overwrite` replaces this
+folder only while they are all unchanged and nothing else was added.
 """
