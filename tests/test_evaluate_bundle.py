@@ -154,3 +154,28 @@ def test_evaluate_bundle_runs_without_torch(tiny_bundle, demo_data, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     assert json.loads((tmp_path / "r" / "evaluate.json").read_text())["precisions"]["fp32"]["images"] > 0
+
+
+def test_a_variant_that_cannot_open_here_is_reported_not_hidden(raw_bundle, demo_data, tmp_path, monkeypatch, capsys):
+    """An ONNX Runtime too old for a variant's opsets: "all" goes on without it and the report says why;
+    the same variant asked for by name stops the command in one line."""
+    from ringfold.errors import RingfoldError
+    from ringfold.runtime.infer import evaluate as evaluate_mod
+
+    real = evaluate_mod.open_model
+
+    def open_model(bundle, precision, *args):
+        if precision == "int8":
+            raise RingfoldError("model_int8.onnx: this ONNX Runtime does not support opset 5 of ai.onnx.ml")
+        return real(bundle, precision, *args)
+
+    monkeypatch.setattr(evaluate_mod, "open_model", open_model)
+    out = tmp_path / "r"
+    argv = ["evaluate", str(raw_bundle), "--images", str(demo_data / "test"), "--report", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "onnxruntime/int8 not evaluated: model_int8.onnx" in capsys.readouterr().err
+    doc = json.loads((out / "evaluate.json").read_text())
+    assert list(doc["precisions"]) == ["fp32"] and "opset 5" in doc["not_evaluated"]["onnxruntime/int8"]
+    assert "Not evaluated: onnxruntime/int8 — model_int8.onnx" in (out / "evaluate.md").read_text()
+    assert main([*argv, "--overwrite", "--precision", "fp32,int8"]) == 2
+    assert "opset 5" in one_line_error(capsys)

@@ -90,9 +90,13 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
     check_target(out, args.overwrite, "--report")
     backends = (args.backend or "onnxruntime").split(",")
     runs = run_names(bundle, (args.precision or "all").split(","), backends)
-    models = open_runs(bundle, runs, args.provider or "auto", args.threads)
+    models, not_opened = open_runs(bundle, runs, args.provider or "auto", args.threads)
+    for run, why in not_opened.items():
+        print(f"ringfold evaluate: note: {run} not evaluated: {why}", file=sys.stderr)
     margins = {precision: tolerance_for(precision).tie_margin for _, precision, _ in runs}
-    report = evaluate_images(bundle, images, models, margins, skip_bad=args.skip_bad, progress=not args.quiet)
+    report = evaluate_images(
+        bundle, images, models, margins, not_opened=not_opened, skip_bad=args.skip_bad, progress=not args.quiet
+    )
     written = write_report(lambda d: write_evaluate(report, d), out, "--report", "ringfold evaluate", args.overwrite)
     if bundle.random_weights and not args.json:
         print(f"note: {bundle.describe()} — random weights, these accuracies are not meaningful", file=sys.stderr)

@@ -171,23 +171,25 @@ def _takes(backend: str, precision: str) -> bool:
 
 
 def open_runs(
-    bundle: Bundle, runs: list[tuple[str, str, bool]], provider: str | None, threads: int | None, log=print
-) -> dict[str, Backend]:
-    """Each run's model, opened now (``backend/precision`` → model); an unasked one that cannot open is skipped
-    with a note, an asked one raises its one-line error."""
+    bundle: Bundle, runs: list[tuple[str, str, bool]], provider: str | None, threads: int | None
+) -> tuple[dict[str, Backend], dict[str, str]]:
+    """Each run's model, opened now: (``backend/precision`` → model, ``backend/precision`` → why it was not
+    opened). An asked run that cannot open raises its one-line error; an unasked one ("all") is left out, and
+    the report says why (an ONNX Runtime too old for the variant's opsets, an engine not built yet)."""
     models: dict[str, Backend] = {}
-    first_error: RingfoldError | None = None
+    not_opened: dict[str, str] = {}
     for backend, precision, asked in runs:
+        name = f"{backend}/{precision}"
         try:
-            models[f"{backend}/{precision}"] = open_model(bundle, precision, backend, provider, threads)
+            models[name] = open_model(bundle, precision, backend, provider, threads)
         except RingfoldError as exc:
             if asked:
                 raise
-            first_error = first_error or exc
-            log(f"ringfold evaluate: note: {precision} on {backend} skipped: {exc}", file=sys.stderr)
+            not_opened[name] = one_line(str(exc))[:300]
     if not models:
-        raise first_error or RingfoldError("no model to evaluate; pass --precision and --backend the bundle has")
-    return models
+        reasons = "; ".join(f"{name}: {why}" for name, why in not_opened.items())
+        raise RingfoldError(one_line(f"no model of {bundle.path} opens here ({reasons or 'none asked'})"))
+    return models, not_opened
 
 
 def evaluate_images(
@@ -196,6 +198,7 @@ def evaluate_images(
     models: dict[str, Backend],
     tie_margins: dict[str, float],
     *,
+    not_opened: dict[str, str] | None = None,
     skip_bad: bool = False,
     progress: bool = True,
 ) -> EvaluateReport:
@@ -213,4 +216,5 @@ def evaluate_images(
         figures=run_figures(logits, out.labels, bundle.labels, tie_margins, paths),
         skipped=out.skipped,
         source=SOURCE,
+        not_evaluated=dict(not_opened or {}),
     )

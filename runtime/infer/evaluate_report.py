@@ -8,7 +8,7 @@ optional (a Jetson may lack it): without it the PNGs are left out and evaluate.m
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class EvaluateReport:
     figures: dict[str, dict[str, Any]]  # "backend/precision" -> run figures
     skipped: list[dict[str, str]]
     source: str  # the data source in words
+    not_evaluated: dict[str, str] = field(default_factory=dict)  # "backend/precision" -> why it did not open
 
     def by_backend(self) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -53,6 +54,7 @@ class EvaluateReport:
             "classes": self.classnames,
             "precisions": backends.get(first, {}) if first else {},  # the first backend's runs
             "backends": backends,
+            "not_evaluated": self.not_evaluated,
         }
         if self.random_weights:
             doc["note"] = RANDOM_NOTE
@@ -75,6 +77,8 @@ def to_markdown(report: EvaluateReport) -> str:
         lines.append(f"{len(report.skipped)} unreadable image(s) skipped (--skip-bad; listed in evaluate.json).")
     if report.random_weights:
         lines += ["", f"**Note: {RANDOM_NOTE}.**"]
+    for run, why in report.not_evaluated.items():
+        lines += ["", f"Not evaluated: {run} — {why}"]
     lines += ["", "| backend | precision | top-1 | top-k | agreement with fp32 | flips | near-tie flips |"]
     lines.append("|---|---|---|---|---|---|---|")
     for row in report.figures.values():
