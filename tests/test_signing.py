@@ -381,3 +381,16 @@ def test_without_the_sign_extra_a_key_is_refused_in_one_line_naming_it(signed, k
     monkeypatch.setattr(extras, "missing_module", lambda modules: "model_signing" if "OpenSSL" in modules else None)
     line = _refused(["classify", signed, signed / "reference" / "images", "--public-key", keys["public"]], capsys)
     assert "needs model_signing, which is not installed" in line and "[sign]" in line
+
+
+def test_a_library_signature_that_covers_the_ownership_record_is_refused_naming_the_fix(
+    tiny_bundle, keys, tmp_path, capsys
+):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    made = _model_signing(
+        "sign", "key", bundle, "--private_key", keys["private"], "--signature", bundle / SIGNATURE_FILE
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    line = _refused(["verify", bundle, "--public-key", keys["public"]], capsys)
+    assert f"{bundle / SIGNATURE_FILE}: covers {RECORD_FILE}, which no bundle signature may cover" in line
+    assert f"--ignore-paths {bundle / RECORD_FILE}" in line

@@ -245,6 +245,7 @@ def verify_signature(bundle: str | os.PathLike, public_key: str | os.PathLike) -
             f"{root}: signed by another key (sha256:{signed.hint[:16]}…), not by {public_key} "
             f"(sha256:{mine[:16]}…); pass the public key of whoever signed it, or do not run this bundle"
         )
+    _refuse_unsignable(root, signed)
     _library_verify(root, public_key, signed)
     return SignatureCheck(
         bundle=root,
@@ -253,6 +254,18 @@ def verify_signature(bundle: str | os.PathLike, public_key: str | os.PathLike) -
         size=sum((root / rel).stat().st_size for rel in signed.resources),
         engines=(root / ENGINE_DIR).is_dir(),
     )
+
+
+def _refuse_unsignable(root: Path, signed: _Signed) -> None:
+    """A signature made without ringfold's exclusions (model-signing's CLI without --ignore-paths) covers a
+    file that changes after signing; say so, rather than report it as removed."""
+    covered = sorted(rel for rel in signed.resources if rel.split("/")[0] in UNSIGNED)
+    if covered:
+        raise BundleError(
+            f"{root / SIGNATURE_FILE}: covers {', '.join(covered[:3])}, which no bundle signature may cover (it "
+            f"changes after signing); sign with `ringfold sign`, or pass model-signing --ignore-paths "
+            f"{root / RECORD_FILE} --ignore-paths {root / ENGINE_DIR}"
+        )
 
 
 def _library_verify(root: Path, public_key: Path, signed: _Signed) -> None:
