@@ -179,3 +179,23 @@ def test_a_variant_that_cannot_open_here_is_reported_not_hidden(raw_bundle, demo
     assert "Not evaluated: onnxruntime/int8 — model_int8.onnx" in (out / "evaluate.md").read_text()
     assert main([*argv, "--overwrite", "--precision", "fp32,int8"]) == 2
     assert "opset 5" in one_line_error(capsys)
+
+
+def test_progress_on_stderr_and_no_pngs_without_matplotlib(tiny_bundle, demo_data, tmp_path, monkeypatch, capsys):
+    from ringfold.runtime.infer import evaluate as evaluate_mod
+
+    monkeypatch.setattr(evaluate_mod, "BATCH", 4)  # the demo's 12 test images: a "long" folder of 3 batches
+    monkeypatch.setattr(evaluate_mod, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a device without it
+    out = tmp_path / "r"
+    assert main(["evaluate", str(tiny_bundle), "--images", str(demo_data / "test"), "--report", str(out)]) == 0
+    captured = capsys.readouterr()
+    progress = [line for line in captured.err.splitlines() if line.startswith("ringfold evaluate: ")]
+    assert progress == [
+        "ringfold evaluate: 4/12 images",
+        "ringfold evaluate: 8/12 images",
+        "ringfold evaluate: 12/12 images",
+    ]
+    assert "/12 images" not in captured.out  # stdout is the report, progress goes to stderr
+    assert sorted(p.name for p in out.iterdir()) == [".ringfold-files.json", "evaluate.json", "evaluate.md"]
+    assert "matplotlib is not installed: no PNGs" in (out / "evaluate.md").read_text()
