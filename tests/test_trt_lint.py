@@ -490,3 +490,19 @@ def test_bundles_of_every_method_pass_the_trt10_lint(tmp_path, adapter):
     export_run(run, tmp_path / "bundle", ref_count=2, synthetic_ref=True, progress=False)
     findings = lint_bundle(load_bundle(tmp_path / "bundle"), "trt-10", ["fp32"])["fp32"]
     assert _blockers(findings) == []
+
+
+def test_trt11_int8_warning_is_dropped_when_tensorrt_builds_int8_from_another_graph(raw_bundle, monkeypatch):
+    """The precision table names the graphs an int8 engine comes from, in order: when the bundle has one before
+    the fp32-parts Q/DQ graph (int8-fp16), that graph's int8 + fp32 warning does not apply."""
+    from dataclasses import replace
+
+    from ringfold.runtime.backends.tensorrt.lint import bundle_check
+    from ringfold.runtime.bundle.loader import load_bundle
+
+    bundle = load_bundle(raw_bundle)
+    assert "int8-fp32-parts" in _codes(bundle_check.check_bundle(bundle, "trt-11", ["int8"]).findings["int8"])
+    table = dict(bundle_check.TABLE)
+    table["int8"] = replace(table["int8"], engine_sources=("fp32", "int8"))  # as if the bundle had a preferred one
+    monkeypatch.setattr(bundle_check, "TABLE", table)
+    assert "int8-fp32-parts" not in _codes(bundle_check.check_bundle(bundle, "trt-11", ["int8"]).findings["int8"])

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ringfold.runtime.bundle.loader import Bundle
+from ringfold.runtime.bundle.precisions import TABLE
 
 from .compare import PolygraphyResult, polygraphy_compare
-from .findings import Finding, count
+from .findings import INT8_FP32_PARTS, Finding, count
 from .lint import lint_model
 from .parsers import parser_spec
 from .report import format_report, judged_blockers, to_json
@@ -59,6 +60,12 @@ class CheckResult:
         )
 
 
+def _int8_engine_source(bundle: Bundle) -> str | None:
+    """The variant TensorRT's int8 engine is built from: the precision table's first int8 source the bundle has."""
+    sources = TABLE["int8"].engine_sources if "int8" in TABLE else ()
+    return next((name for name in sources if name in bundle.variants), None)
+
+
 def check_bundle(
     bundle: Bundle, target: str = "trt-10", names: Sequence[str] | str | None = None, *, polygraphy: bool = False
 ) -> CheckResult:
@@ -68,6 +75,8 @@ def check_bundle(
     parser_spec(target)  # an unknown target is refused before any graph is read
     subjects = select_subjects(bundle, names)
     findings = {s.name: lint_model(bundle.file(s.file), target, s.precision) for s in subjects if s.tensorrt}
+    if "int8" in findings and _int8_engine_source(bundle) != "int8":  # TensorRT builds int8 from another graph
+        findings["int8"] = [f for f in findings["int8"] if f.code != INT8_FP32_PARTS]
     compared: dict[str, PolygraphyResult] = {}
     if polygraphy:
         feed = {bundle.manifest.input.name: bundle.reference().pixel_values}

@@ -9,6 +9,8 @@ from typing import Any
 
 SEVERITIES = ("blocker", "warning", "info")
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+#: a strongly typed target's warning on a Q/DQ graph whose other parts are fp32 (int8 + fp32 engine)
+INT8_FP32_PARTS = "int8-fp32-parts"
 
 #: node-level findings folded into one row when many nodes hit the same rule
 GROUPED_CODES = frozenset(

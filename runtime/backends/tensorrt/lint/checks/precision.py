@@ -14,7 +14,7 @@ from onnx import TensorProto
 
 from ringfold.runtime.graph.precision_policy import FP32_OPS, final_normalisation_nodes, is_fp32_node
 
-from ..findings import Finding
+from ..findings import INT8_FP32_PARTS, Finding
 from ..graph import Graphs
 from ..parsers import ParserSpec
 
@@ -55,7 +55,7 @@ def _int8_float_parts(g: Graphs, spec: ParserSpec) -> list[Finding]:
     return [
         Finding(
             "warning",
-            "int8-fp32-parts",
+            INT8_FP32_PARTS,
             None,
             f"the non-quantized parts are float32 ({dtypes[TensorProto.FLOAT]} float32 weight(s), none float16): "
             f"TensorRT {spec.version} builds it strongly typed as int8 + fp32, which can be slower than fp16",
