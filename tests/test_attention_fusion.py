@@ -109,3 +109,15 @@ def test_a_fresh_base_export_fuses_too(tmp_path):
     assert all(isinstance(b.attn, nn.MultiheadAttention) for b in base.model.visual.transformer.resblocks)
     fused = optimize_model(str(tmp_path / "base.onnx"), model_type="clip", num_heads=0, hidden_size=0, opt_level=0)
     assert _ops(fused.model)["Attention"] == 4
+
+
+@pytest.mark.slow
+def test_vit_b16_fuses_all_twelve_layers(tmp_path):
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    base = load_clip("ViT-B-16", random_init=True)
+    with torch.no_grad():
+        emb = class_embeddings(base.model, base.tokenizer, ["a", "b"], ["a photo of a {}."])
+    export_onnx(build_classifier(base.model, emb), (224, 224), tmp_path / "vit.onnx")
+    fused = optimize_model(str(tmp_path / "vit.onnx"), model_type="clip", num_heads=0, hidden_size=0, opt_level=0)
+    assert _ops(fused.model)["Attention"] == len(base.model.visual.transformer.resblocks) == 12
