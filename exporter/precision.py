@@ -9,7 +9,13 @@
 - int8 (static): onnxruntime.quantization in QDQ format with symmetric
   activations and weights and per-channel weights — the form TensorRT
   consumes — calibrated on the user's images through the runtime's own
-  preprocessing; calibration method minmax, entropy or percentile.
+  preprocessing; calibration method minmax, entropy or percentile. The
+  transformer recipe (:mod:`ringfold.exporter.quant`): only the weight-bearing
+  MatMul/Gemm/Conv are quantized; LayerNorm, GELU, Softmax, the residual adds
+  and the attention core (Q·Kᵀ, softmax·V) stay fp32. For the CPU backends.
+- int8-fp16: the int8 graph with every float part in fp16 but the precision
+  policy's fp32 islands (:mod:`ringfold.exporter.quant_fp16`): the graph
+  TensorRT's strongly typed int8 build reads.
 - int8-dynamic: weights int8, activations quantized at run time; for
   CPU-only targets (TensorRT does not take it).
 
@@ -40,6 +46,8 @@ from ringfold.runtime.pixels.preprocess import preprocess_batch
 
 from .fp16 import convert_to_fp16
 from .library_log import captured_library_log
+from .quant import QUANTIZED_OPS, RECIPE, attention_core_matmuls, weight_bearing_nodes
+from .quant_fp16 import write_int8_fp16
 
 #: the variant files, one per precision of the runtime's precision table
 VARIANT_FILES = {name: precision.file for name, precision in TABLE.items()}
@@ -49,8 +57,6 @@ FP16_BLOCKED_OPS = FP32_OPS
 #: (its NchwcTransformer, an "all"-level layout transform; 1.17 runs them); "extended" keeps every fusion
 #: that matters and runs on every version in the range.
 FP16_ORT_OPTIMIZATION = "extended"
-#: the compute-heavy ops; LayerNorm, Softmax, GELU and the residual adds stay float (as TensorRT prefers)
-QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -160,9 +166,17 @@ def calibration_images(calib: str | Path, limit: int | None = None, minimum: int
     return paths, digest.hexdigest()
 
 
+#: the variants calibrated on the user's images (int8-fp16 is the int8 graph with fp16 float parts)
+CALIBRATED = ("int8", "int8-fp16")
+
+
+def _calibrated(precisions) -> bool:
+    return any(p in CALIBRATED for p in precisions)
+
+
 def check_calibration(request: PrecisionRequest) -> CalibrationSet | None:
     """The request's calibration images, checked (None when no static int8 variant is asked for)."""
-    if "int8" not in request.precisions:
+    if not _calibrated(request.precisions):
         return None
     paths, digest = calibration_images(request.calib, request.calib_limit, request.calib_min)
     return CalibrationSet(tuple(paths), digest, str(request.calib))
@@ -196,29 +210,42 @@ def _preprocessed(src: Path, tmpdir: Path) -> Path:
 def quantize_int8_static(
     src: Path, dst: Path, calib: CalibrationSet, preprocess, method: str = "minmax"
 ) -> dict[str, Any]:
+    """Static Q/DQ int8 by the transformer recipe: only the weight-bearing MatMul/Gemm/Conv are quantized."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     reader = ImageCalibrationReader(list(calib.paths), preprocess)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
         pre = _preprocessed(src, Path(tmp))
+        pre_model = onnx.load(str(pre), load_external_data=False)
+        core = attention_core_matmuls(pre_model)
         quantize_static(
             str(pre),
             str(out),
             reader,
             op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_quantize=weight_bearing_nodes(pre_model),  # the attention core stays float
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_calibrate_method(method),
             # QuantizeBias off: TensorRT rejects DequantizeLinear on int32 biases (float biases are its form)
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                # the recipe quantizes what a MatMul reads, not what it writes (its output goes on to a float Add)
+                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+            },
         )
     return {
         "precision": "int8",
         "format": "QDQ",
         "activations": "int8 symmetric",
         "weights": "int8 symmetric per-channel",
+        "recipe": RECIPE,
+        "attention_core_float": len(core),
         "calibration": {"method": method, "images": len(calib.paths), "sha256": calib.sha256, "source": calib.source},
         "tool": "onnxruntime.quantization.quantize_static",
     }
@@ -253,13 +280,14 @@ class PrecisionRequest:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise FieldError("precision", f"{bad[0]!r} is not a precision; use any of {', '.join(PRECISIONS)}")
-        if "int8" in self.precisions and not self.calib:
-            raise FieldError("calib", "is needed for int8: a folder of calibration images (a few hundred)")
-        if self.calib and "int8" not in self.precisions:
+        if _calibrated(self.precisions) and not self.calib:
+            which = next(p for p in self.precisions if p in CALIBRATED)
+            raise FieldError("calib", f"is needed for {which}: a folder of calibration images (a few hundred)")
+        if self.calib and not _calibrated(self.precisions):
             raise FieldError("calib", "is only used by the int8 variant; add int8 to --precision or leave it out")
         if isinstance(self.calib_min, bool) or not isinstance(self.calib_min, int) or self.calib_min < 1:
             raise FieldError("calib_min", f"must be a positive integer, got {self.calib_min!r}")
-        if "int8" in self.precisions:
+        if _calibrated(self.precisions):
             _calibrate_method(self.calib_method)  # one-line error for a bad --calib-method, before any work
 
 
@@ -286,26 +314,41 @@ def write_variants(
     src = bundle_dir / VARIANT_FILES["fp32"]
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": VARIANT_FILES["fp32"], "precision": "fp32"}}
     failed: dict[str, str] = {}
-    for precision in request.precisions:
-        if precision == "fp32":
-            continue
-        dst = bundle_dir / VARIANT_FILES[precision]
-        try:
-            with captured_library_log() as log:
-                if precision == "fp16":
-                    info = convert_fp16(src, dst)
-                elif precision == "int8":
-                    info = quantize_int8_static(src, dst, calibration, preprocess, request.calib_method)
-                else:
-                    info = quantize_int8_dynamic(src, dst)
-        except Exception as exc:  # any converter failure costs this variant only, never the bundle
-            dst.unlink(missing_ok=True)
-            failed[precision] = failure_reason("conversion failed", exc)
-            continue
-        if log.summary():
-            info["library_log"] = log.summary()
-        variants[precision] = {"file": VARIANT_FILES[precision], **info}
+    with tempfile.TemporaryDirectory() as scratch:
+        for precision in _in_order(request.precisions):
+            dst = bundle_dir / VARIANT_FILES[precision]
+            try:
+                with captured_library_log() as log:
+                    info = _convert(precision, src, dst, request, preprocess, calibration, Path(scratch))
+            except Exception as exc:  # any converter failure costs this variant only, never the bundle
+                dst.unlink(missing_ok=True)
+                failed[precision] = failure_reason("conversion failed", exc)
+                continue
+            if log.summary():
+                info["library_log"] = log.summary()
+            variants[precision] = {"file": VARIANT_FILES[precision], **info, "for": list(TABLE[precision].targets)}
     return variants, failed
+
+
+def _in_order(precisions) -> list[str]:
+    """The requested variants but fp32 (already written), int8 before int8-fp16, which is made from it."""
+    rest = [p for p in dict.fromkeys(precisions) if p != "fp32"]
+    return sorted(rest, key=lambda p: p == "int8-fp16")
+
+
+def _convert(precision: str, src: Path, dst: Path, request, preprocess, calibration, scratch: Path) -> dict:
+    """Write one variant; int8-fp16 is made from the int8 file (quantized into ``scratch`` if int8 was not asked)."""
+    if precision == "fp16":
+        return convert_fp16(src, dst)
+    if precision == "int8":
+        return quantize_int8_static(src, dst, calibration, preprocess, request.calib_method)
+    if precision == "int8-fp16":
+        int8 = dst.with_name(VARIANT_FILES["int8"])
+        if "int8" not in request.precisions or not int8.is_file():
+            int8 = scratch / VARIANT_FILES["int8"]
+            quantize_int8_static(src, int8, calibration, preprocess, request.calib_method)
+        return write_int8_fp16(int8, dst)
+    return quantize_int8_dynamic(src, dst)
 
 
 def variant_messages(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:

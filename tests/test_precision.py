@@ -8,8 +8,10 @@ from PIL import Image
 from ringfold.cli import main
 from ringfold.errors import FieldError
 from ringfold.exporter.precision import FP16_BLOCKED_OPS, PrecisionRequest
+from ringfold.exporter.quant import attention_core_matmuls, weight_bearing_nodes
 from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
 from ringfold.runtime.bundle.loader import load_bundle
+from ringfold.runtime.graph.precision_policy import final_normalisation_nodes, is_fp32_node
 from ringfold.runtime.parity.stored import bundle_parity
 
 
@@ -34,6 +36,7 @@ def multi_bundle(tmp_path_factory, trained_run, demo_data):
             "fp16",
             "int8",
             "int8-dynamic",
+            "int8-fp16",
             "--calib",
             str(demo_data / "train"),
             "--calib-min",
@@ -49,10 +52,10 @@ def multi_bundle(tmp_path_factory, trained_run, demo_data):
 
 def test_variants_are_written_with_their_recipe(multi_bundle):
     manifest = json.loads((multi_bundle / "manifest.json").read_text())
-    assert set(manifest["variants"]) == {"fp32", "fp16", "int8", "int8-dynamic"}
+    assert set(manifest["variants"]) == {"fp32", "fp16", "int8", "int8-dynamic", "int8-fp16"}
     int8 = manifest["variants"]["int8"]
     assert int8["format"] == "QDQ" and int8["calibration"]["images"] == 24 and len(int8["calibration"]["sha256"]) == 64
-    for name in ("model_fp16.onnx", "model_int8.onnx", "model_int8_dynamic.onnx"):
+    for name in ("model_fp16.onnx", "model_int8.onnx", "model_int8_dynamic.onnx", "model_int8_fp16.onnx"):
         assert name in manifest["files"]
 
 
@@ -77,7 +80,7 @@ def test_int8_graph_is_qdq(multi_bundle):
     assert "DynamicQuantizeLinear" in dyn or "MatMulInteger" in dyn
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8", "int8-dynamic"])
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int8-dynamic", "int8-fp16"])
 def test_reduced_precision_bundles_pass_their_gates(multi_bundle, precision):
     bundle = load_bundle(multi_bundle)
     report = bundle_parity(bundle, open_bundle_model(bundle, precision, provider="cpu"), precision)
@@ -154,11 +157,11 @@ def test_int8_without_calibration_is_refused(tiny_run, tmp_path, capsys):
 
 
 def test_relabel_rewrites_fp16_and_int8_dynamic_and_drops_static_int8(multi_bundle, tmp_path):
-    """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8 needs calibration."""
+    """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8 (and int8-fp16) needs calibration."""
     from ringfold.runtime.vocab.relabel import relabel_bundle
 
     result = relabel_bundle(multi_bundle, tmp_path / "new", ["red fox", "barn owl", "eel"])
-    assert result.variants == ["fp32", "fp16", "int8-dynamic"] and set(result.dropped) == {"int8"}
+    assert result.variants == ["fp32", "fp16", "int8-dynamic"] and set(result.dropped) == {"int8", "int8-fp16"}
     new = load_bundle(tmp_path / "new")
     onnx.checker.check_model(onnx.load(str(new.model_path("fp16"))), full_check=True)
     pixels = new.reference().pixel_values
@@ -289,3 +292,81 @@ def test_fifo_in_the_calibration_folder_is_named_and_never_opened(tiny_run, demo
     assert code == 2
     one_line_error(capsys, "--calib: ", f"{pipe}: is a named pipe (FIFO), not a regular file")
     assert str(pipe) not in opened and not out.exists()
+
+
+def _producers(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _fed_by_dq(model, node) -> list[str]:
+    producers = _producers(model)
+    return [i for i in node.input if i in producers and producers[i].op_type == "DequantizeLinear"]
+
+
+def test_int8_quantizes_weights_only_and_keeps_the_attention_core_float(multi_bundle):
+    """The transformer recipe: Q/DQ in front of the weight-bearing MatMul/Gemm/Conv only; LayerNorm, Softmax,
+    GELU (Erf), the residual adds and Q·Kᵀ / softmax·V read float tensors (the old variant quantized the core)."""
+    model = onnx.load(str(multi_bundle / "model_int8.onnx"))
+    fp32 = onnx.load(str(multi_bundle / "model.onnx"))
+    core = attention_core_matmuls(fp32)
+    assert len(core) == 2 * 4  # Q·Kᵀ and softmax·V in each of the tiny ViT's 4 blocks
+    by_name = {n.name: n for n in model.graph.node}
+    assert all(name in by_name and not _fed_by_dq(model, by_name[name]) for name in core)
+    kept = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax", "Erf", "Add")]
+    assert len(kept) > 20 and not [n.name for n in kept if _fed_by_dq(model, n)]
+    weighted = weight_bearing_nodes(fp32)
+    assert len(weighted) == 1 + 6 * 4 + 2  # patch Conv, q/k/v/out/fc/proj per block, projection and head
+    assert all(len(_fed_by_dq(model, by_name[name])) == 2 for name in weighted)  # activation and weight
+    entry = json.loads((multi_bundle / "manifest.json").read_text())["variants"]["int8"]
+    assert entry["attention_core_float"] == 8 and entry["for"] == ["onnxruntime", "tensorrt"]
+
+
+def test_int8_fp16_computes_in_fp16_outside_the_policy_islands(multi_bundle):
+    """Every node with a float output computes in fp16 unless the precision policy keeps it fp32; DQ feeds the
+    fp16 MatMuls directly (fp16 scales, opset 19), so TensorRT fuses them into int8 kernels."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(multi_bundle / "model_int8_fp16.onnx")))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 19
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.output)}
+    tail = set(final_normalisation_nodes(model))
+    outputs = {o.name for o in model.graph.output}  # graph outputs stay fp32 (the embedding's DQ writes one)
+    fp32_compute = [
+        n.name
+        for n in model.graph.node
+        if n.op_type not in ("Cast", "Shape", "Constant")
+        and not is_fp32_node(n, tail)
+        and any(types.get(o) == onnx.TensorProto.FLOAT and o not in outputs for o in n.output)
+    ]
+    assert fp32_compute == []
+    by_name = {n.name: n for n in model.graph.node}
+    weighted = weight_bearing_nodes(onnx.load(str(multi_bundle / "model.onnx")))
+    assert all(len(_fed_by_dq(model, by_name[name])) == 2 for name in weighted)
+    dq_scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in outputs}
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    assert {inits[s] for s in dq_scales} == {onnx.TensorProto.FLOAT16}
+    entry = json.loads((multi_bundle / "manifest.json").read_text())["variants"]["int8-fp16"]
+    assert entry["for"] == ["tensorrt"] and entry["ort_optimization"] == "basic"
+
+
+@pytest.mark.parametrize("target", ["trt-10", "trt-11"])
+def test_tensorrt_check_passes_on_the_int8_variants(multi_bundle, target, capsys):
+    """int8 and int8-fp16 are both TensorRT graphs: `ringfold check` judges them and finds no blocker."""
+    code = main(["check", str(multi_bundle), "--target", target, "--precision", "int8", "int8-fp16"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "int8-fp16" in out
+
+
+def test_int8_fp16_without_int8_writes_only_int8_fp16(trained_run, demo_data, tmp_path):
+    out = tmp_path / "b"
+    args = ["export", str(trained_run), "--out", str(out), "--precision", "int8-fp16", "--calib"]
+    assert main([*args, str(demo_data / "train"), "--calib-min", "8", "--ref-count", "4", "--quiet"]) == 0
+    assert set(json.loads((out / "manifest.json").read_text())["variants"]) == {"fp32", "int8-fp16"}
+    assert not (out / "model_int8.onnx").exists() and (out / "model_int8_fp16.onnx").is_file()
+    assert load_bundle(out).model_path("int8-fp16").name == "model_int8_fp16.onnx"
+
+
+def test_int8_fp16_needs_calibration(tiny_run, tmp_path, capsys):
+    code = main(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--precision", "int8-fp16"])
+    err = capsys.readouterr().err
+    assert code == 2 and "calib" in err and "int8-fp16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()

@@ -145,13 +145,19 @@ def test_the_precision_names_and_their_properties_are_one_table():
     from ringfold.runtime.bundle.precisions import ENGINE_PRECISIONS, PRECISIONS, TABLE, numerics
     from ringfold.runtime.parity.metrics import DEFAULT_TOLERANCES, tolerance_for
 
-    assert PRECISIONS == ("fp32", "fp16", "int8", "int8-dynamic") and ENGINE_PRECISIONS == ("fp32", "fp16", "int8")
+    assert PRECISIONS == ("fp32", "fp16", "int8", "int8-dynamic", "int8-fp16")
+    assert ENGINE_PRECISIONS == ("fp32", "fp16", "int8")
     assert exporter_precision.VARIANT_FILES == {
         "fp32": "model.onnx",
         "fp16": "model_fp16.onnx",
         "int8": "model_int8.onnx",
         "int8-dynamic": "model_int8_dynamic.onnx",
+        "int8-fp16": "model_int8_fp16.onnx",
     }
+    # int8-fp16 is TensorRT's int8 source (strongly typed), meant for TensorRT only, judged by its own tolerance
+    assert TABLE["int8"].engine_sources[0] == "int8-fp16" and not TABLE["int8-fp16"].tensorrt
+    assert TABLE["int8-fp16"].targets == ("tensorrt",) and TABLE["int8"].targets == ("onnxruntime", "tensorrt")
+    assert numerics("int8-fp16") == "int8-fp16" and tolerance_for("int8-fp16").expected_logit_error == 0.11
     assert TABLE["int8-dynamic"].backends == ("onnxruntime",) and TABLE["int8-dynamic"].cpu_only
     assert not TABLE["int8-dynamic"].tensorrt and all(TABLE[p].tensorrt for p in ENGINE_PRECISIONS)
     assert tolerance_for("int8-dynamic") == DEFAULT_TOLERANCES["int8"] and numerics("fp16") == "fp16"

@@ -29,11 +29,19 @@ class Precision:
     engine_sources: tuple[str, ...] = ()
     #: runs on ONNX Runtime's CPU provider only (quantises activations at run time)
     cpu_only: bool = False
+    #: the backends the variant is meant for (empty: every one of ``backends``); a backend in ``backends`` but
+    #: not here runs it for parity only (int8-fp16 on ONNX Runtime's CPU provider, which has few fp16 kernels)
+    meant_for: tuple[str, ...] = ()
 
     @property
     def file(self) -> str:
         """The variant's file in a bundle ``ringfold export`` writes."""
         return f"model{self.suffix}.onnx"
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The backends this variant is meant for (the manifest writes it beside the variant)."""
+        return self.meant_for or self.backends
 
     @property
     def tensorrt(self) -> bool:
@@ -47,9 +55,13 @@ TABLE: dict[str, Precision] = {
         Precision("fp32", "", "float32", ("onnxruntime", "tensorrt"), "fp32", ("fp32",)),
         # an fp16 engine: the fp32 graph with the FP16 flag, or strongly typed from the fp16 graph
         Precision("fp16", "_fp16", "float16", ("onnxruntime", "tensorrt"), "fp16", ("fp32", "fp16")),
-        # an int8 engine: the QDQ graph, or the fp32 graph with the legacy calibrator (TensorRT 8.6)
-        Precision("int8", "_int8", "int8", ("onnxruntime", "tensorrt"), "int8", ("int8", "fp32")),
+        # an int8 engine: strongly typed from the int8-fp16 QDQ graph (TensorRT >= 10), else the int8 QDQ graph,
+        # or the fp32 graph with the legacy calibrator (TensorRT 8.6)
+        Precision("int8", "_int8", "int8", ("onnxruntime", "tensorrt"), "int8", ("int8-fp16", "int8", "fp32")),
         Precision("int8-dynamic", "_int8_dynamic", "int8", ("onnxruntime",), "int8", cpu_only=True),
+        # the int8 QDQ graph with its float parts fp16: the source of TensorRT's int8 engine, not an engine
+        # precision of its own; ONNX Runtime runs it for parity only
+        Precision("int8-fp16", "_int8_fp16", "int8", ("tensorrt", "onnxruntime"), "int8-fp16", meant_for=("tensorrt",)),
     )
 }
 #: every precision a bundle variant may have, in report order
@@ -59,6 +71,6 @@ ENGINE_PRECISIONS = tuple(name for name, p in TABLE.items() if p.tensorrt)
 
 
 def numerics(precision: str) -> str:
-    """The precision whose tolerances judge ``precision`` (int8-dynamic: int8; an unknown name: int8)."""
+    """The precision whose tolerances judge ``precision`` (int8-dynamic: int8; int8-fp16 its own; unknown: int8)."""
     known = TABLE.get(precision)
     return known.numerics if known else "int8"

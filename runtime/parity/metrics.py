@@ -69,6 +69,8 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     # OpenVINO's bf16 inference precision: 3 mantissa bits fewer than fp16, so 8 × fp16's expected error
     "bf16": Tolerance(max_abs_logit=None, min_cosine=0.995, min_top1=0.99, expected_logit_error=0.08),
     "int8": Tolerance(max_abs_logit=None, min_cosine=0.99, min_top1=0.98, expected_logit_error=0.1),
+    # int8 Q/DQ with fp16 float parts (TensorRT's int8 source): int8's error plus fp16's, same gate
+    "int8-fp16": Tolerance(max_abs_logit=None, min_cosine=0.99, min_top1=0.98, expected_logit_error=0.11),
 }
 #: Preprocessing must reproduce open_clip's tensors (normalised units); bicubic/bilinear PIL paths are exact.
 PREPROCESS_TOLERANCE = 1e-5

@@ -22,7 +22,7 @@ from ..plan import BuildPlan
 from ..stack import polygraphy_log
 
 #: atol/rtol of Polygraphy's elementwise check, TensorRT vs ONNX Runtime (CPU) on the same ONNX graph
-POLYGRAPHY_TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (2e-2, 2e-2), "int8": (1e-1, 1e-1)}
+POLYGRAPHY_TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (2e-2, 2e-2), "int8": (1e-1, 1e-1), "int8-fp16": (1e-1, 1e-1)}
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Static int8 that keeps a ViT's accuracy and runs on int8 kernels: NNCF's transformer recipe on the fp32 ONNX.
+
+Why NNCF (``nncf.quantize`` with ``ModelType.TRANSFORMER``): it is the maintained quantizer whose
+recipe for ViTs is the one that keeps accuracy — Q/DQ only in front of the weight-bearing
+MatMul/Gemm/Conv, LayerNorm, GELU, Softmax and the residual adds left in float — and it installs
+from the package index with no CUDA torch. NVIDIA ModelOpt's ONNX PTQ
+(``nvidia-modelopt[onnx]``) was the other candidate; its extra pins onnx 1.21, swaps
+onnxruntime for onnxruntime-gpu 1.24 and pulls cupy-cuda12x, so it cannot share the
+export's environment (see docs/export.md, "int8").
+
+On top of NNCF's recipe ringfold pins three things:
+
+- the attention core (Q·Kᵀ and softmax·V: MatMuls with no weight input) stays float, named in the
+  ignored scope — quantizing it costs accuracy and, on ONNX Runtime's CPU provider, speed;
+- activations are signed int8 with zero points 0 and weights per-channel symmetric int8 — the one
+  form TensorRT imports (``ringfold check`` judges it);
+- calibration is one pass over at most :data:`MAX_CALIBRATION_IMAGES` images in batches, and no
+  bias-correction pass (it re-runs the model per layer and is the bulk of NNCF's time on a ViT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ringfold.atomic import atomic_path
+from ringfold.errors import FieldError
+from ringfold.runtime.pixels.images import load_image
+from ringfold.runtime.pixels.preprocess import preprocess_batch
+
+#: the compute-heavy ops whose weight input and activation input are quantized
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
+#: what the int8 variant quantizes and what it keeps float (written into the manifest)
+RECIPE = (
+    "transformer: weight-bearing MatMul/Gemm/Conv quantized; LayerNorm, GELU, Softmax, residual adds and the "
+    "attention core (Q·Kᵀ, softmax·V) kept float"
+)
+#: calibration never reads more images than this (one pass; a few hundred is the usual advice)
+MAX_CALIBRATION_IMAGES = 300
+#: images per calibration batch
+CALIBRATION_BATCH = 8
+#: ``--calib-method`` → NNCF's activation range estimator (entropy is onnxruntime's; NNCF has none)
+RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
+
+
+def constant_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors that are weights: initializers, Constant outputs and whatever nodes compute from those alone."""
+    graph = model.graph
+    known = {i.name for i in graph.initializer} - {i.name for i in graph.input}
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant" or (inputs and all(i in known for i in inputs)):
+            known.update(o for o in node.output if o)
+    return known
+
+
+def attention_core_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMuls whose inputs are both activations (Q·Kᵀ, softmax·V): they stay float."""
+    weights = constant_tensors(model)
+    weights |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not any(i in weights for i in n.input if i) and n.name
+    ]
+
+
+def weight_bearing_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul/Gemm/Conv nodes that read a weight: the only nodes the int8 recipe quantizes."""
+    weights = constant_tensors(model)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in QUANTIZED_OPS and n.name and any(i in weights for i in n.input[:2] if i)
+    ]
+
+
+def _batches(paths: list[Path], preprocess, input_name: str) -> list[dict[str, np.ndarray]]:
+    """The calibration images, preprocessed exactly as the runtime does, in batches of CALIBRATION_BATCH."""
+    paths = paths[:MAX_CALIBRATION_IMAGES]
+    return [
+        {input_name: preprocess_batch([load_image(p) for p in paths[i : i + CALIBRATION_BATCH]], preprocess)}
+        for i in range(0, len(paths), CALIBRATION_BATCH)
+    ]
+
+
+def _advanced(method: str):
+    """Signed symmetric activations, per-channel symmetric weights, the method's range estimator, no overflow fix."""
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if method not in RANGE_ESTIMATORS:
+        raise FieldError("calib_method", f"{method!r} is not a calibration method; use {', '.join(RANGE_ESTIMATORS)}")
+    del nncf
+    return AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.DISABLE,  # the overflow fix halves weight ranges for old AVX2 kernels only
+        # activations_quantization_params=QuantizationParameters(signedness_to_force=True),
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[method]),
+        disable_bias_correction=True,
+    )
+
+
+def quantize_transformer_int8(
+    src: Path, dst: Path, paths: list[Path], preprocess, method: str = "minmax"
+) -> dict[str, Any]:
+    """``src`` quantized by NNCF's transformer recipe into a Q/DQ model at ``dst``; returns what it did."""
+    import nncf
+
+    advanced = _advanced(method)
+    model = onnx.load(str(src))
+    core = attention_core_matmuls(model)
+    batches = _batches(paths, preprocess, model.graph.input[0].name)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(batches) * CALIBRATION_BATCH,
+        fast_bias_correction=True,
+        ignored_scope=nncf.IgnoredScope(names=core, validate=False),
+        advanced_parameters=advanced,
+    )
+    with atomic_path(dst) as out:
+        onnx.save(quantized, str(out))
+        onnx.checker.check_model(str(out))
+    return {
+        "precision": "int8",
+        "format": "QDQ",
+        "recipe": RECIPE,
+        "activations": "int8 symmetric (signed, zero point 0)",
+        "weights": "int8 symmetric per-channel",
+        "attention_core_float": len(core),
+        "calibration_images_used": min(len(paths), MAX_CALIBRATION_IMAGES),
+        "tool": f"nncf.quantize {nncf.__version__} (ModelType.TRANSFORMER)",
+    }
