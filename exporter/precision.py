@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,7 @@ def write_variants(
     with tempfile.TemporaryDirectory() as scratch:
         for precision in _in_order(request.precisions):
             dst = bundle_dir / VARIANT_FILES[precision]
+            start = time.perf_counter()
             try:
                 with captured_library_log() as log:
                     info = _convert(precision, src, dst, request, preprocess, calibration, Path(scratch))
@@ -339,6 +341,7 @@ def write_variants(
                 dst.unlink(missing_ok=True)
                 failed[precision] = failure_reason("conversion failed", exc)
                 continue
+            info["seconds"] = round(time.perf_counter() - start, 2)  # where the export's time goes, per variant
             if log.summary():
                 info["library_log"] = log.summary()
             variants[precision] = {"file": VARIANT_FILES[precision], **info, "for": list(TABLE[precision].targets)}

@@ -157,7 +157,7 @@ def test_int8_without_calibration_is_refused(tiny_run, tmp_path, capsys):
 
 
 def test_relabel_rewrites_fp16_and_int8_dynamic_and_drops_static_int8(multi_bundle, tmp_path):
-    """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8 (and int8-fp16) needs calibration."""
+    """Open vocabulary: the fp16 head (fp32) and the dynamic int8 head are rewritten; static int8, int8-fp16 dropped."""
     from ringfold.runtime.vocab.relabel import relabel_bundle
 
     result = relabel_bundle(multi_bundle, tmp_path / "new", ["red fox", "barn owl", "eel"])
@@ -319,6 +319,7 @@ def test_int8_quantizes_weights_only_and_keeps_the_attention_core_float(multi_bu
     assert all(len(_fed_by_dq(model, by_name[name])) == 2 for name in weighted)  # activation and weight
     entry = json.loads((multi_bundle / "manifest.json").read_text())["variants"]["int8"]
     assert entry["attention_core_float"] == 8 and entry["for"] == ["onnxruntime", "tensorrt"]
+    assert entry["tool"].startswith("nncf.quantize") and 0 < entry["seconds"] < 120
 
 
 def test_int8_fp16_computes_in_fp16_outside_the_policy_islands(multi_bundle):
