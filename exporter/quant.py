@@ -19,6 +19,7 @@ On top of NNCF's recipe ringfold pins:
 
 - the attention core (Q·Kᵀ and softmax·V: MatMuls with no weight input) stays float, named in the
   ignored scope — quantizing it costs accuracy and, on ONNX Runtime's CPU provider, speed;
+- NNCF's SmoothQuant for transformers stays on (a Mul before each quantized MatMul; counted in the manifest);
 - the PERFORMANCE preset: symmetric int8 activations and per-channel symmetric int8 weights, zero
   points 0 — the one form TensorRT imports (``ringfold check`` judges it);
 - calibration is one pass over at most :data:`MAX_CALIBRATION_IMAGES` images in batches, and no
@@ -156,6 +157,9 @@ def quantize_transformer_int8(
         "activations": "int8 symmetric (signed, zero point 0)",
         "weights": "int8 symmetric per-channel",
         "attention_core_float": len(core),
+        # SmoothQuant (NNCF's default for transformers): per-channel Mul nodes that move activation outliers into
+        # the weights before the quantized MatMuls
+        "smooth_quant_muls": sum(n.op_type == "Mul" and "smooth_quant" in n.name for n in quantized.graph.node),
         "calibration_images_used": min(len(paths), MAX_CALIBRATION_IMAGES),
         "tool": f"nncf.quantize {nncf.__version__} (ModelType.TRANSFORMER)",
     }
