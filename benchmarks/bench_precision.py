@@ -1,135 +1,155 @@
-"""Precision benchmark, ViT-B/16 (random weights): PyTorch eager vs ONNX Runtime fp32, fp16, int8 static, int8 dynamic.
+"""Precision benchmark, ViT-B/16 (random weights): ONNX Runtime CPU fp32, fp16, int8, int8-dynamic, int8-fp16.
 
 One run on this CPU: exports a bundle with every variant (int8 calibrated on
-generated images through the runtime's preprocessing), measures batch-1
-latency of each and of PyTorch eager, and the parity of each against the
-PyTorch reference on the bundle's reference set. Prints JSON and a table;
-writes them and a PNG to --out.
+generated images through the runtime's preprocessing, the step timed), then
+times every variant on ONNX Runtime's CPU provider at batch 1 and 8,
+*interleaved* (one call of each in turn, so machine load hits all alike), and
+judges each against fp32 with the margin-aware parity gate on ``--photos DIR``
+(real photos, e.g. scikit-image's ``skimage.data`` pictures saved as PNGs) and
+against PyTorch on the bundle's reference set. Prints JSON and a table; writes
+them and a PNG to --out.
 
-    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 20] [--calib-images 64]
+    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 12] [--calib-images 64] [--photos DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import emit, machine, time_call  # noqa: E402
+from common import emit, machine  # noqa: E402
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-fp16")
+BATCHES = (1, 8)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="ViT-B-16")
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=12)
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--calib-method", default="minmax")
+    ap.add_argument("--photos", help="folder of real photos for the parity vs fp32 (default: the reference set)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
-    result, bench, torch_ms = measure(args)
-    parity = result.manifest["export"]["variants_vs_torch"]
-    latency = {"pytorch eager (adapters unfolded)": torch_ms}
-    latency.update({f"onnxruntime {p.precision}": p.p50_ms for p in bench.points})
-    results = summary(args, latency, parity)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, export_s = export_bundle(args, Path(tmp))
+        latency = interleaved_latency(bundle, args.runs)
+        parity = parity_vs_fp32(bundle, args.photos)
+        vs_torch = bundle.manifest.raw["export"].get("variants_vs_torch", {})
+    results = {
+        "model": args.model,
+        "weights": "random weights",
+        "machine": machine(),
+        "calibration": {"images": args.calib_images, "method": args.calib_method, "export_s": export_s},
+        "latency_p50_ms": latency,
+        "parity_vs_fp32": parity,
+        "parity_vs_pytorch_on_reference_set": vs_torch,
+    }
     table = "\n".join(
         [
-            f"{args.model} (random weights), ARC rank 50 last 8 blocks folded, batch 1, "
-            f"CPU: {results['machine'].get('cpu', '?')}, 32 reference images",
+            f"{args.model} (random weights), ONNX Runtime CPU, interleaved in one run, "
+            f"CPU: {results['machine'].get('cpu', '?')}; export with every variant {export_s:.1f} s",
             "",
-            "| backend | p50 ms | speed vs ORT fp32 | max abs Δlogit | min cosine | top-1 agreement |",
+            "| variant | bs1 p50 ms | bs1 vs fp32 | bs8 p50 ms | bs8 vs fp32 | vs fp32 on photos "
+            "(min cosine, top-1, flips beyond margin, gate) |",
             "|---|---|---|---|---|---|",
             *table_rows(latency, parity),
         ]
     )
-    emit(
-        Path(args.out),
-        "precision_cpu",
-        results,
-        table,
-        latency,
-        f"{args.model} random weights, batch 1, CPU",
-        "p50 latency (ms)",
-    )
+    bs1 = {name: by_batch["1"] for name, by_batch in latency.items()}
+    emit(Path(args.out), "precision_cpu", results, table, bs1, f"{args.model} random weights, batch 1, CPU", "p50 ms")
     return 0
 
 
-def measure(args: argparse.Namespace):
-    """Export every precision of a synthetic run (calibrated on demo images), bench each on ONNX Runtime CPU,
-    and time the unfolded PyTorch model: (export result, bench result, PyTorch p50 ms)."""
-    import torch
-
+def export_bundle(args: argparse.Namespace, tmp: Path):
+    """A random-weights run exported with every variant (calibrated on generated images): (bundle, seconds)."""
     from ringfold.demo_data import make_demo_dataset
     from ringfold.exporter.export import export_run
     from ringfold.exporter.precision import PrecisionRequest
     from ringfold.runtime.bundle.loader import load_bundle
-    from ringfold.runtime.infer.bench import run_bench
-    from ringfold.trainer.head import build_classifier
-    from ringfold.trainer.run import load_adapted_model, write_synthetic_run
-    from ringfold.trainer.text import class_embeddings
+    from ringfold.trainer.run import write_synthetic_run
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        classes = make_demo_dataset(tmp / "data", per_class=max(2, args.calib_images // 4), size=256, seed=1)
-        run = write_synthetic_run(tmp / "run", args.model, {"method": "arc", "rank": 50, "layers": "last:8"}, classes)
-        request = PrecisionRequest(
-            ("fp32", "fp16", "int8", "int8-dynamic"), str(tmp / "data" / "train"), args.calib_method
-        )
-        result = export_run(
-            run, tmp / "bundle", ref_images=str(tmp / "data" / "test"), ref_count=32, precision=request, progress=True
-        )
-        bundle = load_bundle(result.bundle)
-        bench = run_bench(bundle, list(bundle.variants), ["cpu"], [1], args.runs, args.warmup)
-
-        record, loaded, _ = load_adapted_model(run)
-        with torch.no_grad():
-            emb = class_embeddings(loaded.model, loaded.tokenizer, record.classnames, record.templates)
-            eager = build_classifier(loaded.model, emb)
-            x = torch.randn(1, 3, *record.preprocess.size)
-            torch_ms = time_call(lambda: eager(x), args.warmup, args.runs)["p50_ms"]
-    return result, bench, torch_ms
+    classes = make_demo_dataset(tmp / "data", per_class=max(2, args.calib_images // 4), size=256, seed=1)
+    run = write_synthetic_run(tmp / "run", args.model, {"method": "arc", "rank": 50, "layers": "last:8"}, classes)
+    request = PrecisionRequest(PRECISIONS, str(tmp / "data" / "train"), args.calib_method)
+    start = time.perf_counter()
+    result = export_run(run, tmp / "bundle", ref_images=str(tmp / "data" / "test"), ref_count=32, precision=request)
+    return load_bundle(result.bundle), time.perf_counter() - start
 
 
-def summary(args: argparse.Namespace, latency: dict, parity: dict) -> dict:
-    import torch
+def interleaved_latency(bundle, runs: int) -> dict[str, dict[str, float]]:
+    """p50 ms per variant and batch; each round calls every variant once, so load spikes hit all of them."""
+    import numpy as np
 
-    fp32 = latency["onnxruntime fp32"]
-    return {
-        "model": args.model,
-        "weights": "random weights",
-        "batch": 1,
-        "machine": machine(),
-        "torch_threads": torch.get_num_threads(),
-        "calibration": {"images": args.calib_images, "method": args.calib_method},
-        "latency_p50_ms": latency,
-        "parity_vs_pytorch_on_reference_set": parity,
-        "speedups": {
-            "ort_fp32_over_torch_eager": latency["pytorch eager (adapters unfolded)"] / fp32,
-            **{
-                f"ort_{k.split()[-1]}_over_ort_fp32": fp32 / v
-                for k, v in latency.items()
-                if k.startswith("onnxruntime")
-            },
-        },
-    }
+    from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+
+    models = {p: open_bundle_model(bundle, p, provider="cpu") for p in PRECISIONS if p in bundle.variants}
+    pixels = bundle.reference().pixel_values
+    out: dict[str, dict[str, float]] = {p: {} for p in models}
+    for batch in BATCHES:
+        x = np.ascontiguousarray(np.resize(pixels, (batch, *pixels.shape[1:])))
+        samples: dict[str, list[float]] = {p: [] for p in models}
+        for round_ in range(runs + 2):  # two warm-up rounds
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.run(x)
+                if round_ >= 2:
+                    samples[name].append((time.perf_counter() - start) * 1000)
+        for name, values in samples.items():
+            out[name][str(batch)] = statistics.median(values)
+    return out
+
+
+def parity_vs_fp32(bundle, photos: str | None) -> dict[str, dict]:
+    """Each variant against the fp32 model by the margin-aware gate, on ``photos`` (else the reference set)."""
+    from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
+    from ringfold.runtime.parity.metrics import compare
+    from ringfold.runtime.pixels.images import list_images, load_image
+    from ringfold.runtime.pixels.preprocess import preprocess_batch
+
+    if photos:
+        paths = list_images([Path(photos)])
+        pixels, names = preprocess_batch([load_image(p) for p in paths], bundle.preprocess), [p.name for p in paths]
+    else:
+        pixels, names = bundle.reference().pixel_values, None
+    ref = open_bundle_model(bundle, "fp32", provider="cpu").run_batched(pixels)
+    out = {"images": photos or "reference set (generated images)", "n": len(pixels)}
+    for name in PRECISIONS[1:]:
+        if name not in bundle.variants:
+            continue
+        got = open_bundle_model(bundle, name, provider="cpu").run_batched(pixels)
+        c = compare(name, name, got["logits"], got["embedding"], ref["logits"], ref["embedding"], images=names)
+        out[name] = {
+            "cosine_min": c.cosine_min,
+            "top1_agreement": c.top1_agreement,
+            "flips_beyond_margin": len(c.flips_beyond_margin),
+            "near_ties": len(c.near_ties),
+            "passed": c.passed,
+        }
+    return out
 
 
 def table_rows(latency: dict, parity: dict) -> list[str]:
-    fp32 = latency["onnxruntime fp32"]
+    fp32 = latency["fp32"]
     rows = []
     for name, ms in latency.items():
-        precision = name.split()[-1] if name.startswith("onnxruntime") else None
-        par = parity.get(precision, {}) if precision else {}
-        parity_text = (
-            f"{par['max_abs_logit']:.3g} | {par['cosine_min']:.5f} | {par['top1_agreement']:.1%}"
+        par = parity.get(name)
+        gate = (
+            f"{par['cosine_min']:.4f}, {par['top1_agreement']:.1%}, {par['flips_beyond_margin']}, "
+            f"{'pass' if par['passed'] else 'FAIL'}"
             if par
-            else "reference | — | —"
+            else "reference"
         )
-        rows.append(f"| {name} | {ms:.1f} | {fp32 / ms:.2f}× | {parity_text} |")
+        speed = [f"{ms[b]:.1f} | {fp32[b] / ms[b]:.2f}×" for b in ("1", "8")]
+        rows.append(f"| {name} | {speed[0]} | {speed[1]} | {gate} |")
     return rows
 
 
