@@ -110,7 +110,9 @@ class ByHand:
 
     @property
     def hint(self) -> str:
-        return str(next(iter(self.compiled.values()))[0].get_property("INFERENCE_PRECISION_HINT"))
+        from ringfold.runtime.backends.openvino.model import inference_precision
+
+        return inference_precision(next(iter(self.compiled.values()))[0])
 
 
 def measure(bundle_dir: Path, rounds: int, runs: int) -> dict:
