@@ -47,7 +47,7 @@ def add_evaluate(sub) -> None:
     b.add_argument("--images", help="ImageFolder of labelled images: DIR/<class name>/*.jpg ('_' for ' ' accepted)")
     b.add_argument("--report", help="report folder (default: BUNDLE.evaluate next to the bundle)")
     b.add_argument("--precision", help="all (default), or a comma list of the bundle's variants")
-    b.add_argument("--backend", help="comma list of backends: onnxruntime (default), tensorrt (build-engine's engine)")
+    b.add_argument("--backend", help="comma list of onnxruntime (default), tensorrt (build-engine's engine), openvino")
     b.add_argument("--provider", help="ONNX Runtime provider: auto (default) | trt | cuda | cpu")
     b.add_argument("--threads", type=T.positive_int, help="ONNX Runtime intra-op threads")
     b.add_argument("--skip-bad", action="store_true", help="report unreadable images and go on (exit 2 at the end)")

@@ -24,7 +24,8 @@ import numpy as np
 
 from ringfold.errors import ImageError, RingfoldError
 from ringfold.runtime.backends.base import Backend
-from ringfold.runtime.backends.registry import open_model
+from ringfold.runtime.backends.openvino.modes import OPENVINO_PRECISIONS
+from ringfold.runtime.backends.registry import backend_precisions, open_model
 from ringfold.runtime.base.fields import one_line
 from ringfold.runtime.base.limits import check_batch_bytes
 from ringfold.runtime.bundle.loader import Bundle
@@ -155,10 +156,13 @@ def run_names(bundle: Bundle, precisions: Sequence[str] | str, backends: Sequenc
     every = precisions == "all" or (not isinstance(precisions, str) and "all" in precisions)
     names = [precisions] if isinstance(precisions, str) and not every else list(precisions)
     for name in [] if every else names:
-        bundle.model_path(name)  # the bundle's one-line "has no X model; re-export with --precision X"
+        if name in TABLE or name not in OPENVINO_PRECISIONS:  # OpenVINO's bf16 names no bundle file
+            bundle.model_path(name)  # the bundle's one-line "has no X model; re-export with --precision X"
     runs = []
     for backend in dict.fromkeys(backends):
-        if every:
+        if every and backend == "openvino":  # its own precisions (bf16, int8-bf16, ...) that this CPU runs
+            runs += [(backend, p, False) for p in backend_precisions(bundle, backend)]
+        elif every:
             runs += [(backend, p, False) for p in bundle.variants if _takes(backend, p)]
         else:
             runs += [(backend, p, True) for p in dict.fromkeys(names)]
