@@ -9,7 +9,10 @@ judges each against fp32 with the margin-aware parity gate on ``--photos DIR``
 against PyTorch on the bundle's reference set. Prints JSON and a table; writes
 them and a PNG to --out.
 
-    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 12] [--calib-images 64] [--photos DIR]
+    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 12] [--calib-images 64] [--photos DIR] [--nncf]
+
+``--nncf`` adds NNCF's transformer int8 of the same fp32 model (the quantizer the int8 variant was measured
+against; ``pip install 'nncf>=3.4,<4'``).
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ def main() -> int:
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--calib-method", default="minmax")
     ap.add_argument("--photos", help="folder of real photos for the parity vs fp32 (default: the reference set)")
+    ap.add_argument("--nncf", action="store_true", help="also time NNCF's int8 of the same model (needs nncf)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle, export_s = export_bundle(args, Path(tmp))
-        latency = interleaved_latency(bundle, args.runs)
-        parity = parity_vs_fp32(bundle, args.photos)
+        extra = nncf_candidate(bundle, Path(tmp)) if args.nncf else {}
+        latency = interleaved_latency(bundle, args.runs, extra)
+        parity = parity_vs_fp32(bundle, args.photos, extra)
         vs_torch = bundle.manifest.raw["export"].get("variants_vs_torch", {})
     results = {
         "model": args.model,
@@ -85,13 +90,28 @@ def export_bundle(args: argparse.Namespace, tmp: Path):
     return load_bundle(result.bundle), time.perf_counter() - start
 
 
-def interleaved_latency(bundle, runs: int) -> dict[str, dict[str, float]]:
+def nncf_candidate(bundle, tmp: Path) -> dict[str, Path]:
+    """NNCF's transformer int8 of the bundle's fp32 model, calibrated on the same images: {name: file}."""
+    from ringfold.exporter.quant import quantize_transformer_int8
+    from ringfold.runtime.pixels.images import list_images
+
+    out = tmp / "model_int8_nncf.onnx"
+    quantize_transformer_int8(bundle.model_path(), out, list_images([tmp / "data" / "train"]), bundle.preprocess)
+    return {"int8 (NNCF)": out}
+
+
+def _models(bundle, extra: dict[str, Path]) -> dict:
+    from ringfold.runtime.backends.onnxruntime.model import OnnxModel, open_bundle_model
+
+    models = {p: open_bundle_model(bundle, p, provider="cpu") for p in PRECISIONS if p in bundle.variants}
+    return {**models, **{name: OnnxModel(path, provider="cpu") for name, path in extra.items()}}
+
+
+def interleaved_latency(bundle, runs: int, extra: dict[str, Path]) -> dict[str, dict[str, float]]:
     """p50 ms per variant and batch; each round calls every variant once, so load spikes hit all of them."""
     import numpy as np
 
-    from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
-
-    models = {p: open_bundle_model(bundle, p, provider="cpu") for p in PRECISIONS if p in bundle.variants}
+    models = _models(bundle, extra)
     pixels = bundle.reference().pixel_values
     out: dict[str, dict[str, float]] = {p: {} for p in models}
     for batch in BATCHES:
@@ -108,9 +128,8 @@ def interleaved_latency(bundle, runs: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def parity_vs_fp32(bundle, photos: str | None) -> dict[str, dict]:
+def parity_vs_fp32(bundle, photos: str | None, extra: dict[str, Path]) -> dict[str, dict]:
     """Each variant against the fp32 model by the margin-aware gate, on ``photos`` (else the reference set)."""
-    from ringfold.runtime.backends.onnxruntime.model import open_bundle_model
     from ringfold.runtime.parity.metrics import compare
     from ringfold.runtime.pixels.images import list_images, load_image
     from ringfold.runtime.pixels.preprocess import preprocess_batch
@@ -120,13 +139,13 @@ def parity_vs_fp32(bundle, photos: str | None) -> dict[str, dict]:
         pixels, names = preprocess_batch([load_image(p) for p in paths], bundle.preprocess), [p.name for p in paths]
     else:
         pixels, names = bundle.reference().pixel_values, None
-    ref = open_bundle_model(bundle, "fp32", provider="cpu").run_batched(pixels)
+    models = _models(bundle, extra)
+    ref = models.pop("fp32").run_batched(pixels)
     out = {"images": photos or "reference set (generated images)", "n": len(pixels)}
-    for name in PRECISIONS[1:]:
-        if name not in bundle.variants:
-            continue
-        got = open_bundle_model(bundle, name, provider="cpu").run_batched(pixels)
-        c = compare(name, name, got["logits"], got["embedding"], ref["logits"], ref["embedding"], images=names)
+    for name, model in models.items():
+        got = model.run_batched(pixels)
+        numerics = name if name in PRECISIONS else "int8"
+        c = compare(name, numerics, got["logits"], got["embedding"], ref["logits"], ref["embedding"], images=names)
         out[name] = {
             "cosine_min": c.cosine_min,
             "top1_agreement": c.top1_agreement,

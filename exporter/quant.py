@@ -1,33 +1,24 @@
-"""Static int8 that keeps a ViT's accuracy and runs on int8 kernels: NNCF's transformer recipe on the fp32 ONNX.
+"""The int8 recipe that keeps a ViT's accuracy: which nodes get Q/DQ, and NNCF's quantizer as the measured peer.
 
-Why NNCF (``nncf.quantize`` with ``ModelType.TRANSFORMER``): it is the maintained quantizer whose
-recipe for ViTs is the one that keeps accuracy — Q/DQ only in front of the weight-bearing
-MatMul/Gemm/Conv, LayerNorm, GELU, Softmax and the residual adds left in float — and it installs
-from the package index with no CUDA torch. NVIDIA ModelOpt's ONNX PTQ
-(``nvidia-modelopt[onnx]``) was the other candidate; its extra pins onnx 1.21, swaps
-onnxruntime for onnxruntime-gpu 1.24 and pulls cupy-cuda12x, so it cannot share the
-export's environment (see docs/export.md, "int8").
+The recipe (NVIDIA ModelOpt's ONNX PTQ and NNCF's ``ModelType.TRANSFORMER`` both follow it): Q/DQ only
+on the inputs of the *weight-bearing* MatMul/Gemm/Conv (:func:`weight_bearing_nodes`); LayerNorm, GELU,
+Softmax, the residual adds and the attention core (Q·Kᵀ, softmax·V: :func:`attention_core_matmuls`) stay
+float. The int8 variant applies it with onnxruntime's ``quantize_static``
+(:func:`ringfold.exporter.precision.quantize_int8_static`).
 
-Measured on ViT-B/16 (docs/benchmarks.md, "int8 on the CPU"), ONNX Runtime CPU, interleaved: NNCF's
-graph runs 1.9× (batch 1) and 2.4× (batch 8) faster than fp32; onnxruntime's quantize_static with the
-same placement 1.04× and 1.9×, the old placement (attention core quantized too) 0.89× and 1.2×. All pass
-the margin-aware gate against fp32 on 60 real photos with no flip beyond the tie margin; onnxruntime's graph
-with this placement is the closest (min cosine 0.99966, 1 near-tie) and NNCF's a little further (0.99904,
-2 near-ties): NNCF is chosen for the speed, its accuracy inside the same gate.
+Why not NNCF (:func:`quantize_transformer_int8`, kept for ``benchmarks/bench_precision.py --nncf``):
+measured on ViT-B/16 as the export writes it now (separate Q/K/V projections), ONNX Runtime CPU,
+interleaved in one run, onnxruntime's graph runs 1.15× (batch 1) and 1.73× (batch 8) fp32's speed, NNCF's
+0.97× and 1.66×; onnxruntime's is closer to fp32 on 60 real photos (min cosine 0.99968 vs 0.99909, both
+pass the margin-aware gate) and calibrates faster (58 s vs 71 s, same 64 images, loaded machine). On the
+earlier packed-in_proj graph NNCF's was the fast one (1.92× vs 1.04× at batch 1): the ranking follows the
+graph, so docs/benchmarks.md keeps both runs. NVIDIA ModelOpt's ONNX PTQ was not installable beside the
+export: ``nvidia-modelopt[onnx]`` pins onnx 1.21, swaps onnxruntime for onnxruntime-gpu 1.24 and pulls
+cupy-cuda12x.
 
-On top of NNCF's recipe ringfold pins:
-
-- the attention core (Q·Kᵀ and softmax·V: MatMuls with no weight input) stays float, named in the
-  ignored scope — quantizing it costs accuracy and, on ONNX Runtime's CPU provider, speed;
-- NNCF's SmoothQuant for transformers stays on (a Mul before each quantized MatMul; counted in the manifest);
-- the PERFORMANCE preset: symmetric int8 activations and per-channel symmetric int8 weights, zero
-  points 0 — the one form TensorRT imports (``ringfold check`` judges it);
-- calibration is one pass over at most :data:`MAX_CALIBRATION_IMAGES` images in batches, and no
-  bias-correction pass (it re-runs the model per layer);
-- NNCF's telemetry is off (it would otherwise send usage events without asking).
-
-``--calib-method entropy`` has no NNCF peer: it keeps onnxruntime's quantizer with the same placement
-(:func:`ringfold.exporter.precision._quantize_int8_ort`).
+NNCF, when run: the attention core in its ignored scope, the PERFORMANCE preset (symmetric int8, zero
+points 0), SmoothQuant on (its transformer default), one calibration pass of at most
+:data:`MAX_CALIBRATION_IMAGES` images, no bias correction, telemetry off.
 """
 
 from __future__ import annotations
