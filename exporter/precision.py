@@ -47,7 +47,7 @@ from ringfold.runtime.pixels.preprocess import preprocess_batch
 
 from .fp16 import convert_to_fp16
 from .library_log import captured_library_log
-from .quant import QUANTIZED_OPS, RECIPE, attention_core_matmuls, weight_bearing_nodes
+from .quant import MAX_CALIBRATION_IMAGES, QUANTIZED_OPS, RECIPE, attention_core_matmuls, weight_bearing_nodes
 from .quant_fp16 import write_int8_fp16
 
 #: the variant files, one per precision of the runtime's precision table
@@ -179,7 +179,9 @@ def check_calibration(request: PrecisionRequest) -> CalibrationSet | None:
     """The request's calibration images, checked (None when no static int8 variant is asked for)."""
     if not _calibrated(request.precisions):
         return None
-    paths, digest = calibration_images(request.calib, request.calib_limit, request.calib_min)
+    # one calibration pass over at most MAX_CALIBRATION_IMAGES (a few hundred): more costs export time, not accuracy
+    limit = min(request.calib_limit or MAX_CALIBRATION_IMAGES, MAX_CALIBRATION_IMAGES)
+    paths, digest = calibration_images(request.calib, limit, request.calib_min)
     return CalibrationSet(tuple(paths), digest, str(request.calib))
 
 

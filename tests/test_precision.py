@@ -373,3 +373,14 @@ def test_int8_fp16_needs_calibration(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "calib" in err and "int8-fp16" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_calibration_reads_at_most_max_calibration_images(tiny_run, demo_data, tmp_path, monkeypatch):
+    """One cheap pass: a folder larger than MAX_CALIBRATION_IMAGES is cut to it (the manifest says how many)."""
+    import ringfold.exporter.precision as precision
+
+    monkeypatch.setattr(precision, "MAX_CALIBRATION_IMAGES", 6)
+    out = tmp_path / "b"
+    args = ["export", str(tiny_run), "--out", str(out), "--precision", "int8", "--calib", str(demo_data / "train")]
+    assert main([*args, "--calib-min", "2", "--calib-limit", "20", "--ref-count", "4", "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["variants"]["int8"]["calibration"]["images"] == 6
