@@ -52,7 +52,7 @@ def _add_precision_options(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["fp32"],
         metavar="P",
-        help="variants to write: fp32 (always) fp16 int8 int8-dynamic int8-fp16 (TensorRT's int8 source)",
+        help="variants to write: fp32 (always) fp16 int8 int8-fp16 (TensorRT's int8 graph) int8-dynamic",
     )
     p.add_argument("--calib", help="calibration images for int8 (a folder; the runtime's preprocessing is used)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
