@@ -79,7 +79,7 @@ def test_int8_qdq_on_openvino_computes_what_onnxruntime_computes(raw_bundle):
     got, want = ov_model.run_batched(pixels), open_model(bundle, "int8", "onnxruntime", "cpu", 1).run_batched(pixels)
     a, b = got["embedding"].astype(np.float64), want["embedding"].astype(np.float64)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() >= 0.9999 and np.abs(got["logits"] - want["logits"]).max() <= 0.05
+    assert cosine.min() >= 0.9995 and np.abs(got["logits"] - want["logits"]).max() <= 0.05
     report = bundle_parity(bundle, ov_model, "int8")
     assert report.comparisons[0].tolerance == tolerance_for("int8")
 
