@@ -177,7 +177,7 @@ def test_the_registry_imports_a_backend_only_when_it_is_asked_for(tiny_bundle):
         "print(BACKENDS, type(model).__name__, sorted(m for m in sys.modules if '.tensorrt' in m or 'polygraphy' in m))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "('onnxruntime', 'tensorrt') OnnxModel []"
+    assert out.stdout.strip() == "('onnxruntime', 'tensorrt', 'openvino') OnnxModel []"
     base = Path(__file__).resolve().parents[1] / "runtime" / "backends" / "base.py"
     imported = {n.module for n in ast.walk(ast.parse(base.read_text())) if isinstance(n, ast.ImportFrom)}
     assert imported == {"__future__", "abc"}  # backends.base knows no backend (and numpy is a plain import)
@@ -186,5 +186,5 @@ def test_the_registry_imports_a_backend_only_when_it_is_asked_for(tiny_bundle):
 def test_an_unknown_backend_is_refused_in_one_line(tiny_bundle):
     from ringfold.runtime.bundle.loader import load_bundle
 
-    with pytest.raises(RingfoldError, match=r"^--backend 'openvino' invalid; use onnxruntime or tensorrt$"):
-        open_model(load_bundle(tiny_bundle), "fp32", "openvino")
+    with pytest.raises(RingfoldError, match=r"^--backend 'coreml' invalid; use onnxruntime or tensorrt or openvino$"):
+        open_model(load_bundle(tiny_bundle), "fp32", "coreml")

@@ -43,7 +43,7 @@ def test_export_help_shows_its_defaults_and_no_trivial_ones(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--ref-count REF_COUNT (default: 16)" in out
     assert "--calib-method {minmax,entropy,percentile} (default: minmax)" in out
-    assert "int8-dynamic (default: fp32)" in out  # a list default, as the option takes it
+    assert "int8-fp16 (TensorRT's int8 graph) int8-dynamic (default: fp32)" in out  # a list default, as taken
     assert "(default 32; --calib-min 1 for a smoke test)" in out and "(default: 32)" not in out  # stated once
     assert "default: None" not in out and "default: False" not in out and "default: True" not in out
 
