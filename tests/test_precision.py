@@ -384,3 +384,12 @@ def test_calibration_reads_at_most_max_calibration_images(tiny_run, demo_data, t
     args = ["export", str(tiny_run), "--out", str(out), "--precision", "int8", "--calib", str(demo_data / "train")]
     assert main([*args, "--calib-min", "2", "--calib-limit", "20", "--ref-count", "4", "--quiet"]) == 0
     assert json.loads((out / "manifest.json").read_text())["variants"]["int8"]["calibration"]["images"] == 6
+
+
+def test_int8_fp16_is_listed_not_failed_for_tensorrt_8_6(multi_bundle, capsys):
+    """int8-fp16 (opset 19, fp16 Q/DQ scales) is the source of a strongly typed build, which 8.6 does not do:
+    `check --target trt-8.6` lists it with why and does not fail on it."""
+    code = main(["check", str(multi_bundle), "--target", "trt-8.6", "--precision", "int8-fp16", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "TensorRT 10 and later only" in out

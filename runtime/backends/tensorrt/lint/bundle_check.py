@@ -9,7 +9,7 @@ subject with a blocker, or an engine that disagrees with ONNX Runtime. A variant
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ringfold.runtime.bundle.loader import Bundle
 from ringfold.runtime.bundle.precisions import TABLE
@@ -66,14 +66,28 @@ def _int8_engine_source(bundle: Bundle) -> str | None:
     return next((name for name in sources if name in bundle.variants), None)
 
 
+#: graphs only a strongly typed build reads (TensorRT >= 10): on 8.6 they are listed, never judged
+STRONGLY_TYPED_ONLY = {
+    "int8-fp16": "TensorRT 10 and later only (the strongly typed int8 build); 8.6 builds int8 from int8",
+}
+
+
+def _for_target(subject: Subject, version: str) -> Subject:
+    """``subject`` as ``version``'s TensorRT sees it: a strongly typed source is not a graph 8.6 gets."""
+    why = STRONGLY_TYPED_ONLY.get(subject.name)
+    if why and subject.tensorrt and version.split(".")[0] == "8":
+        return replace(subject, tensorrt=False, why_not=why)
+    return subject
+
+
 def check_bundle(
     bundle: Bundle, target: str = "trt-10", names: Sequence[str] | str | None = None, *, polygraphy: bool = False
 ) -> CheckResult:
     """Lint every graph of ``bundle`` TensorRT gets (``names``: a subset, None / "all": every one); with
     ``polygraphy`` (TensorRT + CUDA; the caller checked it is here) also build each precision variant that
     passed and compare it with ONNX Runtime on the bundle's reference images."""
-    parser_spec(target)  # an unknown target is refused before any graph is read
-    subjects = select_subjects(bundle, names)
+    spec = parser_spec(target)  # an unknown target is refused before any graph is read
+    subjects = [_for_target(s, spec.version) for s in select_subjects(bundle, names)]
     findings = {s.name: lint_model(bundle.file(s.file), target, s.precision) for s in subjects if s.tensorrt}
     if "int8" in findings and _int8_engine_source(bundle) != "int8":  # TensorRT builds int8 from another graph
         findings["int8"] = [f for f in findings["int8"] if f.code != INT8_FP32_PARTS]
