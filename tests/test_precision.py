@@ -393,3 +393,14 @@ def test_int8_fp16_is_listed_not_failed_for_tensorrt_8_6(multi_bundle, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "TensorRT 10 and later only" in out
+
+
+def test_triton_serves_no_int8_fp16_onnx_model(multi_bundle, tmp_path, capsys):
+    """int8-fp16 is meant for TensorRT only: the repository leaves it out by default and refuses it by name."""
+    repo = tmp_path / "repo"
+    assert main(["triton", str(multi_bundle), "--out", str(repo), "--name", "m"]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == ["m", "m_fp16", "m_int8", "m_int8_dynamic"]
+    capsys.readouterr()
+    assert main(["triton", str(multi_bundle), "--out", str(tmp_path / "r2"), "--precision", "int8-fp16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "source of TensorRT's int8 engine" in err and not (tmp_path / "r2").exists()

@@ -344,7 +344,7 @@ def plan_repository(
     unknown = [p for p in precisions or () if p not in PRECISIONS]
     if unknown:
         raise RingfoldError(f"--precision {unknown[0]}: not a precision (known: {', '.join(PRECISIONS)})")
-    chosen = list(dict.fromkeys(precisions)) if precisions else list(bundle.variants)
+    chosen = _served_variants(bundle, precisions)
     tensors = _tensors(bundle)
     plans = []
     for precision in chosen:
@@ -367,6 +367,22 @@ def plan_repository(
             )
     _check_values(bundle, plans)
     return plans, notes
+
+
+def _served_variants(bundle: Bundle, precisions: Sequence[str] | None) -> list[str]:
+    """The precisions asked for (default: every variant meant for ONNX Runtime). A variant meant only for
+    TensorRT (int8-fp16: the source of the int8 engine) is never served as an onnxruntime_onnx model."""
+    if not precisions:
+        return [p for p in bundle.variants if "onnxruntime" in TABLE[p].targets]
+    chosen = list(dict.fromkeys(precisions))
+    for precision in chosen:
+        if precision in TABLE and "onnxruntime" not in TABLE[precision].targets:
+            raise RingfoldError(
+                f"--precision {precision}: is the source of TensorRT's int8 engine, not a model for Triton's "
+                "ONNX Runtime; build it on the device (build-engine --precision int8, then --register) and serve "
+                "the engine (--precision int8)"
+            )
+    return chosen
 
 
 def _check_values(bundle: Bundle, plans: Sequence[TritonModelPlan]) -> None:
