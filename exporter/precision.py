@@ -249,6 +249,7 @@ def _quantize_int8_ort(src: Path, dst: Path, calib: CalibrationSet, preprocess, 
                 "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
             },
         )
+        drop_unused_opsets(out)
     return {
         "precision": "int8",
         "format": "QDQ",
@@ -260,6 +261,21 @@ def _quantize_int8_ort(src: Path, dst: Path, calib: CalibrationSet, preprocess, 
     }
 
 
+def drop_unused_opsets(path: Path) -> None:
+    """Keep only the opset imports some node uses: onnxruntime's quantizer declares every domain it knows
+    (ai.onnx.ml 5 among them), which the oldest ONNX Runtime ringfold supports (1.17) refuses to load."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {node.domain or "" for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if (o.domain or "") in used]
+    if len(kept) == len(model.opset_import):
+        return
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.save(model, str(path))
+
+
 def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -268,6 +284,7 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
         quantize_dynamic(
             str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"]
         )
+        drop_unused_opsets(out)
     return {
         "precision": "int8-dynamic",
         "weights": "int8 per-channel",

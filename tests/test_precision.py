@@ -404,3 +404,12 @@ def test_triton_serves_no_int8_fp16_onnx_model(multi_bundle, tmp_path, capsys):
     assert main(["triton", str(multi_bundle), "--out", str(tmp_path / "r2"), "--precision", "int8-fp16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "source of TensorRT's int8 engine" in err and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize("name", ["model_int8.onnx", "model_int8_dynamic.onnx", "model_int8_fp16.onnx"])
+def test_quantized_variants_declare_only_the_opsets_they_use(multi_bundle, name):
+    """onnxruntime's quantizer declares every domain it knows (ai.onnx.ml 5 …), which ONNX Runtime 1.17 — the
+    oldest the runtime supports — refuses to load; the export keeps only what a node uses."""
+    model = onnx.load(str(multi_bundle / name), load_external_data=False)
+    used = {node.domain or "" for node in model.graph.node} | {""}
+    assert {o.domain or "" for o in model.opset_import} == used
