@@ -275,10 +275,21 @@ def bench_figure(report: BenchReport):
 
 def _mark_recommendation(report: BenchReport, ax_l, ax_t) -> None:
     """A star on each batch's recommended configuration, named beside it (the table's last lines, drawn)."""
-    for n, (batch, p) in enumerate(report.recommendation.items()):
-        label = "deploy: fastest passing parity here" if n == 0 else None
+    picks = report.recommendation
+    names = {f"{p.precision} · {p.backend}" for p in picks.values()}
+    one = names.pop() if len(names) == 1 else None  # the same pick at every batch: named once, in the legend
+    last = max(picks, default=None)
+    for n, (batch, p) in enumerate(picks.items()):
+        label = (f"deploy: {one}" if one else "deploy: fastest passing parity here") if n == 0 else None
         ax_l.plot([batch], [p.p50_ms], marker="*", markersize=14, color="black", linestyle="none", label=label)
         ax_t.plot([batch], [p.throughput], marker="*", markersize=14, color="black", linestyle="none")
-        ax_l.annotate(
-            f"{p.precision} · {p.backend}", (batch, p.p50_ms), fontsize=6, xytext=(4, -10), textcoords="offset points"
-        )
+        if one is None:  # picks differ: each star named above it, kept inside the panel at the right edge
+            ax_l.annotate(
+                f"{p.precision} · {p.backend}",
+                (batch, p.p50_ms),
+                fontsize=7,
+                xytext=(0, 10),
+                textcoords="offset points",
+                ha="right" if batch == last else "center",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+            )
