@@ -135,7 +135,7 @@ def export_run(
     t0 = time.time()
     clock = _StepClock()
     out = Path(out)
-    check_apart(out, run_dir, "run being exported")
+    check_apart(out, run_dir, "run being exported", inside_ok=True)
     check_target(out, overwrite)  # before the long work: absent, or --overwrite and wholly ringfold's
     precision = precision or PrecisionRequest()
     inputs = _validate_inputs(run_dir, ref_images, ref_count, synthetic_ref, precision, raw_input)

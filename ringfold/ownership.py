@@ -285,14 +285,20 @@ def write_owned_json(path: str | os.PathLike, obj: dict, command: str) -> None:
     write_json(path, obj)
 
 
-def check_apart(target: str | os.PathLike, source: str | os.PathLike, what: str, flag: str = "--out") -> None:
-    """``target`` must not be ``source`` (what the command reads), lie inside it, or hold it.
+def check_apart(
+    target: str | os.PathLike, source: str | os.PathLike, what: str, flag: str = "--out", inside_ok: bool = False
+) -> None:
+    """``target`` must not be ``source`` (what the command reads) or hold it, nor (unless ``inside_ok``) lie
+    inside it.
 
     Even a folder that is wholly ringfold's must not be replaced by an output made from it: ``export
     RUN --out RUN --overwrite`` would otherwise delete the run it exports, ``parity B --report B`` the
-    bundle it checks.
+    bundle it checks. A bundle takes nothing inside it either (its files are exactly what its manifest and
+    signature list); a run may hold a bundle or a compressed run exported from it (``inside_ok``): that
+    folder carries its own ownership record.
     """
     target_real = Path(os.path.realpath(target))
     source_real = Path(os.path.realpath(source))
-    if target_real == source_real or source_real in target_real.parents or target_real in source_real.parents:
+    inside = source_real in target_real.parents
+    if target_real == source_real or target_real in source_real.parents or (inside and not inside_ok):
         raise RingfoldError(f"{target}: is, holds or lies inside the {what} {source}; choose another {flag}")

@@ -196,7 +196,6 @@ def test_claim_is_one_writer_at_a_time(tmp_path):
     "name, argv",
     [
         ("export into its own run", ["export", "RUN", "--out", "RUN", "--overwrite", "--quiet"]),
-        ("export beside, inside the run", ["export", "RUN", "--out", "RUN/bundle", "--quiet"]),
         ("compress over its run", ["compress", "RUN", "--ranks", "1,1,1", "--out", "RUN", "--overwrite"]),
         ("parity report over its bundle", ["parity", "BUNDLE", "--report", "BUNDLE", "--overwrite"]),
         ("bench report over its bundle", ["bench", "BUNDLE", "--out", "BUNDLE", "--overwrite"]),
@@ -235,3 +234,11 @@ def test_a_refused_train_leaves_no_folder_behind(tmp_path, capsys):
     empty.mkdir()
     assert main(["train", *TINY_TRAIN, "--data", str(empty), "--out", str(tmp_path / "new run")]) == 2
     assert not (tmp_path / "new run").exists()
+
+
+def test_a_run_may_hold_the_bundle_exported_from_it(tiny_run, tmp_path, capsys):
+    """Inside the run is fine (the bundle carries its own record, the run stays replaceable); over it is not."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["export", str(run), "--out", str(run / "bundle"), "--ref-count", "4", "--quiet"]) == 0
+    assert ownership_problem(run) is None and ownership_problem(run / "bundle") is None

@@ -129,7 +129,7 @@ def plan_compression(
     """Check every input compress needs — ranks against the sites' widths and the source's size, the output
     folder, the images — from run.json and the model config alone, so a mistake costs no load and no fit."""
     fine, coarse = _parse_ranks(fine_ranks, coarse_ranks)
-    check_apart(out, run_dir, "run being compressed")
+    check_apart(out, run_dir, "run being compressed", inside_ok=True)
     check_target(out, overwrite)
     record = read_run(run_dir)
     if record.adapter.method != "arc" and getattr(record.adapter, "combinator", None) != "static":
