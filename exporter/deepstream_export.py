@@ -67,8 +67,12 @@ def write_deepstream_folder(
     reference_images: Sequence[str],
     with_int8: bool,
     title: str,
+    qdq_file: str | None = None,
 ) -> dict:
-    """Write ``BUNDLE/deepstream/`` (configs relative to the folder) and return the manifest section."""
+    """Write ``BUNDLE/deepstream/`` (configs relative to the folder) and return the manifest section.
+
+    ``qdq_file``: the raw-input Q/DQ model; the int8 configs name it (any TensorRT builds from it), and the
+    cache is still written for ``ringfold deepstream`` on TensorRT up to 10.x when the bundle has int8."""
     calibration = None
     if with_int8:
         raw = np.stack([raw_pixels(load_image(bundle_dir / name), cfg, "deepstream") for name in reference_images])
@@ -77,8 +81,9 @@ def write_deepstream_folder(
         onnx_file=f"../{raw_file}",
         labels=labels,
         size=cfg.size,
-        precisions=("fp32", "fp16", "int8") if with_int8 else ("fp32", "fp16"),
+        precisions=("fp32", "fp16", "int8") if with_int8 or qdq_file else ("fp32", "fp16"),
         calibration=calibration,
+        int8_onnx_file=f"../{qdq_file}" if qdq_file else None,
         title=title,
     )
     files = deepstream_files(target)

@@ -28,7 +28,8 @@ import numpy as np
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import RingfoldError
-from ringfold.runtime.bundle.sections.raw_input import RAW_INPUT_NAME, raw_input_section
+from ringfold.runtime.bundle.precisions import TABLE
+from ringfold.runtime.bundle.sections.raw_input import RAW_INPUT_NAME, qdq_entry, raw_input_section
 from ringfold.runtime.pixels.images import load_image
 from ringfold.runtime.pixels.preprocess import normalise
 from ringfold.runtime.pixels.raw import raw_pixels
@@ -38,6 +39,11 @@ from .deepstream_export import write_deepstream_folder
 #: file per input dtype, beside the other variants
 RAW_FILES = {"float32": "model_raw.onnx", "uint8": "model_raw_uint8.onnx"}
 RAW_DTYPES = tuple(RAW_FILES)
+#: the raw-input Q/DQ model: the int8 Q/DQ graph with the normalisation as explicit ops in front
+QDQ_RAW_FILE = "model_raw_int8.onnx"
+#: max |Δlogit| the raw Q/DQ model may differ from its int8 variant on the reference images: the same int8
+#: graph, fed the same normalised values up to float rounding, so only a rare quantisation step may flip
+QDQ_TOLERANCE = 0.05
 
 
 def _fail(path: Path | str, problem: str) -> RingfoldError:
@@ -113,6 +119,52 @@ def fold_normalisation(
     return model
 
 
+def qdq_source(variants) -> str | None:
+    """The int8 Q/DQ variant TensorRT would build its int8 engine from (int8-fp16 first), or None."""
+    return next((s for s in TABLE["int8"].engine_sources if s != "fp32" and s in variants), None)
+
+
+def prepend_normalisation(model, mean: Sequence[float], std: Sequence[float], *, source: Path | str = "model.onnx"):
+    """A copy of a Q/DQ ``model`` taking float32 RGB 0..255 pixels: ``x * 1/(255·std) + (-mean/std)`` in front.
+
+    The ops are explicit (Mul, Add in the graph's float type, a Cast first when that is fp16): folding into
+    a quantized Conv's weights would change the int8 weights and their scales.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    if len(graph.input) != 1:
+        raise _fail(source, f"the graph has {len(graph.input)} inputs, expected 1")
+    old = graph.input[0]
+    elem = old.type.tensor_type.elem_type
+    if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        raise _fail(source, f"input {old.name!r} is not float32 or float16")
+    dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float32
+    mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    scale = (1.0 / (255.0 * std64)).reshape(1, 3, 1, 1).astype(dtype)
+    offset = (-mean64 / std64).reshape(1, 3, 1, 1).astype(dtype)
+    graph.initializer.extend(
+        [numpy_helper.from_array(scale, "raw_input_scale"), numpy_helper.from_array(offset, "raw_input_offset")]
+    )
+    raw = onnx.ValueInfoProto()
+    raw.CopyFrom(old)
+    raw.name = RAW_INPUT_NAME
+    raw.type.tensor_type.elem_type = TensorProto.FLOAT
+    nodes, x = [], RAW_INPUT_NAME
+    if dtype == np.float16:
+        nodes.append(helper.make_node("Cast", [x], ["raw_input_fp16"], to=TensorProto.FLOAT16, name="raw_input_cast"))
+        x = "raw_input_fp16"
+    nodes.append(helper.make_node("Mul", [x, "raw_input_scale"], ["raw_input_scaled"], name="raw_input_mul"))
+    nodes.append(helper.make_node("Add", ["raw_input_scaled", "raw_input_offset"], [old.name], name="raw_input_add"))
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+    del graph.input[:]
+    graph.input.append(raw)
+    return model
+
+
 def write_raw_variants(
     bundle_dir: Path, source_file: str, mean: Sequence[float], std: Sequence[float], dtypes: Sequence[str]
 ) -> dict[str, str]:
@@ -164,7 +216,46 @@ def add_raw_input(
     section["export_check"] = {
         dtype: float(np.abs(logits(file, raw.astype(dtype)) - normalised).max()) for dtype, file in files.items()
     }
+    qdq = qdq_source(manifest["variants"])
+    if qdq:
+        section["qdq"] = write_raw_qdq(bundle_dir, manifest["variants"][qdq]["file"], qdq, cfg, raw)
     manifest["raw_input"] = section
     manifest["deepstream"] = write_deepstream_folder(
-        bundle_dir, files["float32"], labels, cfg, reference_images, "int8" in manifest["variants"], title
+        bundle_dir,
+        files["float32"],
+        labels,
+        cfg,
+        reference_images,
+        "int8" in manifest["variants"],
+        title,
+        qdq_file=QDQ_RAW_FILE if qdq else None,
     )
+
+
+def _run(path: Path, feed: np.ndarray) -> np.ndarray:
+    """The logits of ``path`` on ``feed`` (cast to the graph's input type), as float32, on ONNX Runtime's CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    feed = feed.astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
+    return session.run(["logits"], {inp.name: feed})[0].astype(np.float32)
+
+
+def write_raw_qdq(bundle_dir: Path, variant_file: str, source: str, cfg, raw: np.ndarray) -> dict:
+    """Write ``model_raw_int8.onnx`` from the ``source`` Q/DQ variant, check it on ``raw`` (the reference
+    images' raw pixels) against the variant on their normalisation, and return the section's ``qdq`` entry."""
+    import onnx
+
+    model = prepend_normalisation(onnx.load(str(bundle_dir / variant_file)), cfg.mean, cfg.std, source=variant_file)
+    target = bundle_dir / QDQ_RAW_FILE
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    delta = float(np.abs(_run(target, raw) - _run(bundle_dir / variant_file, normalise(raw, cfg))).max())
+    if not delta <= QDQ_TOLERANCE:
+        raise RingfoldError(
+            f"{target}: the raw Q/DQ model differs from {variant_file} by {delta:.3g} (max |Δlogit| on the reference "
+            f"images, allowed {QDQ_TOLERANCE}); re-export without --raw-input or report a bug"
+        )
+    return qdq_entry(cfg, QDQ_RAW_FILE, source, delta)

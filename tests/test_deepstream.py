@@ -183,10 +183,11 @@ def test_bundle_folder_keys_and_values_are_documented(raw_bundle):
         assert (prop["net-scale-factor"], prop["offsets"], prop["model-color-format"]) == ("1", "0;0;0", "0")
         assert (prop["network-type"], prop["output-blob-names"], prop["infer-dims"]) == ("1", "logits", f"3;{h};{w}")
         assert prop["process-mode"] == ("1" if "primary" in path.name else "2")
-        assert (folder / prop["onnx-file"]).resolve() == (raw_bundle / "model_raw.onnx").resolve()
+        model = "model_raw_int8.onnx" if precision == "int8" else "model_raw.onnx"  # int8: the Q/DQ raw model
+        assert (folder / prop["onnx-file"]).resolve() == (raw_bundle / model).resolve()
         assert prop["model-engine-file"] == f"{prop['onnx-file']}_b{prop['batch-size']}_gpu0_{precision}.engine"
         assert (folder / prop["labelfile-path"]).is_file()
-        assert ("int8-calib-file" in prop) == (precision == "int8")
+        assert "int8-calib-file" not in prop  # the Q/DQ model carries its scales
     app = _read_keyfile(folder / "deepstream_app_config.txt")
     _check_against(DEEPSTREAM_APP, app, folder / "deepstream_app_config.txt")
     assert (app["streammux"]["width"], app["streammux"]["height"]) == (str(w), str(h))
@@ -315,3 +316,32 @@ def test_cache_header_note_without_tensorrt(raw_bundle, tmp_path, capsys, monkey
     monkeypatch.setattr("ringfold.commands.installed_trt_version", lambda: None)
     assert main(["deepstream", str(raw_bundle), "--out", str(tmp_path / "ds")]) == 0
     assert "pass --trt-version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("version", "cache"), [("11.4", False), ("10.3", True)])
+def test_int8_configs_name_the_qdq_raw_model_on_every_tensorrt(raw_bundle, tmp_path, capsys, version, cache):
+    """TensorRT 11 reads no calibration cache: the int8 configs name model_raw_int8.onnx (nvinfer builds the
+    engine from its Q/DQ scales) and no cache is written; up to 10.x the cache is still copied beside them."""
+    out = tmp_path / "ds"
+    assert main(["deepstream", str(raw_bundle), "--out", str(out), "--trt-version", version]) == 0
+    assert "no int8 configs" not in capsys.readouterr().err
+    for mode in ("primary", "secondary"):
+        prop = _read_keyfile(out / f"config_infer_{mode}_int8.txt")["property"]
+        assert Path(prop["onnx-file"]) == (raw_bundle / "model_raw_int8.onnx").resolve()
+        assert prop["model-engine-file"] == f"{prop['onnx-file']}_b1_gpu0_int8.engine"
+        assert prop["network-mode"] == "1" and "int8-calib-file" not in prop
+        fp16 = _read_keyfile(out / f"config_infer_{mode}_fp16.txt")["property"]
+        assert Path(fp16["onnx-file"]).name == "model_raw.onnx"
+    assert (out / "calibration_int8.cache").exists() is cache
+
+
+def test_bundle_without_the_qdq_raw_model_has_no_int8_configs_for_trt11(raw_bundle, tmp_path, capsys):
+    """An older bundle (raw_input without ``qdq``): TensorRT 11 reads no cache, so no int8 configs, said once."""
+    from tests import bundle_tamper as tamper
+
+    bundle = tamper.copy_bundle(raw_bundle, tmp_path / "b")
+    tamper.edit_manifest(bundle, lambda m: m["raw_input"].pop("qdq"))
+    out = tmp_path / "ds"
+    assert main(["deepstream", str(bundle), "--out", str(out), "--trt-version", "11.4"]) == 0
+    assert "no int8 configs: TensorRT 11.4 reads no INT8 calibration cache" in capsys.readouterr().err
+    assert not list(out.glob("*int8*")) and not (out / "calibration_int8.cache").exists()

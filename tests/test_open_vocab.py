@@ -348,4 +348,6 @@ def test_relabel_of_a_raw_input_bundle_rewrites_raw_heads_and_deepstream_labels(
     ds = {rel.split("/", 1)[1] for rel in bundle.manifest.deepstream_files}
     assert "labels.txt" in ds and not any("int8" in name for name in ds)
     assert (out / "deepstream" / "labels.txt").read_text().strip() == ";".join(NEW_CLASSES)
+    # the raw Q/DQ model's int8 head was quantised on the old classes: dropped, not copied stale
+    assert bundle.manifest.raw_input.qdq is None and not (out / "model_raw_int8.onnx").exists()
     assert "classifier-threshold" in (out / "deepstream" / "config_infer_primary_fp16.txt").read_text()

@@ -15,7 +15,7 @@ from PIL import Image
 from ringfold.cli import main
 from ringfold.errors import RingfoldError
 from ringfold.exporter.onnx_export import op_histogram
-from ringfold.exporter.raw_input import fold_normalisation
+from ringfold.exporter.raw_input import QDQ_TOLERANCE, fold_normalisation
 from ringfold.runtime.bundle.loader import load_bundle
 from ringfold.runtime.pixels.preprocess import preprocess_image
 from ringfold.runtime.pixels.raw import raw_pixels, raw_pixels_uint8, unnormalise
@@ -140,6 +140,9 @@ def test_old_bundle_without_the_sections_loads(tiny_bundle, capsys, tmp_path):
         (lambda m: m["raw_input"]["models"]["float32"].update(file="elsewhere.onnx"), "does not hash"),
         (lambda m: m["raw_input"]["models"].update(float16=m["raw_input"]["models"].pop("uint8")), "unknown input"),
         (lambda m: m["deepstream"]["files"].append("model.onnx"), "is not under deepstream/"),
+        (lambda m: m["raw_input"]["qdq"]["input"].update(dtype="uint8"), "raw_input.qdq.input"),
+        (lambda m: m["raw_input"]["qdq"].update(source="int8-dynamic"), "raw_input.qdq.source"),
+        (lambda m: m["raw_input"]["qdq"].update(file="elsewhere.onnx"), "does not hash"),
     ],
 )
 def test_tampered_sections_are_refused_in_one_line(raw_bundle, tmp_path, capsys, edit, needle):
@@ -196,3 +199,39 @@ def test_export_flag_reaches_the_exporter(monkeypatch, tmp_path, flags, expected
     monkeypatch.setattr("ringfold.exporter.export.export_run", fake_export)
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "b"), *flags]) == 2
     assert tuple(seen["raw_input"]) == tuple(expected)
+
+
+def test_raw_qdq_model_matches_the_int8_variant_on_the_reference_images(raw_bundle):
+    """model_raw_int8.onnx: the int8 Q/DQ graph with Mul/Add in front, raw pixels in; its max |Δlogit| from
+    the int8 variant fed the normalised pixels of the bundle's reference images stays within QDQ_TOLERANCE."""
+    manifest = json.loads((raw_bundle / "manifest.json").read_text())
+    qdq = manifest["raw_input"]["qdq"]
+    h, w = load_bundle(raw_bundle).manifest.input_size
+    assert (qdq["file"], qdq["source"]) == ("model_raw_int8.onnx", "int8")
+    assert qdq["input"] == {"name": "image_raw", "shape": ["batch", 3, h, w], "dtype": "float32"}
+    assert "model_raw_int8.onnx" in manifest["files"] and qdq["export_check"] <= QDQ_TOLERANCE
+    raw_input = load_bundle(raw_bundle).manifest.raw_input
+    assert (raw_input.qdq.file, raw_input.qdq_source) == ("model_raw_int8.onnx", "int8")
+    base = op_histogram(raw_bundle / "model_int8.onnx")
+    assert op_histogram(raw_bundle / "model_raw_int8.onnx") == {
+        **base,
+        "Mul": base.get("Mul", 0) + 1,
+        "Add": base.get("Add", 0) + 1,
+    }
+    bundle = load_bundle(raw_bundle)
+    cfg = bundle.preprocess
+    images = sorted((raw_bundle / "reference/images").iterdir())
+    raw = np.stack([raw_pixels(Image.open(p).convert("RGB"), cfg) for p in images]).astype(np.float32)
+    normalised = np.stack([preprocess_image(Image.open(p).convert("RGB"), cfg) for p in images])
+    int8 = _logits(raw_bundle / "model_int8.onnx", normalised)
+    delta = np.abs(_logits(raw_bundle / "model_raw_int8.onnx", raw) - int8).max()
+    assert len(images) == 8 and delta <= QDQ_TOLERANCE
+    fp32_raw = _logits(raw_bundle / "model_raw.onnx", raw)
+    assert np.abs(fp32_raw - int8).max() > delta  # it is the int8 graph, not the fp32 one
+
+
+def test_manifest_without_the_qdq_entry_still_loads(raw_bundle, tmp_path):
+    bundle = tamper.copy_bundle(raw_bundle, tmp_path / "b")
+    tamper.edit_manifest(bundle, lambda m: m["raw_input"].pop("qdq"))
+    raw_input = load_bundle(bundle).manifest.raw_input
+    assert raw_input.qdq is None and set(raw_input.models) == {"float32", "uint8"}

@@ -58,3 +58,15 @@ def test_trt11_int8_warning_is_dropped_when_tensorrt_builds_int8_from_another_gr
     table["int8"] = replace(table["int8"], engine_sources=("fp32", "int8"))  # as if the bundle had a preferred one
     monkeypatch.setattr(bundle_check, "TABLE", table)
     assert "int8-fp32-parts" not in _codes(bundle_check.check_bundle(bundle, "trt-11", ["int8"]).findings["int8"])
+
+
+def test_raw_qdq_model_is_checked_by_its_int8_variants_rules(raw_bundle, capsys):
+    """model_raw_int8.onnx (the Q/DQ graph DeepStream builds its int8 engine from) is judged like model_int8.onnx:
+    on the strongly typed trt-11 target it gets the same findings as the int8 variant it was built from."""
+    assert main(["check", str(raw_bundle), "--target", "trt-11", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    row, int8 = doc["precisions"]["raw-int8"], doc["precisions"]["int8"]
+    assert row["file"] == "model_raw_int8.onnx" and row["for_tensorrt"] is True
+    assert {f["code"] for f in row["findings"]} == {f["code"] for f in int8["findings"]}
+    assert {f["code"] for f in row["findings"]} != {f["code"] for f in doc["precisions"]["raw-float32"]["findings"]}
+    assert list(lint_bundle(raw_bundle, "trt-10", ["raw-int8"])) == ["raw-int8"]

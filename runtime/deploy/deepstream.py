@@ -198,7 +198,7 @@ def deepstream_files(target: DeepStreamTarget) -> dict[str, str]:
         app_config(target, preferred),
         [f"{target.title}: minimal deepstream-app pipeline (file source, primary classifier, fakesink)"],
     )
-    if "int8" in target.precisions and target.int8_onnx_file is None:
+    if target.calibration is not None:  # with a Q/DQ model too, for a TensorRT <= 10.x user's own pipelines
         files[CALIBRATION] = target.calibration
     return files
 
@@ -229,8 +229,9 @@ def _read_cache(path: Path) -> str:
 def target_for_bundle(
     bundle: Bundle, onnx_file: str, batch_size: int = 1, gpu_id: int = 0, trt_version: str | None = None
 ) -> DeepStreamTarget:
-    """The DeepStream target of a loaded bundle; int8 only where the bundle carries a calibration cache
-    and the target's TensorRT still reads one (up to 10.x).
+    """The DeepStream target of a loaded bundle; int8 from the raw Q/DQ model when the bundle has one (any
+    TensorRT), else only where the bundle carries a calibration cache the target's TensorRT reads (up to 10.x).
+    The cache is copied only for TensorRT up to 10.x.
 
     ``trt_version``: the target's TensorRT, whose header the cache gets (None: the bundle's, 8.6.1).
     """
@@ -241,12 +242,15 @@ def target_for_bundle(
         calibration = _read_cache(bundle.file(cache_rel))
         if trt_version:
             calibration = with_header(calibration, calibration_header(trt_version))
+    qdq = bundle.manifest.raw_input.qdq
+    int8_onnx = os.path.join(os.path.dirname(onnx_file), qdq.file) if qdq else None
     return DeepStreamTarget(
         onnx_file=onnx_file,
         labels=bundle.labels,
         size=bundle.manifest.input_size,
-        precisions=("fp32", "fp16", "int8") if calibration else ("fp32", "fp16"),
+        precisions=("fp32", "fp16", "int8") if calibration or qdq else ("fp32", "fp16"),
         calibration=calibration,
+        int8_onnx_file=int8_onnx,
         batch_size=batch_size,
         gpu_id=gpu_id,
         title=f"{bundle.manifest.model_name} ({bundle.manifest.weights})",
@@ -259,6 +263,8 @@ def int8_note(bundle: Bundle, trt_version: str | None) -> str | None:
         return None
     if f"{FOLDER}/{CALIBRATION}" not in bundle.manifest.deepstream_files:
         return None
+    if bundle.manifest.raw_input is not None and bundle.manifest.raw_input.qdq is not None:
+        return None  # the int8 configs name the Q/DQ model
     return (
         f"no int8 configs: TensorRT {trt_version} reads no INT8 calibration cache (strongly typed only) and the "
         "bundle has no Q/DQ raw-input model for nvinfer to build an int8 engine from; use the fp16 configs"

@@ -36,6 +36,8 @@ def raw_files(bundle: Bundle) -> set[str]:
     """The files this module rewrites or rebuilds (so relabel does not copy them unchanged)."""
     raw = bundle.manifest.raw_input
     files = {m.file for m in raw.models.values()} if raw is not None else set()
+    if raw is not None and raw.qdq is not None:  # dropped: its int8 head was quantised on the old classes
+        files.add(raw.qdq.file)
     return files | set(bundle.manifest.deepstream_files)
 
 
@@ -47,6 +49,8 @@ def relabel_raw_input(
     if raw is None:
         return []
     notes = []
+    if isinstance(manifest.get("raw_input"), dict):
+        manifest["raw_input"].pop("qdq", None)  # its file is not carried over (see raw_files)
     for model in raw.models.values():
         source = bundle.file(model.file)
         try:

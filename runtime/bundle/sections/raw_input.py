@@ -37,6 +37,11 @@ class RawInput:
     """The parsed ``raw_input`` section: input dtype → model."""
 
     models: Mapping[str, RawModel]
+    #: the raw-input Q/DQ model (float32 pixels, normalisation as explicit ops in front of the int8 graph);
+    #: None in bundles exported before it existed or without an int8 Q/DQ variant
+    qdq: RawModel | None = None
+    #: the variant it was built from ("int8-fp16" or "int8"): whose precision rules judge it
+    qdq_source: str = ""
 
 
 def client_recipe(cfg: PreprocessConfig) -> str:
@@ -62,6 +67,22 @@ def client_recipe(cfg: PreprocessConfig) -> str:
         "(float32, not rounded further, or uint8 for the uint8 model): no /255, no mean/std, "
         "the model does that in its first convolution"
     )
+
+
+#: the variants a raw Q/DQ model may be built from (the int8 engine's Q/DQ sources)
+QDQ_SOURCES = ("int8-fp16", "int8")
+
+
+def qdq_entry(cfg: PreprocessConfig, file: str, source: str, max_delta: float) -> dict:
+    """The section's ``qdq`` entry: the raw-input Q/DQ model DeepStream builds its int8 engine from."""
+    h, w = cfg.size
+    return {
+        "file": file,
+        "source": source,
+        "input": {"name": RAW_INPUT_NAME, "shape": ["batch", 3, h, w], "dtype": "float32"},
+        "note": f"normalisation as explicit Mul/Add in front of the {source} Q/DQ graph (not folded)",
+        "export_check": max_delta,
+    }
 
 
 def raw_input_section(cfg: PreprocessConfig, files: Mapping[str, str], source: str, preprocess_file: str) -> dict:
@@ -116,4 +137,14 @@ def parse_raw_input(f: Fields, ctx: SectionContext) -> RawInput:
         if len(spec.shape) != 4 or spec.shape[1] != 3 or tuple(spec.shape[2:]) != tuple(input_size):
             raise in_f.fail(f"must be [batch, 3, {input_size[0]}, {input_size[1]}], got {list(spec.shape)}", "shape")
         models[dtype] = RawModel(ctx.member(entry, "file"), spec)
-    return RawInput(models)
+    qdq_f = f.section("qdq", None)
+    if qdq_f is None:  # bundles exported before the raw Q/DQ model, or without an int8 variant
+        return RawInput(models)
+    source = qdq_f.string("source", choices=QDQ_SOURCES)
+    in_f = qdq_f.section("input")
+    spec = TensorSpec.parse(in_f, ctx.max_dim)
+    if spec.dtype != "float32" or spec.name != RAW_INPUT_NAME:
+        raise in_f.fail(f"must be float32 {RAW_INPUT_NAME!r}, got {spec.dtype} {spec.name[:40]!r}")
+    if len(spec.shape) != 4 or spec.shape[1] != 3 or tuple(spec.shape[2:]) != tuple(input_size):
+        raise in_f.fail(f"must be [batch, 3, {input_size[0]}, {input_size[1]}], got {list(spec.shape)}", "shape")
+    return RawInput(models, RawModel(ctx.member(qdq_f, "file"), spec), source)

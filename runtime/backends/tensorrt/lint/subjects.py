@@ -68,6 +68,8 @@ def bundle_subjects(bundle: Bundle) -> list[Subject]:
     raw = bundle.manifest.raw_input
     for dtype, model in raw.models.items() if raw else ():
         subjects.append(Subject(f"{RAW_PREFIX}{dtype}", model.file, "fp32", True))
+    if raw is not None and raw.qdq is not None:  # judged by the rules of the Q/DQ variant it was built from
+        subjects.append(Subject(f"{RAW_PREFIX}int8", raw.qdq.file, raw.qdq_source, True))
     if bundle.manifest.text is not None:
         subjects.append(Subject(TEXT, bundle.manifest.text.file, "fp32", True))
     return subjects
