@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ringfold.errors import FieldError, ImageError, RingfoldError
 from ringfold.runtime.base.fields import one_line
 from ringfold.runtime.bundle.manifest import ReferenceInfo
 from ringfold.runtime.bundle.spec import REFERENCE_FILE, REFERENCE_IMAGES_DIR, SYNTHETIC_NOTE
-from ringfold.runtime.pixels.images import folder_labels, list_images, load_image
+from ringfold.runtime.pixels.images import folder_labels, list_images, load_image, round_robin_by_label
 from ringfold.runtime.pixels.synthetic import smooth_noise_images
 from ringfold.trainer.run import splits_from_record
 
@@ -45,19 +44,6 @@ class RefImage:
     label: int  # -1 when unknown
 
 
-def _round_robin(samples: list) -> Iterator:
-    """The samples one class at a time (sorted by label, then path), so a small set covers many labels."""
-    by_class: dict[int, list] = {}
-    for s in sorted(samples, key=lambda s: str(s.path)):
-        by_class.setdefault(s.label, []).append(s)
-    depth = 0
-    while any(len(v) > depth for v in by_class.values()):
-        for label in sorted(by_class):
-            if depth < len(by_class[label]):
-                yield by_class[label][depth]
-        depth += 1
-
-
 def _decodes(path: Path) -> bool:
     try:
         load_image(path)  # regular file (a FIFO is never opened) and decodable
@@ -69,11 +55,11 @@ def _decodes(path: Path) -> bool:
 def pick_reference_images(samples: list, classnames: list[str], count: int) -> list[RefImage]:
     """Round-robin over classes, decoding only the images picked; an undecodable one is passed over."""
     picked: list[RefImage] = []
-    for s in _round_robin(samples):
+    for path, label in round_robin_by_label([(s.path, s.label) for s in samples]):
         if len(picked) >= count:
             break
-        if _decodes(s.path):
-            picked.append(RefImage(s.path, s.label))
+        if _decodes(path):
+            picked.append(RefImage(path, label))
     return picked
 
 

@@ -23,7 +23,13 @@ import torch
 from ringfold.errors import FieldError, RingfoldError
 from ringfold.runtime.base.fields import one_line
 from ringfold.runtime.parity.metrics import compare
-from ringfold.runtime.pixels.images import IMAGE_EXTENSIONS, list_images, load_image
+from ringfold.runtime.pixels.images import (
+    IMAGE_EXTENSIONS,
+    folder_labels,
+    list_images,
+    load_image,
+    round_robin_by_label,
+)
 
 from .head import build_classifier, classifier_outputs
 from .run import RunRecord, splits_from_record
@@ -87,10 +93,8 @@ def _user_images(root: Path, classnames: list[str], limit: int, transform: Calla
     if not paths:
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise RingfoldError(one_line(f"--images {root}: no image files ({kinds}) in it; {fix}"))
-    index = {name.replace(" ", "_"): i for i, name in enumerate(classnames)}
-    index.update({name: i for i, name in enumerate(classnames)})
-    labelled = [(p, index.get(p.parent.name, -1)) for p in paths]
-    pixels, labels, first_error = _decode(_round_robin(labelled), limit, transform)
+    labelled = list(zip(paths, folder_labels(paths, classnames), strict=True))
+    pixels, labels, first_error = _decode(round_robin_by_label(labelled), limit, transform)
     if pixels is None:
         raise RingfoldError(
             one_line(f"--images {root}: none of its {len(paths)} image files can be decoded (first: {first_error})")
@@ -114,20 +118,10 @@ def _run_images(record: RunRecord, limit: int, transform: Callable) -> ImageSet:
         return ImageSet(None, path=where, reason=f"the run's data {where} has no held-out (test or val) images")
     index = {name: i for i, name in enumerate(record.classnames)}
     labelled = [(s.path, index.get(splits.classnames[s.label], -1)) for s in samples]
-    pixels, labels, first_error = _decode(_round_robin(labelled), limit, transform)
+    pixels, labels, first_error = _decode(round_robin_by_label(labelled), limit, transform)
     if pixels is None:
         return ImageSet(None, path=where, split=split, reason=f"no {split} image of {where} decodes ({first_error})")
     return ImageSet(pixels, labels, "run data", where, split)
-
-
-def _round_robin(items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
-    """Every item, ordered so that any prefix covers as many labels as it can (sorted paths within a label)."""
-    by_label: dict[int, list[tuple[Path, int]]] = {}
-    for item in sorted(items, key=lambda it: str(it[0])):
-        by_label.setdefault(item[1], []).append(item)
-    groups = [by_label[label] for label in sorted(by_label)]
-    depth = max((len(g) for g in groups), default=0)
-    return [g[i] for i in range(depth) for g in groups if i < len(g)]
 
 
 def _decode(items: list[tuple[Path, int]], limit: int, transform: Callable):

@@ -24,6 +24,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MIN_SIDE",
     "folder_labels",
+    "round_robin_by_label",
     "list_images",
     "load_image",
     "not_regular_file",
@@ -232,6 +233,18 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
                     below.append(candidate)
         found.extend(sorted(below))
     return found
+
+
+def round_robin_by_label(items: Sequence[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """Every (path, label) item, ordered so that any prefix covers as many labels as it can: one item per
+    label in turn (labels ascending, sorted paths within a label). A small reference or agreement set drawn
+    from its front covers many classes."""
+    by_label: dict[int, list[tuple[Path, int]]] = {}
+    for item in sorted(items, key=lambda it: str(it[0])):
+        by_label.setdefault(item[1], []).append(item)
+    groups = [by_label[label] for label in sorted(by_label)]
+    depth = max((len(g) for g in groups), default=0)
+    return [g[i] for i in range(depth) for g in groups if i < len(g)]
 
 
 def folder_labels(paths: Sequence[Path], classnames: Sequence[str]) -> list[int]:
