@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .atomic import _DirectoryLock, atomic_directory, sha256_file, write_json
@@ -125,8 +125,9 @@ def write_record(folder: str | os.PathLike, command: str) -> None:
     write_json(folder / RECORD_FILE, {"format": RECORD_FORMAT, "written_by": command, "files": files})
 
 
-def record_files(folder: str | os.PathLike, command: str, rels: list[str]) -> None:
+def record_files(folder: str | os.PathLike, command: str, rels: Sequence[str]) -> None:
     """Add (or re-hash) ``rels`` in ``folder``'s record, keeping what it already lists; creates the record.
+    A name in ``rels`` with no regular file behind it is dropped from the record.
 
     For folders filled step by step: only the files the command itself wrote are vouched for, so a
     file someone else put there is never laundered into the record.

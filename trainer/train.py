@@ -352,7 +352,7 @@ class Trainer:
 
     def _record_files(self) -> None:
         """Vouch for what training wrote so far (and only that) in the run's ownership record."""
-        record_files(self.out, RUN_COMMAND, [n for n in RUN_FILES if (self.out / n).exists()])
+        record_files(self.out, RUN_COMMAND, RUN_FILES)  # a file not written yet is left out of the record
 
     @torch.no_grad()
     def _class_emb_frozen(self) -> torch.Tensor:
