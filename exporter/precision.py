@@ -43,11 +43,11 @@ from ringfold.runtime.base.fields import one_line
 from ringfold.runtime.bundle.precisions import PRECISIONS, TABLE
 from ringfold.runtime.graph.precision_policy import FP32_OPS, final_normalisation_nodes
 from ringfold.runtime.pixels.images import list_images, load_image, open_regular
-from ringfold.runtime.pixels.preprocess import preprocess_batch
 
 from .fp16 import convert_to_fp16
+from .int8 import Int8Graphs
 from .library_log import captured_library_log
-from .quant import MAX_CALIBRATION_IMAGES, QUANTIZED_OPS, RECIPE, attention_core_matmuls, weight_bearing_nodes
+from .quant import MAX_CALIBRATION_IMAGES
 from .quant_fp16 import write_int8_fp16
 
 #: the variant files, one per precision of the runtime's precision table
@@ -80,23 +80,6 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
         **stats.to_dict(),
         "tool": "ringfold.exporter.fp16",
     }
-
-
-class ImageCalibrationReader:
-    """onnxruntime CalibrationDataReader over images, preprocessed exactly as the runtime does."""
-
-    def __init__(self, paths: list[Path], preprocess, input_name: str = "image", batch: int = 8) -> None:
-        self._batches = [
-            {input_name: preprocess_batch([load_image(p) for p in paths[i : i + batch]], preprocess)}
-            for i in range(0, len(paths), batch)
-        ]
-        self._iter = iter(self._batches)
-
-    def get_next(self):
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = iter(self._batches)
 
 
 #: the fewest decodable calibration images static int8 accepts unless ``--calib-min`` says otherwise:
@@ -185,113 +168,11 @@ def check_calibration(request: PrecisionRequest) -> CalibrationSet | None:
     return CalibrationSet(tuple(paths), digest, str(request.calib))
 
 
-def _calibrate_method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
-    if name not in methods:
+def _calibrate_method(name: str) -> str:
+    """``name`` if it is a calibration method, else a one-line FieldError (checked before any work)."""
+    if name not in CALIBRATION_METHODS:
         raise FieldError("calib_method", f"{name!r} is not a calibration method; use {', '.join(CALIBRATION_METHODS)}")
-    return methods[name]
-
-
-def _preprocessed(src: Path, tmpdir: Path) -> Path:
-    """onnxruntime's recommended pre-pass (shape inference + graph optimisation) before quantization."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    out = tmpdir / "pre.onnx"
-    try:
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
-    except Exception:  # symbolic shape inference is best effort; fall back to plain ONNX shapes
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
-    return out
-
-
-def quantize_int8_static(
-    src: Path, dst: Path, calib: CalibrationSet, preprocess, method: str = "minmax"
-) -> dict[str, Any]:
-    """Static Q/DQ int8 by the transformer recipe, with onnxruntime's quantizer (measured against NNCF's: faster
-    on ONNX Runtime CPU and closer to fp32 on the export's graph; see :mod:`ringfold.exporter.quant`)."""
-    record = {"method": method, "images": len(calib.paths), "sha256": calib.sha256, "source": calib.source}
-    return {**_quantize_int8_ort(src, dst, calib, preprocess, method), "calibration": record}
-
-
-def _quantize_int8_ort(src: Path, dst: Path, calib: CalibrationSet, preprocess, method: str) -> dict[str, Any]:
-    """The recipe's Q/DQ placement (weight-bearing nodes only, no output Q) with onnxruntime's quantize_static."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    reader = ImageCalibrationReader(list(calib.paths), preprocess)
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
-        pre = _preprocessed(src, Path(tmp))
-        pre_model = onnx.load(str(pre), load_external_data=False)
-        core = attention_core_matmuls(pre_model)
-        quantize_static(
-            str(pre),
-            str(out),
-            reader,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_quantize=weight_bearing_nodes(pre_model),  # the attention core stays float
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=_calibrate_method(method),
-            # QuantizeBias off: TensorRT rejects DequantizeLinear on int32 biases (float biases are its form)
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                # the recipe quantizes what a MatMul reads, not what it writes (its output goes on to a float Add)
-                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
-            },
-        )
-        drop_unused_opsets(out)
-    return {
-        "precision": "int8",
-        "format": "QDQ",
-        "activations": "int8 symmetric",
-        "weights": "int8 symmetric per-channel",
-        "recipe": RECIPE,
-        "attention_core_float": len(core),
-        "tool": "onnxruntime.quantization.quantize_static",
-    }
-
-
-def drop_unused_opsets(path: Path) -> None:
-    """Keep only the opset imports some node uses: onnxruntime's quantizer declares every domain it knows
-    (ai.onnx.ml 5 among them), which the oldest ONNX Runtime ringfold supports (1.17) refuses to load."""
-    import onnx
-
-    model = onnx.load(str(path))
-    used = {node.domain or "" for node in model.graph.node} | {""}
-    kept = [o for o in model.opset_import if (o.domain or "") in used]
-    if len(kept) == len(model.opset_import):
-        return
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    onnx.save(model, str(path))
-
-
-def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
-        pre = _preprocessed(src, Path(tmp))
-        quantize_dynamic(
-            str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"]
-        )
-        drop_unused_opsets(out)
-    return {
-        "precision": "int8-dynamic",
-        "weights": "int8 per-channel",
-        "activations": "quantized at run time",
-        "target": "CPU (not TensorRT)",
-        "tool": "onnxruntime.quantization.quantize_dynamic",
-    }
+    return name
 
 
 @dataclass
@@ -341,12 +222,13 @@ def write_variants(
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": VARIANT_FILES["fp32"], "precision": "fp32"}}
     failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
+        int8 = Int8Graphs(src, Path(scratch))
         for precision in _in_order(request.precisions):
             dst = bundle_dir / VARIANT_FILES[precision]
             start = time.perf_counter()
             try:
                 with captured_library_log() as log:
-                    info = _convert(precision, src, dst, request, preprocess, calibration, Path(scratch))
+                    info = _convert(precision, dst, request, preprocess, calibration, int8)
             except Exception as exc:  # any converter failure costs this variant only, never the bundle
                 dst.unlink(missing_ok=True)
                 failed[precision] = failure_reason("conversion failed", exc)
@@ -358,25 +240,37 @@ def write_variants(
     return variants, failed
 
 
+#: the order variants are made in: int8-dynamic before int8 (calibrated on it), int8 before int8-fp16 (made from it)
+_ORDER = ("fp16", "int8-dynamic", "int8", "int8-fp16")
+
+
 def _in_order(precisions) -> list[str]:
-    """The requested variants but fp32 (already written), int8 before int8-fp16, which is made from it."""
+    """The requested variants but fp32 (already written), in :data:`_ORDER`."""
     rest = [p for p in dict.fromkeys(precisions) if p != "fp32"]
-    return sorted(rest, key=lambda p: p == "int8-fp16")
+    return sorted(rest, key=lambda p: _ORDER.index(p) if p in _ORDER else len(_ORDER))
 
 
-def _convert(precision: str, src: Path, dst: Path, request, preprocess, calibration, scratch: Path) -> dict:
-    """Write one variant; int8-fp16 is made from the int8 file (quantized into ``scratch`` if int8 was not asked)."""
+def _convert(precision: str, dst: Path, request, preprocess, calibration, int8: Int8Graphs) -> dict:
+    """Write one variant; int8-fp16 is made from the int8 file (quantized into scratch if int8 was not asked)."""
     if precision == "fp16":
-        return convert_fp16(src, dst)
+        return convert_fp16(int8.src, dst)
+    if precision == "int8-dynamic":
+        return int8.write_dynamic(dst)
     if precision == "int8":
-        return quantize_int8_static(src, dst, calibration, preprocess, request.calib_method)
-    if precision == "int8-fp16":
-        int8 = dst.with_name(VARIANT_FILES["int8"])
-        if "int8" not in request.precisions or not int8.is_file():
-            int8 = scratch / VARIANT_FILES["int8"]
-            quantize_int8_static(src, int8, calibration, preprocess, request.calib_method)
-        return write_int8_fp16(int8, dst)
-    return quantize_int8_dynamic(src, dst)
+        return quantize_int8_static(int8, dst, calibration, preprocess, request.calib_method)
+    static = dst.with_name(VARIANT_FILES["int8"])
+    if "int8" not in request.precisions or not static.is_file():
+        static = int8.scratch / VARIANT_FILES["int8"]
+        quantize_int8_static(int8, static, calibration, preprocess, request.calib_method)
+    return write_int8_fp16(static, dst)
+
+
+def quantize_int8_static(
+    int8: Int8Graphs, dst: Path, calib: CalibrationSet, preprocess, method: str = "minmax"
+) -> dict[str, Any]:
+    """Static Q/DQ int8 by the transformer recipe, calibrated on ``calib``; the manifest entry."""
+    record = {"method": method, "images": len(calib.paths), "sha256": calib.sha256, "source": calib.source}
+    return {**int8.write_static(dst, list(calib.paths), preprocess, method), "calibration": record}
 
 
 def variant_messages(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:

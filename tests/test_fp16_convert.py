@@ -297,17 +297,26 @@ def test_quantizer_log_is_captured_and_summarised_not_printed(tmp_path, capfd, c
     assert [r.getMessage() for r in caplog.records] == ["after the block"]
 
 
-def test_write_variants_puts_the_quantizer_log_in_the_entry(tiny_bundle, tmp_path, monkeypatch, capfd):
+def test_write_variants_puts_the_converter_log_in_the_entry(tiny_bundle, tmp_path, monkeypatch, capfd):
+    """What a converting library logs (root logger, as onnxruntime.quantization does) lands in the entry."""
     shutil.copy(tiny_bundle / "model.onnx", tmp_path / "model.onnx")
-    monkeypatch.setattr(precision_mod, "_preprocessed", lambda src, tmpdir: src)  # the real quantizer then warns
-    variants, failed = write_variants(tmp_path, PrecisionRequest(("fp32", "int8-dynamic")), None)
+    convert = precision_mod.convert_fp16
+
+    def noisy(src, dst):
+        for node in ("/visual/a/Gemm", "/visual/b/Gemm"):
+            logging.warning(f"Please consider to run pre-processing before quantization: node '{node}'")
+        return convert(src, dst)
+
+    monkeypatch.setattr(precision_mod, "convert_fp16", noisy)
+    variants, failed = write_variants(tmp_path, PrecisionRequest(("fp32", "fp16", "int8-dynamic")), None)
     assert failed == {} and capfd.readouterr() == ("", "")
-    logged = variants["int8-dynamic"]["library_log"]["warnings"]
-    assert any(k.startswith("WARNING: Please consider") and "pre-process" in k for k in logged)
+    logged = variants["fp16"]["library_log"]["warnings"]
+    assert logged == {"WARNING: Please consider to run pre-processing before quantization: node '…'": 2}
+    assert "library_log" not in variants["int8-dynamic"]  # ringfold's own writer logs nothing
     errors, notes = variant_messages({"variants": variants, "export": {}})
-    assert errors == [] and len(notes) == 1 and notes[0].startswith("int8-dynamic: the converter logged")
+    assert errors == [] and len(notes) == 1 and notes[0].startswith("fp16: the converter logged 2 warning(s)")
     report = variant_report({"variants": variants})
-    assert report.count("\n- ") == len(logged) and "int8-dynamic converter warning ×" in report
+    assert report.count("\n- ") == len(logged) and "fp16 converter warning ×2" in report
     json.dumps(variants)  # manifest-ready
 
 

@@ -319,7 +319,8 @@ def test_int8_quantizes_weights_only_and_keeps_the_attention_core_float(multi_bu
     assert all(len(_fed_by_dq(model, by_name[name])) == 2 for name in weighted)  # activation and weight
     entry = json.loads((multi_bundle / "manifest.json").read_text())["variants"]["int8"]
     assert entry["attention_core_float"] == 8 and entry["for"] == ["onnxruntime", "tensorrt"]
-    assert entry["tool"] == "onnxruntime.quantization.quantize_static" and 0 < entry["seconds"] < 120
+    assert entry["tool"].startswith("ringfold.exporter.qdq") and 0 < entry["seconds"] < 120
+    assert entry["ranges_from"].startswith("int8-dynamic graph") and entry["quantized_nodes"] == len(weighted)
 
 
 def test_int8_fp16_computes_in_fp16_outside_the_policy_islands(multi_bundle):
