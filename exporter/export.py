@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import ringfold
-from ringfold.atomic import write_text
+from ringfold.atomic import hashed_once, write_text
 from ringfold.errors import RingfoldError
 from ringfold.ownership import check_apart, check_target, owned_directory
 from ringfold.runtime.backends.onnxruntime.model import OnnxModel
@@ -150,6 +150,7 @@ def export_run(
     clock.lap("class_embeddings")
 
     with (
+        hashed_once() as final,
         owned_directory(out, "ringfold export", overwrite) as tmp,
         tempfile.TemporaryDirectory() as scratch,
     ):
@@ -189,6 +190,7 @@ def export_run(
         report = _report(record, ref.fold, manifest, onnx_diff, described) + variant_report(manifest)
         write_text(tmp / REPORT_FILE, report + text_export.report_lines(manifest))
         clock.lap("report")
+        final.start()  # the bundle's files are written: manifest, verify and ownership record hash each once
         writer.finish(manifest)  # hashes, validates and re-reads the bundle as a device would
         steps.advance(f"bundle written to {out}")
     steps.close()
