@@ -9,10 +9,13 @@ judges each against fp32 with the margin-aware parity gate on ``--photos DIR``
 against PyTorch on the bundle's reference set. Prints JSON and a table; writes
 them and a PNG to --out.
 
-    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 12] [--calib-images 64] [--photos DIR] [--nncf]
+    python benchmarks/bench_precision.py [--model ViT-B-16] [--runs 12] [--calib-images 64] [--photos DIR]
+        [--nncf] [--ort-quantizer]
 
 ``--nncf`` adds NNCF's transformer int8 of the same fp32 model (the quantizer the int8 variant was measured
-against; ``pip install 'nncf>=3.4,<4'``).
+against; ``pip install 'nncf>=3.4,<4'``). ``--ort-quantizer`` adds onnxruntime's ``quantize_static`` (the
+same recipe, calibrated on the fp32 graph) and ``quantize_dynamic`` of the same cleaned graph: the
+quantizers ringfold's own writer (``exporter/qdq.py``) replaced, with the seconds each took.
 """
 
 from __future__ import annotations
@@ -40,12 +43,16 @@ def main() -> int:
     ap.add_argument("--calib-method", default="minmax")
     ap.add_argument("--photos", help="folder of real photos for the parity vs fp32 (default: the reference set)")
     ap.add_argument("--nncf", action="store_true", help="also time NNCF's int8 of the same model (needs nncf)")
+    ap.add_argument("--ort-quantizer", action="store_true", help="also onnxruntime's quantize_static/_dynamic")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle, export_s = export_bundle(args, Path(tmp))
         extra = nncf_candidate(bundle, Path(tmp)) if args.nncf else {}
+        seconds: dict[str, float] = {}
+        if args.ort_quantizer:
+            extra.update(ort_candidates(bundle, Path(tmp), seconds))
         latency = interleaved_latency(bundle, args.runs, extra)
         parity = parity_vs_fp32(bundle, args.photos, extra)
         vs_torch = bundle.manifest.raw["export"].get("variants_vs_torch", {})
@@ -54,6 +61,7 @@ def main() -> int:
         "weights": "random weights",
         "machine": machine(),
         "calibration": {"images": args.calib_images, "method": args.calib_method, "export_s": export_s},
+        "variant_seconds": {n: v.get("seconds") for n, v in bundle.manifest.raw["variants"].items()} | seconds,
         "latency_p50_ms": latency,
         "parity_vs_fp32": parity,
         "parity_vs_pytorch_on_reference_set": vs_torch,
@@ -100,6 +108,36 @@ def nncf_candidate(bundle, tmp: Path) -> dict[str, Path]:
     return {"int8 (NNCF)": out}
 
 
+def ort_candidates(bundle, tmp: Path, seconds: dict[str, float]) -> dict[str, Path]:
+    """onnxruntime's quantize_static (recipe placement, fp32-calibrated) and quantize_dynamic of the cleaned
+    fp32 graph the export quantizes, calibrated on the same images; ``seconds`` gets each one's time."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from ringfold.exporter.int8 import CalibrationReader, basic_optimised
+    from ringfold.exporter.quant import weight_bearing_nodes
+    from ringfold.runtime.pixels.images import list_images
+
+    basic = basic_optimised(bundle.model_path(), tmp / "basic.onnx")
+    model = onnx.load(str(basic))
+    reader = CalibrationReader(list_images([tmp / "data" / "train"]), bundle.preprocess, model.graph.input[0].name)
+    out = {"int8 (onnxruntime quantize_static)": tmp / "ort_static.onnx"}
+    start = time.perf_counter()
+    quantize_static(str(basic), str(out["int8 (onnxruntime quantize_static)"]), reader,
+                    op_types_to_quantize=["MatMul", "Gemm", "Conv"], nodes_to_quantize=weight_bearing_nodes(model),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                   "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"]})  # fmt: skip
+    seconds["int8 (onnxruntime quantize_static)"] = time.perf_counter() - start
+    out["int8-dynamic (onnxruntime quantize_dynamic)"] = tmp / "ort_dynamic.onnx"
+    start = time.perf_counter()
+    quantize_dynamic(str(basic), str(out["int8-dynamic (onnxruntime quantize_dynamic)"]), weight_type=QuantType.QInt8,
+                     per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
+    seconds["int8-dynamic (onnxruntime quantize_dynamic)"] = time.perf_counter() - start
+    return out
+
+
 def _models(bundle, extra: dict[str, Path]) -> dict:
     from ringfold.runtime.backends.onnxruntime.model import OnnxModel, open_bundle_model
 
@@ -144,7 +182,7 @@ def parity_vs_fp32(bundle, photos: str | None, extra: dict[str, Path]) -> dict[s
     out = {"images": photos or "reference set (generated images)", "n": len(pixels)}
     for name, model in models.items():
         got = model.run_batched(pixels)
-        numerics = name if name in PRECISIONS else "int8"
+        numerics = name if name in PRECISIONS else "int8-dynamic" if name.startswith("int8-dynamic") else "int8"
         c = compare(name, numerics, got["logits"], got["embedding"], ref["logits"], ref["embedding"], images=names)
         out[name] = {
             "cosine_min": c.cosine_min,
