@@ -145,10 +145,16 @@ def measure(bundle_dir: Path, rounds: int, runs: int) -> dict:
                     model.run(inputs[b])
                     samples[(name, b)].append((time.perf_counter() - t0) * 1000)
         print(f"round {r + 1}/{rounds} done", flush=True)
-    return summarise(bundle, configs, gates, samples)
+    return summarise(bundle, configs, gates, samples, runs)
 
 
-def summarise(bundle, configs, gates, samples) -> dict:
+def per_round_ratios(ours: list[float], peer: list[float], runs: int) -> list[float]:
+    """Each round's p50 ratio (ringfold over peer): how far the ratio moves from one round to the next."""
+    rounds = range(0, min(len(ours), len(peer)), runs)
+    return [float(np.median(ours[i : i + runs]) / np.median(peer[i : i + runs])) for i in rounds]
+
+
+def summarise(bundle, configs, gates, samples, runs: int) -> dict:
     rows = []
     for (name, b), s in samples.items():
         kind = configs[name][0]
@@ -160,8 +166,9 @@ def summarise(bundle, configs, gates, samples) -> dict:
                    key=lambda r: r["p50_ms"])  # fmt: skip
         peer = min((r for r in rows if r["batch"] == b and r["kind"] == "peer"), key=lambda r: r["p50_ms"])
         gmacs = GMACS_PER_IMAGE * b / (ours["p50_ms"] / 1000)
+        rounds = per_round_ratios(samples[(ours["config"], b)], samples[(peer["config"], b)], runs)
         best[str(b)] = {"ringfold": ours, "peer": peer, "ratio_ringfold_over_peer": ours["p50_ms"] / peer["p50_ms"],
-                        "ringfold_gmacs_per_s": gmacs}  # fmt: skip
+                        "ratio_per_round": rounds, "ringfold_gmacs_per_s": gmacs}  # fmt: skip
     peer_hints = {name: model.hint for name, (kind, model) in configs.items() if kind == "peer"}
     return {"model": bundle.describe(), "weights": "random weights", "machine": machine(), "peak": peak(),
             "rows": rows, "best": best, "peer_inference_precision": peer_hints}  # fmt: skip
@@ -208,7 +215,8 @@ def table(results: dict) -> str:
         share = x["ringfold_gmacs_per_s"] / pk["int8_gmacs"]
         lines.append(
             f"- batch {b}: ringfold's fastest parity-passing ({ours['config']}) {ours['p50_ms']:.1f} ms vs the "
-            f"fastest by hand ({peer['config']}) {peer['p50_ms']:.1f} ms: ratio {x['ratio_ringfold_over_peer']:.2f}; "
+            f"fastest by hand ({peer['config']}) {peer['p50_ms']:.1f} ms: ratio {x['ratio_ringfold_over_peer']:.3f} "
+            f"(per round {min(x['ratio_per_round']):.3f}–{max(x['ratio_per_round']):.3f}); "
             f"{x['ringfold_gmacs_per_s']:.0f} GMAC/s = {share:.1%} of the int8 peak ({pk['int8_gmacs']:.0f} GMAC/s), "
             f"{x['ringfold_gmacs_per_s'] / pk['bf16_gmacs']:.1%} of the bf16 peak ({pk['bf16_gmacs']:.0f})"
             if pk["bf16_gmacs"]

@@ -34,9 +34,15 @@ def test_bench_batch_axis_is_log2_with_ticks_at_the_measured_batches(tmp_path):
             assert list(ax.get_xticks()) == [1, 2, 8, 32]
             assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "8", "32"]
             assert list(ax.xaxis.get_minorticklocs()) == []
+            assert ax.get_yscale() == "log"  # 15 ms beside 1.3 s is not flat on zero
             for line in ax.get_lines():  # each series runs left to right, not back and forth
                 xs = list(line.get_xdata())
                 assert xs == sorted(xs) == [1, 2, 8, 32]
+        legend = fig.axes[1].get_legend()
+        assert fig.axes[0].get_legend() is None and len(legend.get_texts()) == 2
+        fig.canvas.draw()
+        box, right = legend.get_window_extent(), fig.axes[1].get_window_extent()
+        assert box.x0 >= right.x1 and box.x1 <= fig.bbox.x1  # beside the plots, covering no line, not cut off
     finally:
         plt.close(fig)
     written = write_bench(_bench_report(), tmp_path)
