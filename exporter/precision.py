@@ -6,13 +6,14 @@
   LayerNormalization, Softmax, reductions and the final L2-normalisation + head
   kept fp32 (a block list), because those overflow or lose the embedding's unit
   norm in half precision.
-- int8 (static): onnxruntime.quantization in QDQ format with symmetric
-  activations and weights and per-channel weights — the form TensorRT
-  consumes — calibrated on the user's images through the runtime's own
-  preprocessing; calibration method minmax, entropy or percentile. The
-  transformer recipe (:mod:`ringfold.exporter.quant`): only the weight-bearing
-  MatMul/Gemm/Conv are quantized; LayerNorm, GELU, Softmax, the residual adds
-  and the attention core (Q·Kᵀ, softmax·V) stay fp32. For the CPU backends.
+- int8 (static): QDQ with symmetric activations and weights and per-channel
+  weights — the form TensorRT consumes — written by :mod:`ringfold.exporter.qdq`
+  (onnxruntime's graph, made 4–4.5× faster; :mod:`ringfold.exporter.int8`),
+  calibrated on the user's images through the runtime's own preprocessing;
+  calibration method minmax (ranges read on the int8-dynamic graph), entropy
+  or percentile. The transformer recipe (:mod:`ringfold.exporter.quant`): only
+  the weight-bearing MatMul/Gemm/Conv are quantized; LayerNorm, GELU, Softmax,
+  the residual adds and the attention core (Q·Kᵀ, softmax·V) stay fp32.
 - int8-fp16: the int8 graph with every float part in fp16 but the precision
   policy's fp32 islands (:mod:`ringfold.exporter.quant_fp16`): the graph
   TensorRT's strongly typed int8 build reads.

@@ -3,12 +3,12 @@
 The recipe (NVIDIA ModelOpt's ONNX PTQ and NNCF's ``ModelType.TRANSFORMER`` both follow it): Q/DQ only
 on the inputs of the *weight-bearing* MatMul/Gemm/Conv (:func:`weight_bearing_nodes`); LayerNorm, GELU,
 Softmax, the residual adds and the attention core (Q·Kᵀ, softmax·V: :func:`attention_core_matmuls`) stay
-float. The int8 variant applies it with onnxruntime's ``quantize_static``
-(:func:`ringfold.exporter.precision.quantize_int8_static`).
+float. The int8 variant applies it with :mod:`ringfold.exporter.qdq`, which writes the graph onnxruntime's
+``quantize_static`` writes for this placement (held to it by tests/test_qdq.py), 4–4.5× faster.
 
 Why not NNCF (:func:`quantize_transformer_int8`, kept for ``benchmarks/bench_precision.py --nncf``):
 measured on ViT-B/16 as the export writes it now (separate Q/K/V projections), ONNX Runtime CPU,
-interleaved in one run (two runs), onnxruntime's graph runs 1.15–1.16× (batch 1) and 1.73–1.77× (batch 8)
+interleaved in one run (two runs), onnxruntime's graph (the one ringfold writes) runs 1.15–1.16× (batch 1) and 1.73–1.77× (batch 8)
 fp32's speed, NNCF's 0.97–1.13× and 1.66–1.81× (a tie within noise); onnxruntime's is closer to fp32 on 60
 real photos (min cosine 0.99968 vs 0.99909, both pass the margin-aware gate) and calibrates faster (58 s
 vs 71 s side by side, same 64 images, loaded machine). On the

@@ -414,3 +414,35 @@ def test_quantized_variants_declare_only_the_opsets_they_use(multi_bundle, name)
     model = onnx.load(str(multi_bundle / name), load_external_data=False)
     used = {node.domain or "" for node in model.graph.node} | {""}
     assert {o.domain or "" for o in model.opset_import} == used
+
+
+def _activation_scales(path) -> dict[str, float]:
+    """The static int8 graph's activation scale per quantized tensor (QuantizeLinear's scale initializer)."""
+    model = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_histogram_calibration_reads_the_fp32_graph_and_clips_outliers(tiny_bundle, demo_data, tmp_path):
+    """--calib-method percentile goes through onnxruntime's calibrator on fp32; minmax reads the dynamic graph."""
+    import shutil
+
+    from ringfold.exporter.precision import write_variants
+
+    preprocess = load_bundle(tiny_bundle).preprocess
+    scales = {}
+    for method in ("minmax", "percentile"):
+        folder = tmp_path / method
+        folder.mkdir()
+        shutil.copy(tiny_bundle / "model.onnx", folder / "model.onnx")
+        request = PrecisionRequest(("fp32", "int8"), str(demo_data / "train"), method, calib_min=1)
+        variants, failed = write_variants(folder, request, preprocess)
+        assert failed == {}
+        want = "int8-dynamic graph (max |x|)" if method == "minmax" else "fp32 graph (percentile)"
+        assert variants["int8"]["ranges_from"] == want and variants["int8"]["calibration"]["method"] == method
+        assert not (folder / "model_int8_dynamic.onnx").exists()  # minmax's dynamic graph stays in scratch
+        scales[method] = _activation_scales(folder / "model_int8.onnx")
+    assert scales["minmax"].keys() == scales["percentile"].keys() and len(scales["minmax"]) > 10
+    ratios = np.array([scales["percentile"][k] / scales["minmax"][k] for k in scales["minmax"]])
+    # the 99.999th percentile of |x| never exceeds max |x| (1 % slack: minmax read the int8-dynamic graph)
+    assert ratios.max() <= 1.01 and ratios.min() < 0.98  # some tensors have outliers the percentile cuts
