@@ -51,6 +51,29 @@ def test_dynamic_shapes_give_the_static_outputs(tiny_bundle):
 
 
 @needs_openvino
+def test_an_even_batch_runs_as_two_halves_on_two_streams_with_the_same_outputs(tiny_bundle, monkeypatch):
+    """Batches of 2+ (even) run on two throughput streams; the outputs are the one-request outputs, in order."""
+    from ringfold.runtime.backends.openvino import model as ov_model
+
+    bundle = load_bundle(tiny_bundle)
+    pixels = bundle.reference().pixel_values[:6]
+    model = ov_model.open_openvino_model(bundle, "fp32")
+    assert [model.split(n) for n in (1, 2, 3, 6)] == [1, 2, 1, 2]
+    assert ov_model.open_openvino_model(bundle, "fp32", threads=1).split(6) == 1  # one thread: one stream
+    assert ov_model.open_openvino_model(bundle, "fp32", shapes="dynamic").split(6) == 1
+    split = model.run(pixels)
+    compiled, requests = model._compiled_requests(3, 2)
+    assert len(requests) == 2 and compiled.get_property("NUM_STREAMS") == 2
+    assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
+    monkeypatch.setattr(ov_model, "STREAMS", 1)
+    whole = ov_model.open_openvino_model(bundle, "fp32").run(pixels)
+    one_by_one = np.concatenate([model.run(pixels[i : i + 1])["logits"] for i in range(6)])
+    assert np.abs(split["logits"] - whole["logits"]).max() <= 1e-5
+    assert np.abs(split["embedding"] - whole["embedding"]).max() <= 1e-5
+    assert np.abs(split["logits"] - one_by_one).max() <= 1e-5  # each half's rows where they belong
+
+
+@needs_openvino
 def test_inference_precision_is_pinned_in_the_compiled_model(tiny_bundle):
     """fp32 is f32 even where the CPU would silently pick bf16; bf16 is a precision of its own name."""
     from ringfold.runtime.backends.openvino.model import inference_precision, open_openvino_model
@@ -198,8 +221,10 @@ def test_cache_is_keyed_recorded_and_reused(tiny_bundle, tmp_path):
     again = open_openvino_model(bundle, "fp32", threads=1, cache_dir=tmp_path / "cache").run(pixels)
     assert sorted(p.name for p in folder.iterdir()) == blobs  # imported, nothing new written
     assert np.array_equal(first["logits"], again["logits"])
-    open_openvino_model(bundle, "fp32", threads=2, cache_dir=tmp_path / "cache").run(pixels)
+    open_openvino_model(bundle, "fp32", threads=2, cache_dir=tmp_path / "cache").run(pixels[:1])
     assert len(list((tmp_path / "cache").iterdir())) == 2  # another thread count: another key
+    open_openvino_model(bundle, "fp32", threads=2, cache_dir=tmp_path / "cache").run(pixels)
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # two streams of one image: another key again
 
 
 @needs_openvino

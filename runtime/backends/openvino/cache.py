@@ -38,9 +38,13 @@ def cpu_identity() -> str:
     return "\n".join(wanted)
 
 
-def cache_key(onnx_sha256: str, openvino_version: str, hint: str, batch: int | None, threads: int | None) -> str:
+def cache_key(
+    onnx_sha256: str, openvino_version: str, hint: str, batch: int | None, threads: int | None, streams: int = 1
+) -> str:
     """The folder name of one compiled configuration: a sha256 over everything a blob depends on."""
     parts = [onnx_sha256, openvino_version, cpu_identity(), hint, str(batch), str(threads)]
+    if streams != 1:  # a throughput-streams compile (the latency key is unchanged)
+        parts.append(f"streams={streams}")
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
