@@ -8,14 +8,14 @@ float. The int8 variant applies it with :mod:`ringfold.exporter.qdq`, which writ
 
 Why not NNCF (:func:`quantize_transformer_int8`, kept for ``benchmarks/bench_precision.py --nncf``):
 measured on ViT-B/16 as the export writes it now (separate Q/K/V projections), ONNX Runtime CPU,
-interleaved in one run (two runs), onnxruntime's graph (the one ringfold writes) runs 1.15–1.16× (batch 1) and 1.73–1.77× (batch 8)
-fp32's speed, NNCF's 0.97–1.13× and 1.66–1.81× (a tie within noise); onnxruntime's is closer to fp32 on 60
-real photos (min cosine 0.99968 vs 0.99909, both pass the margin-aware gate) and calibrates faster (58 s
-vs 71 s side by side, same 64 images, loaded machine). On the
-earlier packed-in_proj graph NNCF's was the fast one (1.92× vs 1.04× at batch 1): the ranking follows the
-graph, so docs/benchmarks.md keeps both runs. NVIDIA ModelOpt's ONNX PTQ was not installable beside the
-export: ``nvidia-modelopt[onnx]`` pins onnx 1.21, swaps onnxruntime for onnxruntime-gpu 1.24 and pulls
-cupy-cuda12x.
+interleaved in one run (two runs), onnxruntime's graph (the one ringfold writes) runs 1.15–1.16×
+(batch 1) and 1.73–1.77× (batch 8) fp32's speed, NNCF's 0.97–1.13× and 1.66–1.81× (a tie within
+noise); onnxruntime's is closer to fp32 on 60 real photos (min cosine 0.99968 vs 0.99909, both pass the
+margin-aware gate) and calibrates faster (58 s vs 71 s side by side, same 64 images, loaded machine).
+On the earlier packed-in_proj graph NNCF's was the fast one (1.92× vs 1.04× at batch 1): the ranking
+follows the graph, so docs/benchmarks.md keeps both runs. NVIDIA ModelOpt's ONNX PTQ was not
+installable beside the export: ``nvidia-modelopt[onnx]`` pins onnx 1.21, swaps onnxruntime for
+onnxruntime-gpu 1.24 and pulls cupy-cuda12x.
 
 NNCF, when run: the attention core in its ignored scope, the PERFORMANCE preset (symmetric int8, zero
 points 0), SmoothQuant on (its transformer default), one calibration pass of at most
