@@ -13,19 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from ringfold.atomic import atomic_path
-from ringfold.runtime.pixels.images import load_image
-from ringfold.runtime.pixels.preprocess import preprocess_batch
 
-from .calibration import HISTOGRAM_METHODS, activation_ranges, histogram_ranges
+from .calibration import HISTOGRAM_METHODS, activation_ranges, histogram_ranges, image_batches
 from .qdq import weight_sites, write_dynamic_int8, write_static_qdq
 from .quant import RECIPE, attention_core_matmuls
 
-#: images per calibration batch (onnxruntime's CPU GEMMs gain little beyond 8 on 2 cores)
-CALIBRATION_BATCH = 8
 TOOL = "ringfold.exporter.qdq (onnxruntime's int8 conventions)"
 
 
@@ -89,7 +84,7 @@ class Int8Graphs:
         """The recipe's Q/DQ graph at ``dst``, calibrated on ``paths`` (``method``: minmax, entropy, percentile)."""
         model = onnx.load(str(self.basic()))
         tensors = sorted({site.activation for site in weight_sites(model)})
-        ranges, source = self._ranges(tensors, paths, preprocess, method)
+        ranges, source = self._ranges(tensors, paths, preprocess, method, model.graph.input[0].name)
         core = attention_core_matmuls(model)
         counts = write_static_qdq(model, ranges, self.weights)
         save_checked(model, dst)
@@ -105,39 +100,29 @@ class Int8Graphs:
             "tool": TOOL,
         }
 
-    def _ranges(self, tensors: list[str], paths: list[Path], preprocess, method: str) -> tuple[dict, str]:
+    def _ranges(
+        self, tensors: list[str], paths: list[Path], preprocess, method: str, input_name: str
+    ) -> tuple[dict, str]:
         if method in HISTOGRAM_METHODS:
-            reader = CalibrationReader(paths, preprocess, onnx_input_name(self.basic()))
+            reader = CalibrationReader(paths, preprocess, input_name)
             return histogram_ranges(self.basic(), tensors, reader, method, self.scratch), f"fp32 graph ({method})"
         if self._dynamic is None:
             self.write_dynamic()
-        starts = range(0, len(paths), CALIBRATION_BATCH)
-        batches = (image_batch(paths[i : i + CALIBRATION_BATCH], preprocess) for i in starts)
-        return activation_ranges(self._dynamic, tensors, batches), "int8-dynamic graph (max |x|)"
-
-
-def image_batch(paths: list[Path], preprocess) -> np.ndarray:
-    """Calibration images preprocessed exactly as the runtime does."""
-    return preprocess_batch([load_image(p) for p in paths], preprocess)
-
-
-def onnx_input_name(path: Path) -> str:
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+        return activation_ranges(
+            self._dynamic, tensors, image_batches(paths, preprocess)
+        ), "int8-dynamic graph (max |x|)"
 
 
 class CalibrationReader:
-    """onnxruntime CalibrationDataReader over the calibration images, in batches of CALIBRATION_BATCH."""
+    """onnxruntime CalibrationDataReader over :func:`~.calibration.image_batches`, rewindable."""
 
     def __init__(self, paths: list[Path], preprocess, input_name: str) -> None:
-        self._starts = range(0, len(paths), CALIBRATION_BATCH)
         self._paths, self._preprocess, self._input = paths, preprocess, input_name
-        self._iter = iter(self._starts)
+        self.rewind()
 
     def get_next(self):
-        start = next(self._iter, None)
-        if start is None:
-            return None
-        return {self._input: image_batch(self._paths[start : start + CALIBRATION_BATCH], self._preprocess)}
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input: batch}
 
     def rewind(self) -> None:
-        self._iter = iter(self._starts)
+        self._batches = image_batches(self._paths, self._preprocess)

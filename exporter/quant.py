@@ -35,8 +35,8 @@ import onnx
 
 from ringfold.atomic import atomic_path
 from ringfold.errors import FieldError
-from ringfold.runtime.pixels.images import load_image
-from ringfold.runtime.pixels.preprocess import preprocess_batch
+
+from .calibration import image_batches
 
 #: the compute-heavy ops whose weight input and activation input are quantized
 QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
@@ -47,8 +47,6 @@ RECIPE = (
 )
 #: calibration never reads more images than this (one pass; a few hundred is the usual advice)
 MAX_CALIBRATION_IMAGES = 300
-#: images per calibration batch
-CALIBRATION_BATCH = 8
 #: ``--calib-method`` → NNCF's activation range estimator (entropy is onnxruntime's; NNCF has none)
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
 
@@ -86,12 +84,8 @@ def weight_bearing_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def _batches(paths: list[Path], preprocess, input_name: str) -> list[dict[str, np.ndarray]]:
-    """The calibration images, preprocessed exactly as the runtime does, in batches of CALIBRATION_BATCH."""
-    paths = paths[:MAX_CALIBRATION_IMAGES]
-    return [
-        {input_name: preprocess_batch([load_image(p) for p in paths[i : i + CALIBRATION_BATCH]], preprocess)}
-        for i in range(0, len(paths), CALIBRATION_BATCH)
-    ]
+    """The calibration images (at most MAX_CALIBRATION_IMAGES) as NNCF's dataset items: one dict per batch."""
+    return [{input_name: batch} for batch in image_batches(paths[:MAX_CALIBRATION_IMAGES], preprocess)]
 
 
 def _advanced(method: str):
