@@ -8,7 +8,7 @@ docs/benchmarks.md), so by default the model is reshaped and compiled once per b
 
 With static shapes, an even batch of two or more images runs as two halves on two OpenVINO streams at once
 (``PERFORMANCE_HINT=THROUGHPUT``, ``NUM_STREAMS=2``: each half on its share of the cores) instead of one
-request on every core (``LATENCY``): on a 2-core Xeon (AMX) ViT-B/16 int8-bf16 at batch 8 took 107.6 ms so
+request on every core (``LATENCY``): on a 2-core Xeon (AMX) ViT-B/16 int8-bf16 at batch 8 took 107.6 ms
 against 111.3 ms as one request, interleaved (docs/benchmarks.md). A single image, an odd batch, or one thread
 runs as one latency request; the outputs are the same model's, only scheduled differently.
 """
@@ -199,15 +199,11 @@ class OpenVinoModel(Backend):
             )
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """One request per stream, each on its share of the batch (one request: the whole batch)."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         streams = self.split(len(pixels))
-        if streams == 1:
-            compiled, request = self.compiled(len(pixels))
-            results = request.infer({0: pixels})
-            return {port.any_name: np.array(results[port], dtype=np.float32) for port in compiled.outputs}
         compiled, requests = self._compiled_requests(len(pixels) // streams, streams)
-        parts = np.split(pixels, streams)
-        for request, part in zip(requests, parts, strict=True):
+        for request, part in zip(requests, np.split(pixels, streams), strict=True):
             request.start_async({0: part})
         for request in requests:
             request.wait()
